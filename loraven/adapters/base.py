@@ -1,0 +1,156 @@
+"""The adapter contract: how a fine-tuning method plugs into the one training loop.
+
+A method is a function ``apply(model, adapter_cfg, scheduler_cfg, ctx) -> AdaptedModel`` registered
+under a name with :func:`register_adapter`. The training loop only ever talks to :class:`AdaptedModel`,
+so adding a method never forks the loop (DESIGN.md: "adapters pluggable through one registry").
+Adapters must not import train, track or measure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ConfigError(ValueError):
+    """A bad user setting: the message names the bad value and the valid choices."""
+
+
+class IncompatibleCombination(ConfigError):
+    """An adapter/scheduler pair that makes no sense (e.g. lora + energy); a multirun records it as skipped."""
+
+
+@dataclass
+class AdapterContext:
+    """What an adapter may know about the run besides its own config."""
+
+    run_dir: Path | None = None
+    total_steps: int = 0
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+class AdaptedModel:
+    """A model with an adapter applied, plus the hooks the training loop calls.
+
+    Subclasses override only what their method needs; the defaults describe a plain
+    static adapter (peft LoRA/DoRA, or full fine-tuning).
+    """
+
+    def __init__(self, model: nn.Module, adapter_type: str, scheduler: str = "static") -> None:
+        self.model = model
+        self.adapter_type = adapter_type
+        self.scheduler = scheduler
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.model.parameters() if p.requires_grad)
+
+    def regularization_loss(self) -> torch.Tensor | None:
+        """Extra loss term added to the task loss (e.g. L2 / orthogonality on factors)."""
+        return None
+
+    def after_optimizer_step(self, step: int, loss: torch.Tensor) -> None:
+        """Called after every optimizer step; dynamic-rank methods decide ranks here.
+
+        ``loss`` is the detached on-device loss: implementations must not call ``.item()`` on it
+        every step (no host sync per step); sample it at their own decision interval.
+        """
+
+    def step_metrics(self) -> dict[str, float]:
+        """Numbers to log at a logging step (may host-sync: called only every log interval)."""
+        return {}
+
+    def ranks(self) -> dict[str, int]:
+        """Final per-module ranks for result.json ``adapter.ranks``."""
+        return {}
+
+    def write_artifacts(self, run_dir: Path) -> list[Path]:
+        """Write method-specific files beside result.json (rank_trace.csv, allocations)."""
+        return []
+
+    def artifact_tables(self) -> Mapping[str, Any]:
+        """Tables (name -> pandas.DataFrame) to log to the tracker."""
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        """Extra keys merged into result.json's ``adapter`` section."""
+        return {}
+
+    def prepare_for_inference(self) -> None:
+        """Switch to the inference path (merge / fuse) before evaluation, if the method has one."""
+
+    def trainable_param_count(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+
+AdapterFactory = Callable[[nn.Module, Mapping[str, Any], Mapping[str, Any], AdapterContext], AdaptedModel]
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    name: str
+    factory: AdapterFactory
+    schedulers: tuple[str, ...]
+    doc: str = ""
+
+
+_REGISTRY: dict[str, AdapterSpec] = {}
+
+
+def register_adapter(name: str, schedulers: tuple[str, ...] = ("static",), doc: str = ""):
+    """Decorator: register ``factory`` as adapter ``name`` accepting the given schedulers."""
+
+    def wrap(factory: AdapterFactory) -> AdapterFactory:
+        if name in _REGISTRY and _REGISTRY[name].factory is not factory:
+            raise ValueError(f"adapter {name!r} is registered twice")
+        _REGISTRY[name] = AdapterSpec(name, factory, tuple(schedulers), doc or (factory.__doc__ or ""))
+        return factory
+
+    return wrap
+
+
+def available_adapters() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_adapter(name: str) -> AdapterSpec:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown adapter {name!r}; valid choices: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def check_combination(adapter: str, scheduler: str) -> None:
+    """Raise :class:`IncompatibleCombination` if ``adapter`` cannot run under ``scheduler``."""
+    spec = get_adapter(adapter)
+    if scheduler not in spec.schedulers:
+        raise IncompatibleCombination(
+            f"adapter={adapter} does not accept scheduler={scheduler}; "
+            f"valid schedulers for {adapter}: {', '.join(spec.schedulers)}"
+        )
+
+
+def apply_adapter(
+    model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any], ctx: AdapterContext
+) -> AdaptedModel:
+    name = str(adapter_cfg["name"])
+    check_combination(name, str(scheduler_cfg["name"]))
+    return get_adapter(name).factory(model, adapter_cfg, scheduler_cfg, ctx)
+
+
+def _load_builtin() -> None:
+    """Import the built-in adapter modules so their ``register_adapter`` calls run."""
+    import importlib
+
+    for module in ("full", "lora", "lora_ar", "loraven"):
+        try:
+            importlib.import_module(f"loraven.adapters.{module}")
+        except ModuleNotFoundError as err:  # a method still being written must not break the others
+            if err.name != f"loraven.adapters.{module}":
+                raise

@@ -1,0 +1,100 @@
+"""LoRA and DoRA through peft (the field's implementation; nothing here re-implements them)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from loraven.adapters.base import AdaptedModel, AdapterContext, ConfigError, register_adapter
+
+
+class PeftAdapted(AdaptedModel):
+    """A peft-wrapped model; ranks are read back from the injected layers (what peft really built)."""
+
+    def ranks(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name, module in self.model.named_modules():
+            r = getattr(module, "r", None)
+            if isinstance(r, dict) and "default" in r and hasattr(module, "lora_A"):
+                out[_strip_peft_prefix(name)] = int(r["default"])
+        return out
+
+    def prepare_for_inference(self) -> None:
+        """Evaluate the unmerged adapter: merging changes numerics slightly and we evaluate what we trained."""
+
+
+def _strip_peft_prefix(name: str) -> str:
+    for prefix in ("base_model.model.", "base_model."):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def target_modules(cfg: Mapping[str, Any]) -> str | list[str]:
+    targets = cfg.get("target_modules", "all-linear")
+    if isinstance(targets, str):
+        return targets
+    return [str(t) for t in targets]
+
+
+def peft_lora_config(cfg: Mapping[str, Any], **overrides: Any):
+    """Build a peft ``LoraConfig`` from our adapter config (r, alpha, dropout, target_modules, ...)."""
+    from peft import LoraConfig
+
+    r = int(cfg.get("r", 8))
+    if r < 1:
+        raise ConfigError(f"adapter.r must be >= 1, got {r}")
+    kwargs: dict[str, Any] = dict(
+        r=r,
+        lora_alpha=float(cfg.get("alpha", 2 * r)),
+        lora_dropout=float(cfg.get("dropout", 0.0)),
+        target_modules=target_modules(cfg),
+        use_dora=bool(cfg.get("use_dora", False)),
+        use_rslora=bool(cfg.get("use_rslora", False)),
+        bias="none",
+    )
+    kwargs.update(overrides)
+    return LoraConfig(**kwargs)
+
+
+def check_rank_fits(model: nn.Module, cfg: Mapping[str, Any], r: int) -> None:
+    """A rank above a target layer's smaller side is a user error, not something peft should absorb."""
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    config = peft_lora_config(cfg)
+    if config.target_modules == "all-linear":
+        return
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and check_target_module_exists(config, name):
+            limit = min(module.in_features, module.out_features)
+            if r > limit:
+                raise ConfigError(f"adapter.r={r} exceeds layer {name} ({module.out_features}x"
+                                  f"{module.in_features}); valid: 1..{limit}")
+
+
+def wrap_with_peft(model: nn.Module, config) -> nn.Module:
+    from peft import get_peft_model
+
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:  # peft's "Target modules ... not found" etc.
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise ConfigError(f"{err}. Linear module names in this model: {', '.join(names)}") from err
+
+
+@register_adapter("lora", schedulers=("static",))
+def apply_lora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
+               ctx: AdapterContext) -> AdaptedModel:
+    """peft LoRA: W0 + (alpha/r)·B·A on the target modules."""
+    check_rank_fits(model, cfg, int(cfg.get("r", 8)))
+    return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=False)), "lora")
+
+
+@register_adapter("dora", schedulers=("static",))
+def apply_dora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
+               ctx: AdapterContext) -> AdaptedModel:
+    """peft DoRA (``use_dora=True``): LoRA direction plus a trained per-output magnitude vector."""
+    check_rank_fits(model, cfg, int(cfg.get("r", 8)))
+    return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=True)), "dora")

@@ -1,0 +1,213 @@
+"""One job, end to end: check → load → base accuracy → adapt → train → evaluate → one result record.
+
+Every outcome is written as a result.json: ``completed``, ``failed`` (with the reason: divergence, out of
+memory, interruption, any error) or ``skipped`` (an incompatible adapter/scheduler pair in a sweep). A
+failure never takes down the sweep: the caller gets the record back, not an exception.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import resource
+import signal
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loraven import measure, provenance
+from loraven.adapters.base import AdapterContext, ConfigError, IncompatibleCombination, apply_adapter, check_combination
+from loraven.checks import check_config
+from loraven.evaluate import evaluate
+from loraven.models import LoadedModel, cache_dir, load_model
+from loraven.tasks import ClassicTask, build_task
+from loraven.track import ResultsStore, atomic_write_text, flatten, make_tracker, now_iso, run_id_for
+from loraven.train import DivergenceError, train
+
+log = logging.getLogger("loraven")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM turned into an exception so the run is recorded and W&B finished as interrupted."""
+
+
+def experiment_name(cfg: Mapping[str, Any]) -> str:
+    return str(cfg.get("experiment_name") or "default")
+
+
+def skeleton(cfg: Mapping[str, Any], run_id: str, status: str, reason: str | None) -> dict[str, Any]:
+    """A result with every contract key present; sections are filled in as the run proceeds."""
+    return {
+        "run_id": run_id, "status": status, "reason": reason, "created_at": now_iso(),
+        "experiment": experiment_name(cfg), "seed": cfg.get("seed"), "config": dict(cfg),
+        "model": {"name": None, "total_params": None, "trainable_params": None},
+        "adapter": {"type": cfg["adapter"]["name"], "scheduler": cfg["scheduler"]["name"], "ranks": {}},
+        "metrics": {"task": None, "metric": None, "accuracy": None, "accuracy_stderr": None, "n": None},
+        "time": {"train_s": None, "eval_s": None, "total_s": None, "step_ms_median": None, "tokens_per_s": None},
+        "energy": {"method": "none", "kwh": None, "emissions_kg": None, "cpu_kwh": None, "gpu_kwh": None,
+                   "ram_kwh": None},
+        "env": {}, "memory": {"peak_mb": None, "device": None},
+    }
+
+
+def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run one resolved config; returns its result record (also written to the results store)."""
+    check_config(cfg)
+    store = ResultsStore(cfg.get("results_dir", "results"))
+    store.check_writable()
+    run_id = run_id_for(cfg)
+    experiment = experiment_name(cfg)
+    if not cfg.get("rerun", False):
+        existing = store.load(experiment, run_id)
+        if existing and existing["status"] == "completed":
+            log.info("run %s already completed; skipping (rerun=true forces)", run_id)
+            return {**existing, "_resumed": True}
+    try:
+        check_combination(cfg["adapter"]["name"], cfg["scheduler"]["name"])
+    except IncompatibleCombination as err:
+        if not multirun:
+            raise
+        result = skeleton(cfg, run_id, "skipped", str(err))
+        store.write(experiment, result)
+        return result
+
+    run_dir = store.run_dir(experiment, run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", json.dumps(cfg, indent=2, default=str))
+    result = skeleton(cfg, run_id, "failed", "did not finish")
+    tracker = make_tracker(cfg["tracking"], cfg, run_dir, name=_run_name(cfg, run_id), group=experiment,
+                           job_type=cfg["adapter"]["name"], tags=_tags(cfg))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    exit_code = 1
+    try:
+        _execute(cfg, result, run_dir, tracker, progress)
+        result["status"], result["reason"] = "completed", None
+        exit_code = 0
+    except DivergenceError as err:
+        result["reason"] = f"diverged: {err}"
+    except torch.cuda.OutOfMemoryError as err:
+        result["reason"] = f"out of memory: {str(err)[:300]}"
+    except (KeyboardInterrupt, Interrupted) as err:
+        result["reason"] = f"interrupted ({type(err).__name__})"
+        exit_code = 255
+        _finalise(store, experiment, result, tracker, exit_code)
+        raise
+    except ConfigError as err:
+        result["reason"] = f"config error: {err}"
+        if not multirun:
+            _finalise(store, experiment, result, tracker, exit_code)
+            raise
+    except Exception as err:  # a failed run is recorded with its reason; the sweep goes on
+        result["reason"] = f"{type(err).__name__}: {err}"
+        result["traceback"] = traceback.format_exc(limit=20)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _finalise(store, experiment, result, tracker, exit_code)
+    return result
+
+
+def _finalise(store: ResultsStore, experiment: str, result: dict[str, Any], tracker, exit_code: int) -> None:
+    store.write(experiment, result)
+    try:
+        tracker.summary(flatten("", {k: result[k] for k in ("metrics", "time", "energy", "model", "memory")})
+                        | {"status": result["status"], "reason": result["reason"] or ""})
+    finally:
+        tracker.finish(exit_code=exit_code)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(f"signal {signum}")
+
+
+def _run_name(cfg: Mapping[str, Any], run_id: str) -> str:
+    return f"{cfg['adapter']['name']}-{cfg['scheduler']['name']}-s{cfg.get('seed')}-{run_id[:6]}"
+
+
+def _tags(cfg: Mapping[str, Any]) -> list[str]:
+    return [f"scheduler:{cfg['scheduler']['name']}", f"seed:{cfg.get('seed')}", f"model:{cfg['model']['kind']}",
+            f"task:{cfg['task']['kind']}"]
+
+
+def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, tracker, progress: bool) -> None:
+    timer = measure.PhaseTimes()
+    device = provenance.pick_device(str(cfg.get("device", "auto")))
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    result["env"] = provenance.environment(device)
+    start = time.perf_counter()
+    with timer.phase("load", device):
+        task = build_task(cfg["task"], cache_dir() / "data")
+        info = task.info if isinstance(task, ClassicTask) else None
+        loaded = load_model(cfg["model"], info)
+        loaded.model.to(device)
+    result["metrics"]["task"], result["metrics"]["metric"] = task.name, task.metric
+    eval_bs = int(cfg["trainer"].get("eval_batch_size", 32))
+    base = base_metrics(cfg, loaded, task, eval_bs, seed)
+    total_params = sum(p.numel() for p in loaded.model.parameters())
+    ctx = AdapterContext(run_dir=run_dir, total_steps=int(cfg["trainer"]["steps"]), seed=seed, device=device)
+    with timer.phase("adapt", device):
+        adapted = apply_adapter(loaded.model, cfg["adapter"], cfg["scheduler"], ctx)
+        adapted.model.to(device)
+    result["model"] = {"name": loaded.name, "total_params": total_params,
+                       "trainable_params": adapted.trainable_param_count()}
+    meter = measure.make_meter(cfg["energy"], run_dir)
+    readings: dict[str, measure.EnergyReading] = {}
+    with meter.measure("train") as box, timer.phase("train", device):
+        stats = train(adapted, task, loaded.tokenizer, cfg["trainer"], device, log_fn=tracker.log, seed=seed,
+                      progress=progress)
+    readings["train"] = box["reading"]
+    with meter.measure("eval") as box, timer.phase("eval", device):
+        adapted.prepare_for_inference()
+        metrics = evaluate(adapted.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
+    readings["eval"] = box["reading"]
+    metrics.update(base)
+    metrics["loss"] = stats.final_loss
+    result["metrics"] = metrics
+    result["adapter"].update({"ranks": adapted.ranks(), **adapted.summary()})
+    result["time"] = {"train_s": timer.phases["train"], "eval_s": timer.phases["eval"],
+                      "load_s": timer.phases["load"], "total_s": time.perf_counter() - start,
+                      "step_ms_median": stats.step_ms_median, "tokens_per_s": stats.tokens_per_s,
+                      "steps": stats.steps, "train_tokens": stats.tokens}
+    result["energy"] = measure.combine(readings)
+    result["memory"] = peak_memory(device)
+    result["train"] = {"loss_curve": stats.loss_curve}
+    for path in adapted.write_artifacts(run_dir):
+        log.info("wrote %s", path)
+    for name, frame in adapted.artifact_tables().items():
+        tracker.log_table(name, frame)
+    tracker.log(flatten("eval", {k: v for k, v in metrics.items() if k != "per_task"})
+                | flatten("energy", {k: v for k, v in result["energy"].items() if k != "phases"})
+                | flatten("time", result["time"]))
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"peak_mb": torch.cuda.max_memory_allocated(device) / 2**20, "device": "cuda-allocated"}
+    # ru_maxrss is the whole process's peak resident set (kB on Linux): an upper bound for this job
+    return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "device": "cpu-process-peak-rss"}
+
+
+def base_metrics(cfg: Mapping[str, Any], loaded: LoadedModel, task, eval_bs: int, seed: int) -> dict[str, Any]:
+    """Accuracy of the untrained model, measured once per (model, task) and cached."""
+    key = run_id_for({"model": cfg["model"], "task": cfg["task"], "seed": 0, "trainer": {"eval": eval_bs},
+                      "job": task.fingerprint})
+    path = cache_dir() / "base_metrics" / f"{key}.json"
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text())
+            return {"base_accuracy": cached["accuracy"], "base_mse": cached.get("mse")}
+        except (ValueError, KeyError):
+            log.warning("ignoring corrupt base-accuracy cache %s", path)
+    metrics = evaluate(loaded.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
+    atomic_write_text(path, json.dumps(metrics))
+    return {"base_accuracy": metrics["accuracy"], "base_mse": metrics.get("mse")}

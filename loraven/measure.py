@@ -1,0 +1,253 @@
+"""Timers and energy meters. Every energy figure carries a method label saying how it was obtained.
+
+Labels: ``codecarbon-rapl`` (Intel RAPL counters: a measurement), ``codecarbon-tdp-estimate`` (no RAPL:
+TDP × CPU load, an estimate), ``codecarbon-constant-estimate`` (codecarbon's fallback constant power),
+``nvml-counter`` (NVIDIA total-energy counter delta: a measurement), ``none`` (energy=none) and
+``unavailable`` (the meter failed; the reason is recorded and the run goes on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("loraven.measure")
+
+
+def sync(device: torch.device) -> None:
+    """Synchronise CUDA at phase bounds (never per step)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class PhaseTimes:
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def phase(self, name: str, device: torch.device | None = None) -> Iterator[None]:
+        if device is not None:
+            sync(device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if device is not None:
+                sync(device)
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class EnergyReading:
+    method: str
+    kwh: float | None = None
+    emissions_kg: float | None = None
+    cpu_kwh: float | None = None
+    gpu_kwh: float | None = None
+    ram_kwh: float | None = None
+    duration_s: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class EnergyMeter:
+    """Measures one phase at a time: ``with meter.measure("train") as reading: ...``."""
+
+    method = "none"
+
+    @contextlib.contextmanager
+    def measure(self, phase: str) -> Iterator[dict[str, EnergyReading]]:
+        box: dict[str, EnergyReading] = {}
+        yield box
+        box["reading"] = EnergyReading(self.method)
+
+
+class CodecarbonMeter(EnergyMeter):
+    """codecarbon ``OfflineEmissionsTracker``, a new tracker per phase (never one tracker restarted)."""
+
+    def __init__(self, cfg: Mapping[str, Any], output_dir: Path) -> None:
+        self.cfg = cfg
+        self.output_dir = output_dir
+        self.method = "codecarbon"
+
+    @contextlib.contextmanager
+    def measure(self, phase: str) -> Iterator[dict[str, EnergyReading]]:
+        box: dict[str, EnergyReading] = {}
+        tracker = None
+        try:
+            tracker = self._start(phase)
+        except Exception as err:  # codecarbon failing must never fail the run
+            log.warning("codecarbon failed to start (%s); energy recorded as unavailable", err)
+            box["error"] = EnergyReading("unavailable", detail={"reason": f"{type(err).__name__}: {err}"})
+        start = time.perf_counter()
+        try:
+            yield box
+        finally:
+            if tracker is not None:
+                box["reading"] = self._stop(tracker, time.perf_counter() - start)
+            else:
+                box["reading"] = box.pop("error")
+
+    def _start(self, phase: str):
+        from codecarbon import OfflineEmissionsTracker
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        tracker = OfflineEmissionsTracker(
+            project_name=f"loraven-{phase}",
+            country_iso_code=str(self.cfg.get("country_iso_code", "USA")),
+            output_dir=str(self.output_dir),
+            output_file=f"emissions_{phase}.csv",
+            measure_power_secs=float(self.cfg.get("measure_power_secs", 1.0)),
+            tracking_mode=str(self.cfg.get("tracking_mode", "process")),
+            save_to_file=bool(self.cfg.get("save_to_file", True)),
+            log_level="error",
+            allow_multiple_runs=True,
+        )
+        if not hasattr(tracker, "_hardware"):  # codecarbon swallows init errors ("graceful shutdown")
+            raise RuntimeError("codecarbon tracker did not initialise (see its log)")
+        tracker.start()
+        return tracker
+
+    def _stop(self, tracker, duration: float) -> EnergyReading:
+        try:
+            emissions = tracker.stop()
+            data = tracker.final_emissions_data
+            label, detail = codecarbon_method(tracker)
+            detail.update(measure_power_secs=float(self.cfg.get("measure_power_secs", 1.0)),
+                          tracking_mode=str(self.cfg.get("tracking_mode", "process")),
+                          cpu_power_w_avg=_avg_power(data.cpu_energy, duration))
+            return EnergyReading(label, kwh=float(data.energy_consumed), emissions_kg=float(emissions or 0.0),
+                                 cpu_kwh=float(data.cpu_energy), gpu_kwh=float(data.gpu_energy),
+                                 ram_kwh=float(data.ram_energy), duration_s=duration, detail=detail)
+        except Exception as err:
+            log.warning("codecarbon failed to stop (%s); energy recorded as unavailable", err)
+            return EnergyReading("unavailable", duration_s=duration, detail={"reason": f"{type(err).__name__}: {err}"})
+
+
+def _avg_power(kwh: float, seconds: float) -> float | None:
+    """Average power = energy ÷ duration (codecarbon's power columns are instantaneous)."""
+    return kwh * 3.6e6 / seconds if seconds > 0 else None
+
+
+def codecarbon_method(tracker) -> tuple[str, dict[str, Any]]:
+    """How codecarbon got the CPU figure: RAPL is a measurement; anything else is an estimate."""
+    detail: dict[str, Any] = {}
+    mode = None
+    for hw in getattr(tracker, "_hardware", []):
+        if type(hw).__name__ == "CPU":
+            mode = getattr(hw, "_mode", None)
+            detail.update(cpu_mode=mode, cpu_model=getattr(hw, "_model", None), cpu_tdp_w=getattr(hw, "_tdp", None))
+        if type(hw).__name__ == "GPU":
+            detail["gpu"] = "nvml"
+    if mode == "intel_rapl":
+        return "codecarbon-rapl", detail
+    if mode in ("cpu_load", "tdp"):
+        return "codecarbon-tdp-estimate", detail
+    return "codecarbon-constant-estimate", detail
+
+
+class NvmlMeter(EnergyMeter):
+    """NVML total-energy counter delta (mJ since driver load), per visible GPU mapped by UUID."""
+
+    method = "nvml-counter"
+
+    def __init__(self) -> None:
+        import pynvml
+
+        pynvml.nvmlInit()
+        self._nvml = pynvml
+        self.handles = _visible_gpu_handles(pynvml)
+        if not self.handles:
+            raise RuntimeError("energy=nvml but no NVIDIA GPU is visible")
+
+    def _read_mj(self) -> list[int]:
+        return [self._nvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self.handles]
+
+    @contextlib.contextmanager
+    def measure(self, phase: str) -> Iterator[dict[str, EnergyReading]]:
+        box: dict[str, EnergyReading] = {}
+        before, start = self._read_mj(), time.perf_counter()
+        try:
+            yield box
+        finally:
+            torch.cuda.synchronize()
+            after, duration = self._read_mj(), time.perf_counter() - start
+            joules = sum(a - b for a, b in zip(after, before, strict=True)) / 1000.0
+            kwh = joules / 3.6e6
+            box["reading"] = EnergyReading(self.method, kwh=kwh, gpu_kwh=kwh, duration_s=duration,
+                                           detail={"joules": joules, "gpus": len(self.handles),
+                                                   "note": "GPU only; counter updates every 10-100 ms"})
+
+
+def _visible_gpu_handles(pynvml) -> list:
+    """NVML indexes GPUs in PCI order, not CUDA order: map the visible CUDA devices by UUID."""
+    if not torch.cuda.is_available():
+        return []
+    uuids = [str(torch.cuda.get_device_properties(i).uuid) for i in range(torch.cuda.device_count())]
+    handles = []
+    for i in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+        uuid = pynvml.nvmlDeviceGetUUID(handle)
+        uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+        if any(uuid.endswith(u) or u in uuid for u in uuids):
+            handles.append(handle)
+    return handles
+
+
+ENERGY_CHOICES = ("codecarbon", "nvml", "none")
+
+
+def make_meter(cfg: Mapping[str, Any], output_dir: Path) -> EnergyMeter:
+    name = cfg.get("name", "none")
+    if name == "none":
+        return EnergyMeter()
+    if name == "codecarbon":
+        return CodecarbonMeter(cfg, output_dir)
+    if name == "nvml":
+        try:
+            return NvmlMeter()
+        except Exception as err:
+            log.warning("NVML unavailable (%s); energy recorded as unavailable", err)
+            return _Unavailable(f"{type(err).__name__}: {err}")
+    from loraven.adapters.base import ConfigError
+
+    raise ConfigError(f"unknown energy meter {name!r}; valid choices: {', '.join(ENERGY_CHOICES)}")
+
+
+class _Unavailable(EnergyMeter):
+    method = "unavailable"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    @contextlib.contextmanager
+    def measure(self, phase: str) -> Iterator[dict[str, EnergyReading]]:
+        box: dict[str, EnergyReading] = {}
+        yield box
+        box["reading"] = EnergyReading("unavailable", detail={"reason": self.reason})
+
+
+def combine(readings: Mapping[str, EnergyReading]) -> dict[str, Any]:
+    """The contract's ``energy`` section: the training phase's figures, plus every phase by name."""
+    train = readings.get("train") or EnergyReading("none")
+    out = train.as_dict()
+    out.pop("detail", None)
+    out.update(train.detail)
+    out["phases"] = {name: r.as_dict() for name, r in readings.items()}
+    out["scope"] = "train phase (eval phase under phases.eval)"
+    return out
+
+
+def process_cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

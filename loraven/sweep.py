@@ -1,0 +1,61 @@
+"""Sweep-level summary (a Hydra callback): one table of every job, failures with reasons, an honest exit code.
+
+Each job leaves ``loraven_job.json`` in its Hydra job dir (see :mod:`loraven.cli`); this reads them back,
+so it works the same for the basic, joblib and submitit launchers. The process exits non-zero only if a
+job *failed*; ``skipped`` (incompatible pairs) and already-completed jobs are not failures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from loraven.cli import JOB_POINTER, _fmt
+
+log = logging.getLogger("loraven.sweep")
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for pointer in sorted(sweep_dir.glob(f"*/{JOB_POINTER}"), key=lambda p: _job_num(p.parent.name)):
+        try:
+            rows.append(json.loads(pointer.read_text()))
+        except (OSError, ValueError) as err:
+            log.warning("unreadable job record %s: %s", pointer, err)
+    return rows
+
+
+def _job_num(name: str) -> int:
+    return int(name) if name.isdigit() else 10**9
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        jobs = collect(sweep_dir)
+        expected = sum(1 for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()) if sweep_dir.is_dir() else 0
+        counts = Counter(j["status"] + (" (resumed)" if j.get("_resumed") else "") for j in jobs)
+        table = Table(title=f"sweep {sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        for col in ("#", "status", "adapter", "scheduler", "seed", "accuracy", "mse", "train_s", "kwh", "reason"):
+            table.add_column(col)
+        for i, job in enumerate(jobs):
+            s = job.get("summary", {})
+            table.add_row(str(i), str(job["status"]) + (" (resumed)" if job.get("_resumed") else ""),
+                          *(_fmt(s.get(k)) for k in ("adapter", "scheduler", "seed", "accuracy", "mse", "train_s",
+                                                     "kwh")), (job.get("reason") or "")[:80])
+        Console(stderr=True).print(table)
+        failed = [j for j in jobs if j["status"] == "failed"]
+        missing = expected - len(jobs)
+        if missing > 0:
+            log.error("%d job(s) left no record (crashed before writing one)", missing)
+        if failed or missing > 0:
+            raise SystemExit(1)

@@ -1,0 +1,230 @@
+"""The one training loop. Every method plugs in through :class:`AdaptedModel` hooks; none forks this file.
+
+No per-step host sync: step times come from ``perf_counter`` on CPU (synchronous anyway) and from CUDA
+events read once at the end on GPU; the loss is read back only every ``log_every`` steps, where a
+non-finite loss stops the run (``DivergenceError`` names the first bad step).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from loraven.adapters.base import AdaptedModel
+from loraven.tasks import ClassicTask, LMTask
+
+FAULT_ENV = "LORAVEN_FAULT_INJECT"  # tests: "oom@3" raises a simulated CUDA OOM at step 3
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN/Inf; the run is recorded as failed with the step."""
+
+
+@dataclass
+class TrainStats:
+    steps: int = 0
+    final_loss: float | None = None
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    step_ms: list[float] = field(default_factory=list)
+    tokens: int = 0
+    train_s: float = 0.0
+
+    @property
+    def step_ms_median(self) -> float | None:
+        # the first steps include allocator/kernel warm-up; drop them when there are enough steps
+        times = self.step_ms[2:] if len(self.step_ms) > 6 else self.step_ms
+        return statistics.median(times) if times else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.tokens / self.train_s if self.train_s > 0 else None
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def lm_batches(task: LMTask, tokenizer: Any, batch_size: int, max_len: int, seed: int, rank: int = 0,
+               world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless shuffled batches of (context, continuation) with loss on the continuation only.
+
+    Context and continuation are encoded separately and concatenated, as lm-eval scores them. With
+    ``world`` > 1 every process draws the same global batch and keeps its own slice (data parallel).
+    """
+    encoded = []
+    for context, continuation in task.train_pairs:
+        ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        ids = (ctx + cont)[-max_len:]
+        n_cont = min(len(cont), len(ids))
+        encoded.append((ids, n_cont))
+    if not encoded:
+        raise ValueError(f"task {task.name} has no training examples")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(encoded), generator=gen).tolist()
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            chosen = [encoded[i] for i in order[start:start + batch_size]][rank::world]
+            width = max(len(ids) for ids, _ in chosen)
+            input_ids = torch.full((len(chosen), width), pad, dtype=torch.long)
+            labels = torch.full((len(chosen), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(chosen), width), dtype=torch.long)
+            for row, (ids, n_cont) in enumerate(chosen):
+                input_ids[row, :len(ids)] = torch.tensor(ids)
+                mask[row, :len(ids)] = 1
+                labels[row, len(ids) - n_cont:len(ids)] = torch.tensor(ids[len(ids) - n_cont:])
+            yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def classic_batches(task: ClassicTask, batch_size: int, seed: int, rank: int = 0,
+                    world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    n = task.x_train.shape[0]
+    while True:
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n - batch_size + 1, batch_size):
+            idx = order[start:start + batch_size][rank::world]
+            yield {"x": task.x_train[idx], "y": task.y_train[idx]}
+
+
+def batch_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], task: LMTask | ClassicTask) -> torch.Tensor:
+    if isinstance(task, ClassicTask):
+        out = model(batch["x"])
+        if task.regression:
+            return torch.nn.functional.mse_loss(out.squeeze(-1).float(), batch["y"].float())
+        return torch.nn.functional.cross_entropy(out.float(), batch["y"])
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    # shift so that token t predicts t+1; mean over continuation tokens only
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=-100
+    )
+
+
+# --------------------------------------------------------------------------- loop
+
+
+def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg: Mapping[str, Any],
+          device: torch.device, log_fn=None, seed: int = 0, progress: bool = True) -> TrainStats:
+    """Fine-tune ``adapted.model`` on ``task`` for ``cfg.steps`` optimizer steps."""
+    from transformers import get_scheduler
+
+    model = adapted.model
+    model.train()
+    params = list(adapted.trainable_parameters())
+    if not params:
+        raise ValueError("the adapter left no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)),
+                                  betas=tuple(cfg.get("betas", (0.9, 0.999))))
+    steps = int(cfg["steps"])
+    scheduler = get_scheduler(str(cfg.get("lr_scheduler", "linear")), optimizer,
+                              num_warmup_steps=int(cfg.get("warmup_steps", 0)), num_training_steps=steps)
+    rank, world = _dist_rank_world()
+    batch_size = int(cfg["batch_size"])
+    if isinstance(task, ClassicTask):
+        batches = classic_batches(task, batch_size, seed, rank, world)
+    else:
+        batches = lm_batches(task, tokenizer, batch_size, int(cfg.get("max_seq_len", 128)), seed, rank, world)
+    ddp = _maybe_ddp(model, device, world)
+    forward_model = ddp or model
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                and cfg.get("precision", "auto") in ("auto", "bf16") else nullcontext())
+    grad_clip = cfg.get("grad_clip")
+    log_every = max(1, int(cfg.get("log_every", 10)))
+    fault = _parse_fault(os.environ.get(FAULT_ENV))
+    stats = TrainStats()
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    cuda_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+    bar = tqdm(total=steps, desc="train", unit="step", disable=not progress or rank != 0, dynamic_ncols=True)
+    start_all = time.perf_counter()
+    for step in range(1, steps + 1):
+        batch = next(batches)
+        if "attention_mask" in batch:
+            stats.tokens += int(batch["attention_mask"].sum()) * world
+        else:
+            stats.tokens += int(batch["x"].shape[0]) * world
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        t0 = time.perf_counter()
+        if device.type == "cuda":
+            ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            ev[0].record()
+        if fault and fault[1] == step:
+            _inject(fault[0])
+        with autocast:
+            loss = batch_loss(forward_model, batch, task)
+            extra = adapted.regularization_loss()
+            total = loss + extra if extra is not None else loss
+        total.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, float(grad_clip))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        detached = loss.detach()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
+        adapted.after_optimizer_step(step, detached)
+        if device.type == "cuda":
+            ev[1].record()
+            cuda_events.append(ev)
+        else:
+            stats.step_ms.append((time.perf_counter() - t0) * 1000.0)
+        bar.update(1)
+        if step % log_every == 0 or step == steps:
+            bad = int(first_bad)
+            if bad >= 0:
+                bar.close()
+                raise DivergenceError(f"loss became non-finite at step {bad} (lr={cfg['lr']}); stopped at step {step}")
+            value = float(detached)
+            stats.loss_curve.append((step, value))
+            bar.set_postfix(loss=f"{value:.4f}")
+            if log_fn is not None and rank == 0:
+                log_fn({"train/loss": value, "train/lr": scheduler.get_last_lr()[0],
+                        **{f"train/{k}": v for k, v in adapted.step_metrics().items()}}, step)
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        stats.step_ms = [a.elapsed_time(b) for a, b in cuda_events]
+    stats.train_s = time.perf_counter() - start_all
+    stats.steps = steps
+    stats.final_loss = stats.loss_curve[-1][1] if stats.loss_curve else None
+    if not math.isfinite(stats.final_loss or 0.0):
+        raise DivergenceError(f"final loss is {stats.final_loss}")
+    return stats
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _maybe_ddp(model: torch.nn.Module, device: torch.device, world: int):
+    """Data parallel through torch DDP when launched by ``accelerate launch`` / torchrun (world > 1)."""
+    if world <= 1:
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _parse_fault(spec: str | None) -> tuple[str, int] | None:
+    if not spec:
+        return None
+    kind, _, step = spec.partition("@")
+    return kind, int(step or 1)
+
+
+def _inject(kind: str) -> None:
+    if kind == "oom":
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated by LORAVEN_FAULT_INJECT)")
+    if kind == "error":
+        raise RuntimeError("simulated failure (LORAVEN_FAULT_INJECT)")
+    raise ValueError(f"unknown fault {kind!r} in {FAULT_ENV}; valid: oom@N, error@N")

@@ -24,7 +24,8 @@ log = logging.getLogger("loraven.track")
 # Config keys that change what a run computes; everything else (tracking, paths, energy meter) does not.
 SEMANTIC_KEYS = ("model", "adapter", "scheduler", "task", "trainer", "seed", "job", "bench")
 RESULT_STATUSES = ("completed", "failed", "skipped")
-SECRET_PATTERN = re.compile(r"(api[_-]?key|token|secret|password)", re.IGNORECASE)
+# key names that hold credentials ("hf_token", "WANDB_API_KEY"), not counters such as "tokens_per_s"
+SECRET_PATTERN = re.compile(r"(^|[_-])(api[_-]?key|token|secret|password|auth)$", re.IGNORECASE)
 
 
 def run_id_for(cfg: Mapping[str, Any]) -> str:

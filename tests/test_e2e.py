@@ -86,7 +86,7 @@ def test_completed_run_is_not_repeated_unless_forced(tmp_path: Path) -> None:
 
 
 def test_training_reduces_the_loss(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "tracking=none", "energy=none", "trainer.steps=30", "trainer.batch_size=8",
+    cfg = _cfg(tmp_path, "adapter=none", "tracking=none", "energy=none", "trainer.steps=30", "trainer.batch_size=8",
                "trainer.lr=3e-3", "trainer.log_every=5")
     curve = run_job(cfg, progress=False)["train"]["loss_curve"]
     assert curve[-1][1] < curve[0][1] * 0.8, curve

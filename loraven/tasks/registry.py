@@ -11,11 +11,11 @@ import difflib
 from loraven.adapters.base import ConfigError
 
 
-def check_registry_names(names: list[str]) -> None:
+def check_registry_names(names: list[str], manager=None) -> None:
     """Unknown names are a config error listing the closest valid names (before any training)."""
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager()
+    manager = manager or TaskManager()  # indexing the registry takes ~10 s: callers pass theirs
     known = set(manager.all_tasks)
     for name in names:
         if name not in known:
@@ -28,9 +28,10 @@ def registry_train_pairs(names: list[str], max_docs: int) -> list[tuple[str, str
     """(context, continuation) pairs from each task's training (else validation) split."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
-    check_registry_names(names)
+    manager = TaskManager()
+    check_registry_names(names, manager)
     try:
-        tasks = get_task_dict(names, TaskManager())
+        tasks = get_task_dict(names, manager)
     except Exception as err:  # datasets raises ConnectionError/OSError/ValueError variants when offline
         raise ConfigError(
             f"could not load lm-eval task(s) {names}: {type(err).__name__}: {str(err)[:300]}. Registry tasks "

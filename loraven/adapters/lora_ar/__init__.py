@@ -1,0 +1,93 @@
+"""LoRA-AR: static LoRA whose per-module ranks come from a spectral (HT-SR) analysis of the pretrained
+weights.
+
+Pipeline (once, before training): eigenvalues of every target weight (:mod:`.spectral`) → Hill α and
+Marchenko–Pastur spike count → README score, layer selection and ranks (:mod:`.allocate`) → peft LoRA with an
+exact-name ``rank_pattern``/``alpha_pattern``, verified after injection (:mod:`.inject`). Training is then
+plain peft LoRA (or DoRA / rsLoRA), so only the allocation differs from the ``lora`` adapter.
+
+Selection keeps the *highest*-scoring modules, as the README says (the public reference code keeps the lowest,
+contradicting it); see :mod:`.allocate` for every interpretation we made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from loraven.adapters.base import AdaptedModel, AdapterContext, register_adapter
+from loraven.adapters.lora import PeftAdapted
+from loraven.adapters.lora_ar.allocate import ALLOCATION_COLUMNS, Allocation, allocate
+from loraven.adapters.lora_ar.config import LoraARConfig
+from loraven.adapters.lora_ar.inject import inject, resolve_targets, weight_of
+from loraven.adapters.lora_ar.spectral import analyse_weights
+
+ALLOCATION_FILE = "lora_ar_allocation.csv"
+
+__all__ = ["ALLOCATION_FILE", "LoraARAdapted", "LoraARConfig", "apply_lora_ar", "plan_allocation"]
+
+
+class LoraARAdapted(PeftAdapted):
+    """A peft LoRA model plus the spectral allocation that shaped it."""
+
+    def __init__(self, model: nn.Module, allocation: Allocation, cfg: LoraARConfig,
+                 analysis_s: float) -> None:
+        super().__init__(model, "lora_ar")
+        self.allocation = allocation
+        self.cfg = cfg
+        self.analysis_s = analysis_s
+
+    def allocation_frame(self) -> pd.DataFrame:
+        """module, alpha_hill, spikes, score, rank (0 = not selected) per target module, in model order."""
+        return self.allocation.table[ALLOCATION_COLUMNS].copy()
+
+    def write_artifacts(self, run_dir: Path) -> list[Path]:
+        path = Path(run_dir) / ALLOCATION_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.allocation_frame().to_csv(path, index=False)
+        return [path]
+
+    def artifact_tables(self) -> Mapping[str, Any]:
+        """The full allocation (also selected, lora_alpha, shapes, MP edge) for the tracker."""
+        return {"lora_ar_allocation": self.allocation.table.copy()}
+
+    def summary(self) -> dict[str, Any]:
+        ranks = self.ranks()
+        hist = Counter(ranks.values())
+        return {
+            "analysis_s": round(self.analysis_s, 3),
+            "n_targets": len(self.allocation.table),
+            "n_selected": len(ranks),
+            "rank_hist": {str(r): hist[r] for r in sorted(hist)},
+            "hill_method": self.cfg.hill_method,
+            "rank_scaling": self.cfg.rank_scaling,
+            **self.allocation.info,
+        }
+
+
+def plan_allocation(model: nn.Module, cfg: LoraARConfig) -> tuple[Allocation, float]:
+    """Analyse the target weights of ``model`` and allocate ranks; returns (allocation, seconds spent)."""
+    start = time.perf_counter()
+    targets = resolve_targets(model, cfg.target_modules)
+    spectra = analyse_weights({n: weight_of(m) for n, m in targets.items()}, hill_method=cfg.hill_method,
+                              eigenvalue_threshold=float(cfg.eigenvalue_threshold),
+                              tracy_widom=cfg.tracy_widom)
+    alloc = allocate(spectra, cfg)
+    return alloc, time.perf_counter() - start
+
+
+@register_adapter("lora_ar", schedulers=("static",))
+def apply_lora_ar(model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
+                  ctx: AdapterContext) -> AdaptedModel:
+    """LoRA-AR: per-module LoRA ranks from Hill α and MP spikes of the pretrained weights (then static)."""
+    cfg = LoraARConfig.from_mapping(adapter_cfg)
+    alloc, analysis_s = plan_allocation(model, cfg)
+    wrapped = inject(model, alloc.ranks, alloc.alphas,
+                     {"dropout": cfg.dropout, "use_dora": cfg.use_dora, "use_rslora": cfg.use_rslora})
+    return LoraARAdapted(wrapped, alloc, cfg, analysis_s)

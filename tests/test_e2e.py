@@ -69,6 +69,14 @@ def test_lora_trainable_params_are_exact(tmp_path: Path) -> None:
     assert result["model"]["total_params"] == sum(p.numel() for p in base.parameters())
 
 
+def test_dora_counts_its_magnitude_vectors(tmp_path: Path) -> None:
+    result = run_job(_cfg(tmp_path, "adapter=dora", "tracking=none", "energy=none", "adapter.r=4"), progress=False)
+    base, _ = build_tiny_llama()
+    targets = [m for name, m in base.named_modules() if isinstance(m, nn.Linear) and not name.endswith("lm_head")]
+    expected = sum(4 * (m.in_features + m.out_features) + m.out_features for m in targets)
+    assert result["status"] == "completed" and result["model"]["trainable_params"] == expected
+
+
 def test_full_finetune_trains_everything(tmp_path: Path) -> None:
     result = run_job(_cfg(tmp_path, "adapter=none", "tracking=none", "energy=none"), progress=False)
     assert result["status"] == "completed"
@@ -107,3 +115,23 @@ def test_real_smollm2_smoke_run_from_the_command_line(tmp_path: Path) -> None:
     assert result["status"] == "completed" and result["model"]["name"] == "SmolLM2-135M-Instruct"
     assert 134_000_000 < result["model"]["total_params"] < 135_000_000
     assert result["metrics"]["base_accuracy"] is not None and result["metrics"]["n"] == 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adapter", ["lora_ar", "dora"])
+def test_real_smollm2_other_adapters(tmp_path: Path, adapter: str) -> None:
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("LORAVEN_CACHE", None)
+    out = subprocess.run([sys.executable, "run.py", f"adapter={adapter}", "trainer=smoke", "tracking=none",
+                          f"results_dir={tmp_path / 'r'}", f"hydra.run.dir={tmp_path / 'h'}"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (path,) = (tmp_path / "r" / "default").glob("*/result.json")
+    result = json.loads(path.read_text())
+    assert contract_violations(result) == [] and result["adapter"]["type"] == adapter
+    ranks = result["adapter"]["ranks"]
+    if adapter == "lora_ar":
+        assert len(set(ranks.values())) > 5, "LoRA-AR ranks should differ across SmolLM2's modules"
+        assert (path.parent / "lora_ar_allocation.csv").read_text().startswith("module,alpha_hill,spikes,score,rank")
+    else:
+        assert set(ranks.values()) == {8} and len(ranks) == 210

@@ -1,0 +1,93 @@
+"""LoRAven (dynamic low-rank adaptation, paper seeds/000): registered as adapter ``loraven``.
+
+Modules: layer (§3.1, §4.1.1, §4.2), fusion (§3.1.1, shared with the benchmarks), scorer (§3.2.1),
+schedulers (§3.2.2), energy_model + estimators (§3.3.1, §4.1.3), budget (§3.3.2), events (§3.4.1),
+hebbian (§3.4.2), gate (§4.1.2), model (the AdaptedModel the training loop drives).
+
+Freezing: in ``adapter`` mode everything but the factors (and gates) is frozen. In ``replace`` mode the
+replaced layers train U, S, V and their bias; other parameters (e.g. the output head, which ``all-linear``
+skips) stay trainable when ``adapter.train_other`` is true (default), since replace mode fine-tunes a
+compressed network rather than adapting a frozen one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from loraven.adapters.base import AdapterContext, ConfigError, register_adapter
+from loraven.adapters.loraven.config import AdapterConfig, SchedulerConfig, adapter_config
+from loraven.adapters.loraven.layer import DynamicLowRankLayer
+from loraven.adapters.loraven.model import LoRAvenModel
+
+__all__ = ["DynamicLowRankLayer", "LoRAvenModel", "apply_loraven", "find_targets", "inject"]
+
+
+def _output_head(model: nn.Module) -> nn.Module | None:
+    get = getattr(model, "get_output_embeddings", None)
+    if callable(get):
+        head = get()
+        if head is not None:
+            return head
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears and isinstance(model, nn.Sequential) else None
+
+
+def find_targets(model: nn.Module, target_modules: str | list[str]) -> list[str]:
+    """Names of the nn.Linear modules to adapt: suffix matches, or ``all-linear`` minus the output head."""
+    linear = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if target_modules == "all-linear":
+        head = _output_head(model)
+        names = [n for n, m in linear if m is not head and not n.endswith("lm_head")]
+    else:
+        names = [n for n, _ in linear if any(n == t or n.endswith("." + t) for t in target_modules)]
+    if not names:
+        available = sorted({n.rsplit(".", 1)[-1] for n, _ in linear})
+        raise ConfigError(f"adapter.target_modules={target_modules!r} matched no nn.Linear; "
+                          f"linear module names in this model: {', '.join(available)}")
+    return names
+
+
+def inject(model: nn.Module, cfg: AdapterConfig) -> dict[str, DynamicLowRankLayer]:
+    """Replace each target nn.Linear by a DynamicLowRankLayer in place; returns name → layer."""
+    layers: dict[str, DynamicLowRankLayer] = {}
+    for name in find_targets(model, cfg.target_modules):
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        base = getattr(parent, child)
+        limit = min(base.in_features, base.out_features)
+        r_max = limit if cfg.r_max == "full" else int(cfg.r_max)
+        if r_max > limit:
+            raise ConfigError(f"adapter.r_max={r_max} exceeds layer {name} ({base.out_features}x"
+                              f"{base.in_features}); valid: 1..{limit} or 'full'")
+        layer = DynamicLowRankLayer(
+            base, r_max=r_max, r_init=None if cfg.r_init is None else min(int(cfg.r_init), r_max),
+            r_min=min(int(cfg.r_min), r_max), mode=cfg.mode, alpha=cfg.alpha, dropout=float(cfg.dropout),
+            nan_guard=cfg.nan_guard, gate_blocks=int(cfg.gate_blocks) if cfg.gate else 0,
+            gradient_checkpointing=cfg.gradient_checkpointing)
+        setattr(parent, child, layer)
+        layers[name] = layer
+    return layers
+
+
+@register_adapter("loraven", schedulers=("static", "linear", "energy"))
+def apply_loraven(model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
+                  ctx: AdapterContext) -> LoRAvenModel:
+    """LoRAven: dynamic-rank U·diag(S)·Vᵀ layers (adapter beside frozen W0, or replacing W) + scheduler."""
+    acfg = adapter_config(adapter_cfg)
+    scfg = SchedulerConfig.from_mapping(scheduler_cfg)
+    if acfg.mode == "adapter" or not acfg.train_other:
+        for p in model.parameters():
+            p.requires_grad_(False)
+    layers = inject(model, acfg)
+    for layer in layers.values():
+        trainable = [layer.U, layer.S, layer.V]
+        if layer.bias is not None:
+            trainable.append(layer.bias)
+        if layer.gate is not None:
+            trainable += list(layer.gate.parameters())
+        for p in trainable:
+            p.requires_grad_(True)
+    return LoRAvenModel(model, layers, acfg, scfg, seed=ctx.seed)

@@ -29,7 +29,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         _number("trainer", "grad_clip", trainer["grad_clip"], float, 0, strict=True)
     schedulers = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
     if trainer.get("lr_scheduler", "linear") not in schedulers:
-        raise ConfigError(f"trainer.lr_scheduler={trainer.get('lr_scheduler')!r}; valid choices: {', '.join(schedulers)}")
+        bad = trainer.get("lr_scheduler")
+        raise ConfigError(f"trainer.lr_scheduler={bad!r}; valid choices: {', '.join(schedulers)}")
     if trainer.get("precision", "auto") not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"trainer.precision={trainer.get('precision')!r}; valid choices: auto, bf16, fp32")
     _number("", "seed", cfg.get("seed"), int, 0)

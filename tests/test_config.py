@@ -47,9 +47,10 @@ def test_adapter_picks_its_natural_scheduler_and_cli_wins() -> None:
     assert _compose(["adapter=lora"])["scheduler"]["name"] == "static"
     assert _compose(["adapter=dora"])["scheduler"]["name"] == "static"
     assert _compose(["adapter=none"])["scheduler"]["name"] == "static"
-    if "loraven" in available_adapters():
-        assert _compose(["adapter=loraven"])["scheduler"]["name"] == "linear"
-        assert _compose(["adapter=loraven", "scheduler=energy"])["scheduler"]["name"] == "energy"
+    assert set(available_adapters()) == {"none", "lora", "dora", "lora_ar", "loraven"}
+    assert _compose(["adapter=loraven"])["scheduler"]["name"] == "linear"
+    assert _compose(["adapter=loraven", "scheduler=energy"])["scheduler"]["name"] == "energy"
+    assert _compose(["adapter=lora_ar"])["scheduler"]["name"] == "static"
     # the command line wins over the adapter file's default; our code then rejects the pair
     cfg = _compose(["adapter=lora", "scheduler=static"])
     assert (cfg["adapter"]["name"], cfg["scheduler"]["name"]) == ("lora", "static")
@@ -58,6 +59,7 @@ def test_adapter_picks_its_natural_scheduler_and_cli_wins() -> None:
 def test_default_config_is_the_embedded_model() -> None:
     cfg = _compose([])
     assert cfg["model"]["kind"] == "smollm2_135m"
+    assert (cfg["adapter"]["name"], cfg["scheduler"]["name"]) == ("loraven", "linear")
     assert cfg["task"]["kind"] == "arith_mc"
     assert cfg["tracking"]["mode"] == "offline"
     check_config(cfg)
@@ -83,7 +85,8 @@ def test_unknown_key_is_rejected() -> None:
         ("trainer.steps=0", "trainer.steps=0"),
         ("trainer.batch_size=2.5", "trainer.batch_size=2.5"),
         ("trainer.lr_scheduler=warp", "valid choices"),
-        ("adapter.r=0", "adapter.r=0"),
+        ("adapter.r_min=9", "adapter.r_min=9 > adapter.r_max=8"),
+        ("adapter.r_max=0", "adapter.r_max=0"),
         ("seed=-3", "seed=-3"),
     ],
 )
@@ -104,4 +107,4 @@ def test_run_id_is_stable_and_semantic() -> None:
     a, b = _compose(["seed=1"]), _compose(["seed=1", "tracking=none", "results_dir=elsewhere"])
     assert run_id_for(a) == run_id_for(b)  # where results go and how they are tracked is not semantic
     assert run_id_for(a) != run_id_for(_compose(["seed=2"]))
-    assert run_id_for(a) != run_id_for(_compose(["seed=1", "adapter.r=4"]))
+    assert run_id_for(a) != run_id_for(_compose(["seed=1", "adapter.r_max=4"]))

@@ -149,8 +149,4 @@ def _load_builtin() -> None:
     import importlib
 
     for module in ("full", "lora", "lora_ar", "loraven"):
-        try:
-            importlib.import_module(f"loraven.adapters.{module}")
-        except ModuleNotFoundError as err:  # a method still being written must not break the others
-            if err.name != f"loraven.adapters.{module}":
-                raise
+        importlib.import_module(f"loraven.adapters.{module}")

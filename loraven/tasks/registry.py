@@ -26,19 +26,19 @@ def check_registry_names(names: list[str], manager=None) -> None:
 
 def registry_train_pairs(names: list[str], max_docs: int) -> list[tuple[str, str]]:
     """(context, continuation) pairs from each task's training (else validation) split."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     manager = TaskManager()
     check_registry_names(names, manager)
     try:
-        tasks = get_task_dict(names, manager)
+        tasks = manager.load(names)["tasks"]  # flat {name: Task}, groups expanded
     except Exception as err:  # datasets raises ConnectionError/OSError/ValueError variants when offline
         raise ConfigError(
             f"could not load lm-eval task(s) {names}: {type(err).__name__}: {str(err)[:300]}. Registry tasks "
             "download their data from the dataset hub; offline, use task=arith_mc or task=local_mc."
         ) from err
     pairs: list[tuple[str, str]] = []
-    for name, task in _leaves(tasks):
+    for name, task in tasks.items():
         docs = task.training_docs() if task.has_training_docs() else (
             task.validation_docs() if task.has_validation_docs() else None)
         if docs is None:
@@ -48,14 +48,6 @@ def registry_train_pairs(names: list[str], max_docs: int) -> list[tuple[str, str
                 break
             pairs.append(_pair(task, doc))
     return pairs
-
-
-def _leaves(tasks: dict):
-    for key, value in tasks.items():
-        if isinstance(value, dict):
-            yield from _leaves(value)
-        else:
-            yield str(getattr(key, "group_name", key)), value
 
 
 def _pair(task, doc) -> tuple[str, str]:

@@ -114,8 +114,9 @@ def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = 
 def _finalise(store: ResultsStore, experiment: str, result: dict[str, Any], tracker, exit_code: int) -> None:
     store.write(experiment, result)
     try:
-        tracker.summary(flatten("", {k: result[k] for k in ("metrics", "time", "energy", "model", "memory", "env", "adapter")})
-                        | {"status": result["status"], "reason": result["reason"] or ""})
+        sections = {k: result[k] for k in ("metrics", "time", "energy", "model", "memory", "env")}
+        sections["adapter"] = {k: v for k, v in result["adapter"].items() if k != "ranks"}  # ranks: rank_trace table
+        tracker.summary(flatten("", sections) | {"status": result["status"], "reason": result["reason"] or ""})
     finally:
         tracker.finish(exit_code=exit_code)
     gc.collect()

@@ -1,0 +1,137 @@
+"""``job: bench`` — the benchmark suites as one result record in the results store.
+
+``python run.py experiment=paper_speedup`` lands here (via loraven.cli) with the resolved config; its
+``bench:`` section (conf/experiment/paper_speedup.yaml, the single source of defaults, also read by
+``python -m loraven.bench``) picks the suites: fusion (Table 5.1 rows in ``bench``, the contract's
+section), train_step (``bench_train_step``), inference (``bench_inference``), overhead (``bench_overhead``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from loraven import provenance
+from loraven.adapters.base import ConfigError
+from loraven.bench.methods import CONF_DIR
+from loraven.bench.timing import dtype_name, resolve_device, resolve_dtype, set_threads
+
+log = logging.getLogger("loraven.bench")
+
+SUITES = ("fusion", "train_step", "inference", "overhead")
+EXPERIMENT_FILE = CONF_DIR / "experiment" / "paper_speedup.yaml"
+
+
+def load_defaults() -> dict[str, Any]:
+    """The ``bench:`` section of conf/experiment/paper_speedup.yaml (defaults for the module CLI too)."""
+    from omegaconf import OmegaConf
+
+    if not EXPERIMENT_FILE.is_file():
+        raise ConfigError(f"missing {EXPERIMENT_FILE}: the benchmark defaults live there")
+    data = OmegaConf.to_container(OmegaConf.load(EXPERIMENT_FILE), resolve=True)
+    assert isinstance(data, dict)
+    return dict(data["bench"])
+
+
+def suites_of(bench: Mapping[str, Any]) -> list[str]:
+    raw = bench.get("suite", "fusion")
+    names = [s.strip() for s in raw.split(",")] if isinstance(raw, str) else [str(s) for s in raw]
+    bad = [s for s in names if s not in SUITES and s != "all"]
+    if bad or not names:
+        raise ConfigError(f"bench.suite={raw!r}; valid choices: {', '.join(SUITES)}, all (or a list)")
+    return list(SUITES) if "all" in names else names
+
+
+def run_suites(bench: Mapping[str, Any], log_fn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the selected suites; returns the result sections (bench, bench_train_step, ...) + settings."""
+    device = resolve_device(bench.get("device", "auto"))
+    dtype = resolve_dtype(bench.get("dtype", "auto"), device)
+    threads = set_threads(bench.get("threads", "auto"))
+    out: dict[str, Any] = {"bench_settings": {"device": provenance.device_name(device), "dtype": dtype_name(dtype),
+                                              "threads": threads, "suites": suites_of(bench)}}
+    for suite in out["bench_settings"]["suites"]:
+        sub = dict(bench.get(suite) or {})
+        if suite == "fusion":
+            from loraven.bench.fusion import VARIANTS, run_fusion
+
+            out["bench"] = run_fusion(
+                list(bench.get("shapes") or []), bench.get("ranks", "auto"), repeats=int(bench.get("repeats", 20)),
+                warmup=int(bench.get("warmup", 3)), device=device, dtype=dtype, threads=threads,
+                variant_names=list(bench.get("variants") or VARIANTS), max_gflop=bench.get("max_gflop", "auto"),
+                min_sample_ms=float(bench.get("min_sample_ms", 2.0)), log=log_fn)
+        elif suite == "train_step":
+            from loraven.bench.train_step import run_train_step
+
+            out["bench_train_step"] = run_train_step(
+                **_lm_kwargs(sub), lr=float(sub.get("lr", 1e-4)), profile=bool(sub.get("profile", True)),
+                device=device, dtype=_lm_dtype(sub, device), threads=threads, log=log_fn)
+        elif suite == "inference":
+            from loraven.bench.inference import run_inference
+
+            out["bench_inference"] = run_inference(**_lm_kwargs(sub), device=device, dtype=_lm_dtype(sub, device),
+                                                   threads=threads, log=log_fn)
+        elif suite == "overhead":
+            from loraven.bench.overhead import run_overhead
+
+            out["bench_overhead"] = run_overhead(
+                model=str(sub.get("model", "tiny_llama")), adapter=str(sub.get("adapter", "lora")),
+                steps=int(sub.get("steps", 60)), repeats=int(sub.get("repeats", 3)),
+                warmup=int(sub.get("warmup", 1)), extra_overrides=list(sub.get("overrides") or []), log=log_fn)
+    return out
+
+
+def _lm_kwargs(sub: Mapping[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {k: sub[k] for k in ("model", "layers", "lora_ar_mode") if sub.get(k) is not None}
+    kwargs.update({k: int(sub[k]) for k in ("batch_size", "seq_len", "rank", "warmup", "repeats") if k in sub})
+    if sub.get("methods"):
+        kwargs["methods"] = [str(m) for m in sub["methods"]]
+    return kwargs
+
+
+def _lm_dtype(sub: Mapping[str, Any], device: torch.device) -> torch.dtype:
+    """Model dtype for the LM suites: fp32 on CPU (as the harness trains there) unless set."""
+    return resolve_dtype(sub.get("dtype", "float32" if device.type == "cpu" else "auto"), device)
+
+
+def run_bench_job(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run ``cfg['bench']`` and write ``<results_dir>/<experiment_name>/<run_id>/result.json``."""
+    from loraven.bench.report import print_tables
+    from loraven.job import experiment_name, skeleton
+    from loraven.track import ResultsStore, run_id_for
+
+    bench = cfg.get("bench")
+    if not isinstance(bench, Mapping):
+        raise ConfigError("job=bench needs a bench: section; use experiment=paper_speedup")
+    suites_of(bench)
+    store = ResultsStore(cfg.get("results_dir", "results"))
+    store.check_writable()
+    run_id, experiment = run_id_for(cfg), experiment_name(cfg)
+    if not cfg.get("rerun", False):
+        existing = store.load(experiment, run_id)
+        if existing and existing["status"] == "completed":
+            log.info("bench run %s already completed; skipping (rerun=true forces)", run_id)
+            return {**existing, "_resumed": True}
+    placeholder = {"adapter": {"name": "bench"}, "scheduler": {"name": "none"}}
+    result = skeleton({**cfg, **placeholder}, run_id, "failed", "did not finish")
+    result["config"] = dict(cfg)
+    start = time.perf_counter()
+    try:
+        result["env"] = provenance.environment(resolve_device(bench.get("device", "auto")))
+        result.update(run_suites(bench, log_fn=lambda msg: log.info("%s", msg)))
+        result["env"]["cpu_threads"] = torch.get_num_threads()
+        result["status"], result["reason"] = "completed", None
+    except ConfigError:
+        raise
+    except Exception as err:  # recorded like a failed training run; the sweep goes on
+        result["reason"] = f"{type(err).__name__}: {err}"
+        result["traceback"] = traceback.format_exc(limit=20)
+    result["time"]["total_s"] = time.perf_counter() - start
+    store.write(experiment, result)
+    if result["status"] == "completed":
+        print_tables(result)
+    return result

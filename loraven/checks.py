@@ -43,3 +43,36 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     targets = adapter.get("target_modules", "all-linear")
     if not isinstance(targets, (str, list, tuple)) or (not isinstance(targets, str) and not targets):
         raise ConfigError(f"adapter.target_modules={targets!r} must be 'all-linear' or a non-empty list of names")
+
+
+def check_rank_fits(model: Any, adapter: Mapping[str, Any]) -> None:
+    """``target_modules`` matching no Linear layer, or a fixed LoRA rank (``adapter.r``) above a targeted
+    layer's smaller side, is a config error found right after loading, not after evaluation or training.
+    Only ``r`` is checked: LoRA-AR and LoRAven cap their ranks per layer.
+    """
+    from torch import nn
+
+    targets = adapter.get("target_modules", "all-linear")
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if targets != "all-linear" and adapter.get("name") != "none":  # before any evaluation or training
+        names = [targets] if isinstance(targets, str) else [str(t) for t in targets]
+        if not any(n == t or n.endswith("." + t) for n, _ in linears for t in names):
+            valid = sorted({n.split(".")[-1] for n, _ in linears})
+            raise ConfigError(f"adapter.target_modules={names} matches no Linear layer of this model; "
+                              f"valid names: {', '.join(valid)} (or all-linear)")
+    rank = adapter.get("r")
+    if rank is None or adapter.get("name") not in ("lora", "dora"):
+        return
+    if targets == "all-linear":  # peft's rule: every Linear except the output head
+        chosen = [(n, m) for n, m in linears if n.split(".")[-1] not in ("lm_head", "score", "classifier")]
+        chosen = chosen[:-1] if chosen and chosen == linears else chosen  # an MLP's last layer is its head
+    else:
+        names = [targets] if isinstance(targets, str) else list(targets)
+        chosen = [(n, m) for n, m in linears if any(n == t or n.endswith("." + t) for t in names)]
+    if not chosen:
+        return  # "matches nothing" is reported by the adapter with the list of valid names
+    name, smallest = min(chosen, key=lambda nm: min(nm[1].in_features, nm[1].out_features))
+    limit = min(smallest.in_features, smallest.out_features)
+    if int(rank) > limit:
+        raise ConfigError(f"adapter.r={rank} exceeds layer {name} ({smallest.in_features}->{smallest.out_features}); "
+                          f"valid: 1..{limit} for these target_modules")

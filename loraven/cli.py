@@ -42,9 +42,12 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
 
     os.environ.setdefault("WANDB_MODE", str(cfg.get("tracking", {}).get("mode", "offline")))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    multirun = _is_multirun()
+    if multirun:  # joblib/loky workers: W&B's default process start fails ("cannot find context for 'loky'")
+        os.environ.setdefault("WANDB_START_METHOD", "thread")
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     configure_hub_access(resolved)
-    multirun = _is_multirun()
+    main_process = init_distributed() == 0
     try:
         if resolved.get("job", "train") == "bench":
             from loraven.bench.job import run_bench_job
@@ -53,7 +56,8 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
         else:
             from loraven.job import run_job
 
-            result = run_job(resolved, multirun=multirun, progress=sys.stderr.isatty() or not multirun)
+            result = run_job(resolved, multirun=multirun, progress=sys.stderr.isatty() or not multirun,
+                             parallel_jobs=parallel_jobs())
     except ConfigError as err:
         if multirun:
             result = _record_config_error(resolved, err)
@@ -62,9 +66,60 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             sys.exit(2)
+    if not main_process:  # data-parallel ranks > 0: rank 0 writes the result, the pointer and the table
+        return None
     _write_pointer(result)
     print_summary(result)
+    if not multirun and result.get("status") == "failed":  # a failed single run must fail the shell too
+        print(f"error: run {result.get('run_id')} failed: {result.get('reason')}", file=sys.stderr)
+        sys.exit(1)
     return objective(result)
+
+
+def init_distributed() -> int:
+    """This process's rank; joins the process group when launched by ``accelerate launch``/torchrun.
+
+    accelerate's :class:`PartialState` reads the environment the launcher set (RANK, WORLD_SIZE,
+    MASTER_ADDR) and initialises torch.distributed (gloo on CPU, nccl on GPU). On a CPU-only machine
+    accelerate 1.x starts several processes only with ``--multi_gpu`` (``--cpu`` means one process), so
+    the CPU recipe is ``accelerate launch --multi_gpu --num_processes 2 run.py`` (or torchrun).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    PartialState()
+    if not dist.is_initialized():  # accelerate leaves plain CPU launches to us
+        dist.init_process_group(backend="nccl" if torch_cuda_available() else "gloo")
+    return int(dist.get_rank())
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this sweep run at once (joblib n_jobs, submitit array parallelism), else 1.
+
+    Recorded as ``energy.parallel_jobs``: codecarbon's process mode splits CPU/RAM energy by this
+    process's share, so concurrent jobs are visible in the numbers.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        launcher = HydraConfig.get().launcher
+    except ValueError:
+        return 1
+    target = str(launcher.get("_target_", ""))
+    if "joblib" in target.lower():
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        return max(1, (os.cpu_count() or 1) + 1 + n_jobs) if n_jobs < 0 else n_jobs  # joblib: -1 = all cores
+    if "submitit" in target.lower() and "Local" in target:
+        return int(launcher.get("array_parallelism") or 1)
+    return 1
 
 
 def _record_config_error(cfg: dict[str, Any], err: Exception) -> dict[str, Any]:

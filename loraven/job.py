@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import resource
 import signal
 import time
@@ -22,11 +23,11 @@ import torch
 
 from loraven import measure, provenance
 from loraven.adapters.base import AdapterContext, ConfigError, IncompatibleCombination, apply_adapter, check_combination
-from loraven.checks import check_config
+from loraven.checks import check_config, check_rank_fits
 from loraven.evaluate import evaluate
 from loraven.models import LoadedModel, cache_dir, load_model
 from loraven.tasks import ClassicTask, build_task
-from loraven.track import ResultsStore, atomic_write_text, flatten, make_tracker, now_iso, run_id_for
+from loraven.track import ResultsStore, Tracker, atomic_write_text, flatten, make_tracker, now_iso, redact, run_id_for
 from loraven.train import DivergenceError, train
 
 log = logging.getLogger("loraven")
@@ -55,10 +56,22 @@ def skeleton(cfg: Mapping[str, Any], run_id: str, status: str, reason: str | Non
     }
 
 
-def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run one resolved config; returns its result record (also written to the results store)."""
+def is_main_process() -> bool:
+    """Rank 0 of a data-parallel launch (or a plain process): the only one that writes results and W&B."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = True,
+            parallel_jobs: int = 1) -> dict[str, Any]:
+    """Run one resolved config; returns its result record (also written to the results store).
+
+    ``parallel_jobs`` (how many jobs the launcher runs at once) is recorded in ``energy.parallel_jobs``.
+    Under data parallelism every rank trains; only rank 0 evaluates and writes (result, W&B, artifacts).
+    """
     check_config(cfg)
-    store = ResultsStore(cfg.get("results_dir", "results"))
+    main = is_main_process()
+    store = ResultsStore(cfg.get("results_dir", "results")) if main else _NoStore(cfg.get("results_dir", "results"))
     store.check_writable()
     run_id = run_id_for(cfg)
     experiment = experiment_name(cfg)
@@ -77,15 +90,18 @@ def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = 
         return result
 
     run_dir = store.run_dir(experiment, run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.json", json.dumps(cfg, indent=2, default=str))
     result = skeleton(cfg, run_id, "failed", "did not finish")
-    tracker = make_tracker(cfg["tracking"], cfg, run_dir, name=_run_name(cfg, run_id), group=experiment,
-                           job_type=cfg["adapter"]["name"], tags=_tags(cfg))
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    tracker: Tracker = Tracker()
+    previous = _set_sigterm(_raise_interrupted)  # before W&B init: a SIGTERM there is recorded too
     exit_code = 1
     try:
-        _execute(cfg, result, run_dir, tracker, progress)
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.json", json.dumps(redact(dict(cfg)), indent=2, default=str))
+            tracker = make_tracker(cfg["tracking"], cfg, run_dir, name=_run_name(cfg, run_id), group=experiment,
+                                   job_type=cfg["adapter"]["name"], tags=_tags(cfg))
+        _execute(cfg, result, run_dir, tracker, progress, main)
+        result["energy"].update(parallel_jobs=int(parallel_jobs), tracking_mode=_tracking_mode(cfg))
         result["status"], result["reason"] = "completed", None
         exit_code = 0
     except DivergenceError as err:
@@ -106,7 +122,7 @@ def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = 
         result["reason"] = f"{type(err).__name__}: {err}"
         result["traceback"] = traceback.format_exc(limit=20)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _set_sigterm(previous)
     _finalise(store, experiment, result, tracker, exit_code)
     return result
 
@@ -128,6 +144,29 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(f"signal {signum}")
 
 
+def _set_sigterm(handler):
+    """Install a SIGTERM handler where Python allows it (the main thread); elsewhere leave it alone."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, TypeError):  # not the main thread (threaded launcher backends) or handler None
+        return None
+
+
+def _tracking_mode(cfg: Mapping[str, Any]) -> str | None:
+    """codecarbon's tracking mode (process: CPU/RAM scaled by this process's share), else None."""
+    energy = cfg.get("energy") or {}
+    return str(energy.get("tracking_mode", "process")) if energy.get("name") == "codecarbon" else None
+
+
+class _NoStore(ResultsStore):
+    """Data-parallel ranks > 0 read the store (resume decisions match rank 0) but never write it."""
+
+    def check_writable(self) -> None: ...
+
+    def write(self, experiment: str, result: Mapping[str, Any]) -> Path:
+        return self.run_dir(experiment, str(result["run_id"])) / "result.json"
+
+
 def _run_name(cfg: Mapping[str, Any], run_id: str) -> str:
     return f"{cfg['adapter']['name']}-{cfg['scheduler']['name']}-s{cfg.get('seed')}-{run_id[:6]}"
 
@@ -137,9 +176,12 @@ def _tags(cfg: Mapping[str, Any]) -> list[str]:
             f"task:{cfg['task']['kind']}"]
 
 
-def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, tracker, progress: bool) -> None:
+def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, tracker, progress: bool,
+             main: bool = True) -> None:
     timer = measure.PhaseTimes()
     device = provenance.pick_device(str(cfg.get("device", "auto")))
+    if device.type == "cuda" and torch.distributed.is_initialized():  # one GPU per data-parallel rank
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
     if device.type == "cuda":
@@ -150,10 +192,11 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
         task = build_task(cfg["task"], cache_dir() / "data")
         info = task.info if isinstance(task, ClassicTask) else None
         loaded = load_model(cfg["model"], info)
+        check_rank_fits(loaded.model, cfg["adapter"])
         loaded.model.to(device)
     result["metrics"]["task"], result["metrics"]["metric"] = task.name, task.metric
     eval_bs = int(cfg["trainer"].get("eval_batch_size", 32))
-    base = base_metrics(cfg, loaded, task, eval_bs, seed)
+    base = base_metrics(cfg, loaded, task, eval_bs, seed) if main else {}
     total_params = sum(p.numel() for p in loaded.model.parameters())
     ctx = AdapterContext(run_dir=run_dir, total_steps=int(cfg["trainer"]["steps"]), seed=seed, device=device)
     with timer.phase("adapt", device):
@@ -161,12 +204,15 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
         adapted.model.to(device)
     result["model"] = {"name": loaded.name, "total_params": total_params,
                        "trainable_params": adapted.trainable_param_count()}
-    meter = measure.make_meter(cfg["energy"], run_dir)
+    meter = measure.make_meter(cfg["energy"] if main else {"name": "none"}, run_dir)
     readings: dict[str, measure.EnergyReading] = {}
     with meter.measure("train") as box, timer.phase("train", device):
         stats = train(adapted, task, loaded.tokenizer, cfg["trainer"], device, log_fn=tracker.log, seed=seed,
                       progress=progress)
     readings["train"] = box["reading"]
+    if not main:  # rank 0 evaluates and writes; the others are done once training is
+        result["metrics"]["loss"] = stats.final_loss
+        return
     with meter.measure("eval") as box, timer.phase("eval", device):
         adapted.prepare_for_inference()
         metrics = evaluate(adapted.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
@@ -180,6 +226,10 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
                       "step_ms_median": stats.step_ms_median, "tokens_per_s": stats.tokens_per_s,
                       "steps": stats.steps, "train_tokens": stats.tokens}
     result["energy"] = measure.combine(readings)
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if world > 1:
+        result["energy"]["ddp_world_size"] = world
+        result["energy"]["note"] = "rank 0's process only; the other ranks ran alike (total ≈ × ddp_world_size)"
     result["memory"] = peak_memory(device)
     result["train"] = {"loss_curve": stats.loss_curve}
     for path in adapted.write_artifacts(run_dir):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class SweepSummary(Callback):
                           *(_fmt(s.get(k)) for k in ("adapter", "scheduler", "seed", "accuracy", "mse", "train_s",
                                                      "kwh")), (job.get("reason") or "")[:80])
         Console(stderr=True).print(table)
+        # one plain line as well: a narrow log file wraps the table's title mid-word
+        print("loraven sweep summary: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=sys.stderr)
         failed = [j for j in jobs if j["status"] == "failed"]
         missing = expected - len(jobs)
         if missing > 0:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from loraven.adapters.base import AdaptedModel
 from loraven.tasks import ClassicTask, LMTask
 
-FAULT_ENV = "LORAVEN_FAULT_INJECT"  # tests: "oom@3" raises a simulated CUDA OOM at step 3
+FAULT_ENV = "LORAVEN_FAULT_INJECT"  # tests: "oom@3" simulated CUDA OOM at step 3; "error@N"; "nan@N" (NaN loss)
 
 
 class DivergenceError(RuntimeError):
@@ -162,6 +162,8 @@ def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg
             _inject(fault[0])
         with autocast:
             loss = batch_loss(forward_model, batch, task)
+            if fault and fault[0] == "nan" and step >= fault[1]:
+                loss = loss * float("nan")  # simulated divergence
             extra = adapted.regularization_loss()
             total = loss + extra if extra is not None else loss
         total.backward()
@@ -180,6 +182,8 @@ def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg
             stats.step_ms.append((time.perf_counter() - t0) * 1000.0)
         bar.update(1)
         if step % log_every == 0 or step == steps:
+            if world > 1:  # every rank must stop together (else the next all-reduce hangs); log the global mean
+                detached, first_bad = _reduce_log_values(detached, first_bad)
             bad = int(first_bad)
             if bad >= 0:
                 bar.close()
@@ -208,6 +212,19 @@ def _dist_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _reduce_log_values(loss: torch.Tensor, first_bad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss over ranks and the earliest bad step seen by any rank (one collective per log step)."""
+    dist = torch.distributed
+    world = dist.get_world_size()
+    loss = loss.detach().float().clone()
+    dist.all_reduce(loss)
+    # earliest non-negative step over ranks: MAX of (-step) among bad ranks; -1 stays "none"
+    flag = torch.where(first_bad >= 0, -first_bad, torch.full_like(first_bad, -(2**62)))
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    merged = torch.where(flag > -(2**62), -flag, torch.full_like(first_bad, -1))
+    return loss / world, merged
+
+
 def _maybe_ddp(model: torch.nn.Module, device: torch.device, world: int):
     """Data parallel through torch DDP when launched by ``accelerate launch`` / torchrun (world > 1)."""
     if world <= 1:
@@ -229,4 +246,6 @@ def _inject(kind: str) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated by LORAVEN_FAULT_INJECT)")
     if kind == "error":
         raise RuntimeError("simulated failure (LORAVEN_FAULT_INJECT)")
-    raise ValueError(f"unknown fault {kind!r} in {FAULT_ENV}; valid: oom@N, error@N")
+    if kind == "nan":
+        return  # applied to the loss in the loop
+    raise ValueError(f"unknown fault {kind!r} in {FAULT_ENV}; valid: oom@N, error@N, nan@N")

@@ -198,8 +198,13 @@ class LoRAvenModel(AdaptedModel):
         self.n_decisions += 1
         loss_events: list[str] = []
         if self._loss_acc is not None:
-            loss_events = self.monitor.update(float(self._loss_acc) / max(self._loss_n, 1))
+            mean_loss = float(self._loss_acc) / max(self._loss_n, 1)
             self._loss_acc, self._loss_n = None, 0
+            if not math.isfinite(mean_loss):  # diverged: observations are garbage; hold ranks, let the loop stop
+                for lay in self.layers.values():
+                    lay.obs_rows = None
+                return
+            loss_events = self.monitor.update(mean_loss)
         observed = {n: lay for n, lay in self.layers.items() if lay.obs_rows is not None and lay.obs_tokens}
         if self.dynamic and observed:
             observations = self._observations(observed)

@@ -105,6 +105,20 @@ def test_experiment_pins_a_sweep_whose_every_job_is_valid(name: str) -> None:
             assert name == "paper_energy", f"{job}: an unintended skip"
         if classic and cfg["adapter"]["name"] == "loraven":
             assert cfg["adapter"]["mode"] == "replace" and cfg["trainer"]["steps"] >= 100
+        if classic:  # shape errors (a rank above a layer's size) only show once the model exists
+            _build_and_adapt(cfg)
+
+
+def _build_and_adapt(cfg: dict) -> None:
+    """Build the job's task, model and adapter exactly as a run would, without training."""
+    from loraven.adapters.base import AdapterContext, apply_adapter
+    from loraven.models import load_model
+    from loraven.tasks.classic import build_classic
+
+    if cfg["adapter"]["name"] == "loraven" or cfg["scheduler"]["name"] == "static":
+        task = build_classic(cfg["task"])
+        model = load_model(cfg["model"], task.info).model
+        apply_adapter(model, cfg["adapter"], cfg["scheduler"], AdapterContext())
 
 
 def test_classic_tasks_are_seeded_disjoint_and_standardised() -> None:

@@ -131,3 +131,16 @@ def test_inference_merged_matches_unmerged() -> None:
     assert {r["method"] for r in merged} == {"lora", "loraven_static"}
     assert all(r["max_abs_diff"] < 1e-4 for r in merged)
     assert [r["vs_base"] for r in rows if r["variant"] == "base"] == [1.0]
+
+
+def test_rank_cost_rows_follow_the_contract_and_run_from_the_cli() -> None:
+    from loraven.bench.__main__ import main
+    from loraven.bench.rank_cost import run_rank_cost
+
+    rows = run_rank_cost(dim=64, batch=8, fractions=[1.0, 0.5], repeats=2, warmup=1, device=torch.device("cpu"),
+                         dtype=torch.float32, threads=1)
+    by_variant = {r["variant"]: r for r in rows}
+    assert set(by_variant) == {"rank=32", "rank=16", "dense nn.Linear"}
+    assert by_variant["rank=32"]["ratio_to_full_rank"] == 1.0
+    assert all(r["ms"] > 0 and r["ms_p10"] <= r["ms_p90"] for r in rows)
+    assert main(["rank_cost", "--dim", "64", "--batch", "4", "--repeats", "2", "--warmup", "1"]) == 0

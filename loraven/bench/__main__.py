@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     lm.add_argument("--seq-len", dest="seq_len", type=int)
     lm.add_argument("--rank", type=int)
     lm.add_argument("--methods", type=_csv, help="e.g. none,lora,dora,lora_ar,loraven_static,loraven_linear")
+    rc = parser.add_argument_group("rank_cost")
+    rc.add_argument("--dim", type=int, help="square layer size (r_max = dim/2)")
+    rc.add_argument("--batch", type=int)
     ov = parser.add_argument_group("overhead")
     ov.add_argument("--steps", type=int, help="training steps per run")
     return parser.parse_args(argv)
@@ -68,7 +71,8 @@ def bench_config(args: argparse.Namespace) -> dict[str, Any]:
             bench["ranks"] = "auto" if args.ranks == "auto" else [int(r) for r in _csv(args.ranks)]
     else:
         sub = dict(bench.get(args.suite) or {})
-        for key in ("model", "layers", "batch_size", "seq_len", "rank", "methods", "steps", "repeats", "warmup"):
+        for key in ("model", "layers", "batch_size", "seq_len", "rank", "methods", "steps", "repeats", "warmup",
+                    "dim", "batch"):
             if getattr(args, key) is not None:
                 sub[key] = getattr(args, key)
         bench[args.suite] = sub

@@ -23,7 +23,7 @@ from loraven.bench.timing import dtype_name, resolve_device, resolve_dtype, set_
 
 log = logging.getLogger("loraven.bench")
 
-SUITES = ("fusion", "train_step", "inference", "overhead")
+SUITES = ("fusion", "train_step", "inference", "overhead", "rank_cost")
 EXPERIMENT_FILE = CONF_DIR / "experiment" / "paper_speedup.yaml"
 
 
@@ -82,6 +82,13 @@ def run_suites(bench: Mapping[str, Any], log_fn: Callable[[str], None] | None = 
                 model=str(sub.get("model", "tiny_llama")), adapter=str(sub.get("adapter", "lora")),
                 steps=int(sub.get("steps", 60)), repeats=int(sub.get("repeats", 3)),
                 warmup=int(sub.get("warmup", 1)), extra_overrides=list(sub.get("overrides") or []), log=log_fn)
+        elif suite == "rank_cost":
+            from loraven.bench.rank_cost import run_rank_cost
+
+            out["bench_rank_cost"] = run_rank_cost(
+                dim=int(sub.get("dim", 2048)), batch=int(sub.get("batch", 128)), fractions=sub.get("fractions"),
+                repeats=int(sub.get("repeats", 10)), warmup=int(sub.get("warmup", 2)), device=device, dtype=dtype,
+                threads=threads, log=log_fn)
     return out
 
 

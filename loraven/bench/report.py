@@ -34,7 +34,24 @@ def tables(result: dict[str, Any]) -> list:
         out.append(inference_table(result["bench_inference"]))
     if result.get("bench_overhead"):
         out.append(overhead_table(result["bench_overhead"]))
+    if result.get("bench_rank_cost"):
+        out.append(rank_cost_table(result["bench_rank_cost"]))
     return out
+
+
+def rank_cost_table(rows: Sequence[dict[str, Any]]):
+    from rich.table import Table
+
+    first = rows[0]
+    table = Table(title=f"LoRAven replace-mode fwd+bwd vs active rank — {first['dim']}x{first['dim']}, batch "
+                        f"{first['batch']}, r_max {first['r_max']} ({first['device']}, {first['dtype']})")
+    for col in ("variant", "ms (median)", "p10–p90", "÷ full rank"):
+        table.add_column(col)
+    for r in rows:
+        ratio = r["ratio_to_full_rank"]
+        table.add_row(r["variant"], f"{r['ms']:.2f}", f"{r['ms_p10']:.2f}–{r['ms_p90']:.2f}",
+                      f"{ratio:.2f}" if ratio is not None else "-")
+    return table
 
 
 def fusion_table(rows: Sequence[dict[str, Any]]):

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from loraven.adapters.base import AdaptedModel, AdapterContext, ConfigError, register_adapter
+from loraven.checks import check_rank_fits
 
 
 class PeftAdapted(AdaptedModel):
@@ -59,21 +60,6 @@ def peft_lora_config(cfg: Mapping[str, Any], **overrides: Any):
     return LoraConfig(**kwargs)
 
 
-def check_rank_fits(model: nn.Module, cfg: Mapping[str, Any], r: int) -> None:
-    """A rank above a target layer's smaller side is a user error, not something peft should absorb."""
-    from peft.tuners.tuners_utils import check_target_module_exists
-
-    config = peft_lora_config(cfg)
-    if config.target_modules == "all-linear":
-        return
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and check_target_module_exists(config, name):
-            limit = min(module.in_features, module.out_features)
-            if r > limit:
-                raise ConfigError(f"adapter.r={r} exceeds layer {name} ({module.out_features}x"
-                                  f"{module.in_features}); valid: 1..{limit}")
-
-
 def wrap_with_peft(model: nn.Module, config) -> nn.Module:
     from peft import get_peft_model
 
@@ -88,7 +74,7 @@ def wrap_with_peft(model: nn.Module, config) -> nn.Module:
 def apply_lora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
                ctx: AdapterContext) -> AdaptedModel:
     """peft LoRA: W0 + (alpha/r)·B·A on the target modules."""
-    check_rank_fits(model, cfg, int(cfg.get("r", 8)))
+    check_rank_fits(model, cfg)  # also run by the job right after loading, before base evaluation
     return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=False)), "lora")
 
 
@@ -96,5 +82,5 @@ def apply_lora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[
 def apply_dora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
                ctx: AdapterContext) -> AdaptedModel:
     """peft DoRA (``use_dora=True``): LoRA direction plus a trained per-output magnitude vector."""
-    check_rank_fits(model, cfg, int(cfg.get("r", 8)))
+    check_rank_fits(model, cfg)  # also run by the job right after loading, before base evaluation
     return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=True)), "dora")

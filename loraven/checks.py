@@ -34,6 +34,10 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     if trainer.get("precision", "auto") not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"trainer.precision={trainer.get('precision')!r}; valid choices: auto, bf16, fp32")
     _number("", "seed", cfg.get("seed"), int, 0)
+    if "task" in cfg:
+        from loraven.tasks import check_task_keys
+
+        check_task_keys(cfg["task"])
     adapter = cfg["adapter"]
     for key in ("r", "r_max", "r_min", "alpha"):
         if key in adapter and adapter[key] is not None:

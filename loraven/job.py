@@ -26,7 +26,7 @@ from loraven.adapters.base import AdapterContext, ConfigError, IncompatibleCombi
 from loraven.checks import check_config, check_rank_fits
 from loraven.evaluate import evaluate
 from loraven.models import LoadedModel, cache_dir, load_model
-from loraven.tasks import ClassicTask, build_task
+from loraven.tasks import ClassicTask, build_task, check_tokenizer
 from loraven.track import ResultsStore, Tracker, atomic_write_text, flatten, make_tracker, now_iso, redact, run_id_for
 from loraven.train import DivergenceError, train
 
@@ -48,7 +48,8 @@ def skeleton(cfg: Mapping[str, Any], run_id: str, status: str, reason: str | Non
         "experiment": experiment_name(cfg), "seed": cfg.get("seed"), "config": dict(cfg),
         "model": {"name": None, "total_params": None, "trainable_params": None},
         "adapter": {"type": cfg["adapter"]["name"], "scheduler": cfg["scheduler"]["name"], "ranks": {}},
-        "metrics": {"task": None, "metric": None, "accuracy": None, "accuracy_stderr": None, "n": None},
+        "metrics": {"task": None, "metric": None, "accuracy": None, "accuracy_stderr": None, "n": None,
+                    "chance": None},
         "time": {"train_s": None, "eval_s": None, "total_s": None, "step_ms_median": None, "tokens_per_s": None},
         "energy": {"method": "none", "kwh": None, "emissions_kg": None, "cpu_kwh": None, "gpu_kwh": None,
                    "ram_kwh": None},
@@ -193,8 +194,9 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
         info = task.info if isinstance(task, ClassicTask) else None
         loaded = load_model(cfg["model"], info)
         check_rank_fits(loaded.model, cfg["adapter"])
+        check_tokenizer(task, loaded.tokenizer)
         loaded.model.to(device)
-    result["metrics"]["task"], result["metrics"]["metric"] = task.name, task.metric
+    result["metrics"]["task"], result["metrics"]["metric"] = task.name, getattr(task, "metric_key", task.metric)
     eval_bs = int(cfg["trainer"].get("eval_batch_size", 32))
     base = base_metrics(cfg, loaded, task, eval_bs, seed) if main else {}
     total_params = sum(p.numel() for p in loaded.model.parameters())
@@ -256,9 +258,15 @@ def base_metrics(cfg: Mapping[str, Any], loaded: LoadedModel, task, eval_bs: int
     if path.is_file():
         try:
             cached = json.loads(path.read_text())
-            return {"base_accuracy": cached["accuracy"], "base_mse": cached.get("mse")}
+            return _base_fields(cached)
         except (ValueError, KeyError):
             log.warning("ignoring corrupt base-accuracy cache %s", path)
     metrics = evaluate(loaded.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
     atomic_write_text(path, json.dumps(metrics))
-    return {"base_accuracy": metrics["accuracy"], "base_mse": metrics.get("mse")}
+    return _base_fields(metrics)
+
+
+def _base_fields(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The untrained model's score with its stderr and n, so a gain over base gets an interval too."""
+    return {"base_accuracy": metrics["accuracy"], "base_accuracy_stderr": metrics.get("accuracy_stderr"),
+            "base_n": metrics.get("n"), "base_mse": metrics.get("mse")}

@@ -111,7 +111,15 @@ def tiny_tokenizer():
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>",
                                   eos_token="</s>", unk_token="<unk>")
     tok.model_max_length = 256
+    # ChatML-shaped, like the default SmolLM2-Instruct, so chat-template tasks run on the test model too
+    tok.chat_template = TINY_CHAT_TEMPLATE
     return tok
+
+
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
 
 
 def build_mlp(in_features: int, hidden: list[int], out_features: int) -> nn.Module:

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from loraven.adapters.base import AdaptedModel
-from loraven.tasks import ClassicTask, LMTask
+from loraven.tasks import ClassicTask, LMTask, chat_pair
 
 FAULT_ENV = "LORAVEN_FAULT_INJECT"  # tests: "oom@3" simulated CUDA OOM at step 3; "error@N"; "nan@N" (NaN loss)
 
@@ -62,6 +62,8 @@ def lm_batches(task: LMTask, tokenizer: Any, batch_size: int, max_len: int, seed
     """
     encoded = []
     for context, continuation in task.train_pairs:
+        if task.apply_chat_template:  # train on exactly the prompt lm-eval will evaluate with
+            context, continuation = chat_pair(tokenizer, context, continuation)
         ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
         cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
         ids = (ctx + cont)[-max_len:]
@@ -133,7 +135,10 @@ def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg
     if isinstance(task, ClassicTask):
         batches = classic_batches(task, batch_size, seed, rank, world)
     else:
-        batches = lm_batches(task, tokenizer, batch_size, int(cfg.get("max_seq_len", 128)), seed, rank, world)
+        max_len = task.max_seq_len or int(cfg.get("max_seq_len", 128))  # a task's worked answers need their room
+        model_max = getattr(tokenizer, "model_max_length", None)
+        max_len = min(max_len, int(model_max)) if model_max and model_max < 1_000_000 else max_len
+        batches = lm_batches(task, tokenizer, batch_size, max_len, seed, rank, world)
     ddp = _maybe_ddp(model, device, world)
     forward_model = ddp or model
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"

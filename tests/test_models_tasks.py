@@ -11,7 +11,7 @@ from loraven.adapters.base import ConfigError
 from loraven.models import _cache_valid, _sha256, load_model
 from loraven.tasks import build_task
 from loraven.tasks.arith import generate
-from loraven.tasks.registry import check_registry_names, registry_train_pairs
+from loraven.tasks.registry import check_registry_names
 
 
 def test_arith_splits_are_seeded_and_disjoint() -> None:
@@ -57,8 +57,8 @@ def test_registry_names_are_checked_and_offline_loading_is_one_clear_error(monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="unknown lm-eval task 'arc_eazy'; did you mean: .*arc_easy"):
         check_registry_names(["arc_eazy"])
-    with pytest.raises(ConfigError, match="offline, use task=arith_mc"):
-        registry_train_pairs(["arc_easy"], 10)
+    with pytest.raises(ConfigError, match="offline, point them at local copies"):
+        build_task({"kind": "lm_eval", "names": ["arc_easy"]}, Path("/tmp/unused"))
 
 
 def test_hf_model_offline_is_a_config_error(monkeypatch) -> None:

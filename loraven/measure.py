@@ -134,13 +134,22 @@ class CodecarbonMeter(EnergyMeter):
             emissions = tracker.stop()
             data = tracker.final_emissions_data
             label, detail = codecarbon_method(tracker)
-            detail.update(measure_power_secs=float(self.cfg.get("measure_power_secs", 1.0)),
-                          tracking_mode=str(self.cfg.get("tracking_mode", "process")),
-                          cpu_power_w_avg=_avg_power(data.cpu_energy, duration))
-            return EnergyReading(label, kwh=float(data.energy_consumed), emissions_kg=float(emissions or 0.0),
-                                 cpu_kwh=float(data.cpu_energy), gpu_kwh=float(data.gpu_energy),
-                                 ram_kwh=float(data.ram_energy), duration_s=duration, detail=detail,
-                                 sampling_s=float(self.cfg.get("measure_power_secs", 1.0)))
+            detail.update(
+                measure_power_secs=float(self.cfg.get("measure_power_secs", 1.0)),
+                tracking_mode=str(self.cfg.get("tracking_mode", "process")),
+                cpu_power_w_avg=_avg_power(data.cpu_energy, duration),
+            )
+            return EnergyReading(
+                label,
+                kwh=float(data.energy_consumed),
+                emissions_kg=float(emissions or 0.0),
+                cpu_kwh=float(data.cpu_energy),
+                gpu_kwh=float(data.gpu_energy),
+                ram_kwh=float(data.ram_energy),
+                duration_s=duration,
+                detail=detail,
+                sampling_s=float(self.cfg.get("measure_power_secs", 1.0)),
+            )
         except Exception as err:
             log.warning("codecarbon failed to stop (%s); energy recorded as unavailable", err)
             return EnergyReading("unavailable", duration_s=duration, detail={"reason": f"{type(err).__name__}: {err}"})
@@ -196,10 +205,18 @@ class NvmlMeter(EnergyMeter):
             after, duration = self._read_mj(), time.perf_counter() - start
             joules = sum(a - b for a, b in zip(after, before, strict=True)) / 1000.0
             kwh = joules / 3.6e6
-            box["reading"] = EnergyReading(self.method, kwh=kwh, gpu_kwh=kwh, duration_s=duration,
-                                           sampling_s=NVML_UPDATE_S,
-                                           detail={"joules": joules, "gpus": len(self.handles),
-                                                   "note": "GPU only; counter updates every 10-100 ms"})
+            box["reading"] = EnergyReading(
+                self.method,
+                kwh=kwh,
+                gpu_kwh=kwh,
+                duration_s=duration,
+                sampling_s=NVML_UPDATE_S,
+                detail={
+                    "joules": joules,
+                    "gpus": len(self.handles),
+                    "note": "GPU only; counter updates every 10-100 ms",
+                },
+            )
 
 
 def _visible_gpu_handles(pynvml) -> list:
@@ -250,8 +267,9 @@ class _Unavailable(EnergyMeter):
         box["reading"] = EnergyReading("unavailable", detail={"reason": self.reason})
 
 
-def combine(readings: Mapping[str, EnergyReading], train_units: int | None = None,
-            eval_examples: int | None = None) -> dict[str, Any]:
+def combine(
+    readings: Mapping[str, EnergyReading], train_units: int | None = None, eval_examples: int | None = None
+) -> dict[str, Any]:
     """The contract's ``energy`` section: the training phase's figures, plus every phase by name, plus
     energy per unit of work (J per training token, or sample for classic tasks; J per evaluated example)
     where the phase was resolved by the meter (a below-resolution phase gets None, not a number)."""
@@ -280,8 +298,9 @@ def warm_up(device: torch.device) -> float:
     the first call per device).
 
     The first job of a process used to carry ~10x the train-phase time and energy of the next ones: the
-    trainer's lazy ``transformers`` import, the first backward pass, the optimizer's first step (lazy imports in torch.optim), the lr scheduler, the
-    allocator's first blocks and the CPU thread pool all start there. A throwaway layer trained for a few
+    trainer's lazy ``transformers`` import, the first backward pass, the optimizer's first step (lazy
+    imports in torch.optim), the lr scheduler, the allocator's first blocks and the CPU thread pool all
+    start there. A throwaway layer trained for a few
     steps starts them outside the meter. The global RNG is restored, so seeded runs are unchanged.
     """
     key = str(device)

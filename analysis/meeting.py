@@ -26,6 +26,13 @@ LEGEND = (
 )
 
 
+def _setting(row: Mapping[str, object]) -> str:
+    parts = [row.get(k) for k in ("experiment", "model", "task")]
+    if all(p is None or (isinstance(p, float) and p != p) for p in parts):
+        return "not run"
+    return " / ".join(str(p) for p in parts)
+
+
 def _table(rows: list[dict[str, str]]) -> str:
     return pd.DataFrame(rows).to_markdown(index=False) if rows else "_no runs for this claim: not measured_"
 
@@ -37,7 +44,7 @@ def _energy_rows(table: pd.DataFrame) -> list[dict[str, str]]:
             continue
         rows.append(
             {
-                "setting": f"{row['experiment']} / {row['model']} / {row['task']}",
+                "setting": _setting(row),
                 "level": row["level"],
                 "energy reduction vs dense %": _shown(row, "reduction_pct", _pair_n(row)),
                 "retention %": _shown(row, "retention_pct", _pair_n(row)),
@@ -55,10 +62,10 @@ def _accuracy_rows(table: pd.DataFrame) -> list[dict[str, str]]:
         rows.append(
             {
                 "claim": str(row["paper_claim"]),
-                "setting": f"{row['experiment']} / {row['model']} / {row['task']}",
+                "setting": _setting(row),
                 "level": row["level"],
                 "ours": _shown(row, name, _pair_n(row)),
-                "chance": f"{row['chance']} / dense {row['dense_chance']}",
+                "chance": "-" if _setting(row) == "not run" else f"{row['chance']} / dense {row['dense_chance']}",
                 "verdict": row["verdict"],
             }
         )

@@ -123,6 +123,18 @@ def below_resolution(result: Mapping[str, Any], phase: str) -> bool:
     return bool(math.isfinite(duration) and math.isfinite(interval) and duration < RESOLUTION_FACTOR * interval)
 
 
+def per_unit(result: Mapping[str, Any], phase: str, key: str, units_key: str) -> float:
+    """Energy per unit of work: the recorded figure, else the phase's kWh ÷ the recorded units (records made
+    before the key existed); NaN when the phase is below meter resolution or either number is missing."""
+    if below_resolution(result, phase):
+        return math.nan
+    value = _num(_get(result, key))
+    if math.isfinite(value):
+        return value
+    kwh, units = _num(_get(result, f"energy.phases.{phase}.kwh")), _num(_get(result, units_key))
+    return kwh * 3.6e6 / units if math.isfinite(kwh) and math.isfinite(units) and units > 0 else math.nan
+
+
 def is_bench(result: Mapping[str, Any]) -> bool:
     """Microbenchmark runs (Table 5.1) carry ``bench`` rows and no training metrics."""
     return bool(result.get("bench")) or _get(result, "config.job") == "bench"
@@ -164,8 +176,8 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "energy_evidence": evidence_of(_get(r, "energy.method")),
                 "energy_below_resolution": below_resolution(r, "train"),
                 "energy_eval_kwh": _num(_get(r, "energy.phases.eval.kwh")),
-                "j_per_train_unit": _num(_get(r, "energy.j_per_train_token")),
-                "j_per_eval_example": _num(_get(r, "energy.j_per_eval_example")),
+                "j_per_train_unit": per_unit(r, "train", "energy.j_per_train_unit", "time.train_tokens"),
+                "j_per_eval_example": per_unit(r, "eval", "energy.j_per_eval_example", "metrics.n"),
                 "train_s": _num(_get(r, "time.train_s")),
                 "step_ms": _num(_get(r, "time.step_ms_median")),
                 "tokens_per_s": _num(_get(r, "time.tokens_per_s")),

@@ -226,7 +226,8 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
                       "load_s": timer.phases["load"], "total_s": time.perf_counter() - start,
                       "step_ms_median": stats.step_ms_median, "tokens_per_s": stats.tokens_per_s,
                       "steps": stats.steps, "train_tokens": stats.tokens}
-    result["energy"] = measure.combine(readings, stats.tokens, metrics.get("n"))
+    result["energy"] = measure.combine(readings, stats.tokens, metrics.get("n"),
+                                       "sample" if isinstance(task, ClassicTask) else "token")
     result["energy"]["process_warmup_s"] = warmup_s
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if world > 1:

@@ -268,10 +268,14 @@ class _Unavailable(EnergyMeter):
 
 
 def combine(
-    readings: Mapping[str, EnergyReading], train_units: int | None = None, eval_examples: int | None = None
+    readings: Mapping[str, EnergyReading],
+    train_units: int | None = None,
+    eval_examples: int | None = None,
+    train_unit: str = "token",
 ) -> dict[str, Any]:
     """The contract's ``energy`` section: the training phase's figures, plus every phase by name, plus
-    energy per unit of work (J per training token, or sample for classic tasks; J per evaluated example)
+    energy per unit of work (J per training token for LM tasks, per sample for classic tasks, named in
+    ``train_unit``; J per evaluated example)
     where the phase was resolved by the meter (a below-resolution phase gets None, not a number)."""
     train = readings.get("train") or EnergyReading("none")
     out = train.as_dict()
@@ -279,7 +283,9 @@ def combine(
     out.update(train.detail)
     out["phases"] = {name: r.as_dict() for name, r in readings.items()}
     out["scope"] = "train phase (eval phase under phases.eval)"
-    out["j_per_train_token"] = _per_unit(train, train_units)
+    # "unit", not "token": key names ending in _token are redacted as credentials (loraven.track.SECRET_PATTERN)
+    out["j_per_train_unit"] = _per_unit(train, train_units)
+    out["train_unit"] = train_unit
     out["j_per_eval_example"] = _per_unit(readings.get("eval"), eval_examples)
     return out
 

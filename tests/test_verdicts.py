@@ -122,3 +122,15 @@ def test_smoke_store_never_yields_reproduced(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["--results", str(root), "--out", str(out), "--no-figures"]) == 0
     assert "| reproduced |" not in (out / "REPORT.md").read_text()
+
+
+def test_meter_flags_short_phases_and_gives_energy_per_unit() -> None:
+    from loraven.measure import EnergyReading, combine
+
+    short = EnergyReading("codecarbon-tdp-estimate", kwh=1e-6, duration_s=0.5, sampling_s=0.1)
+    long = EnergyReading("codecarbon-tdp-estimate", kwh=1e-5, duration_s=2.0, sampling_s=0.1)
+    assert short.below_resolution and not long.below_resolution
+    energy = combine({"train": long, "eval": short}, train_units=360, eval_examples=100, train_unit="sample")
+    assert energy["j_per_train_unit"] == pytest.approx(1e-5 * 3.6e6 / 360) and energy["train_unit"] == "sample"
+    assert energy["j_per_eval_example"] is None  # below resolution: no number rather than a wrong one
+    assert energy["phases"]["eval"]["below_resolution"] is True

@@ -70,21 +70,24 @@ def seed_of(result: Mapping[str, Any]) -> Any:
 
 def chance_of(result: Mapping[str, Any]) -> float:
     """The task's chance accuracy from explicit data only: ``metrics.chance`` (null: no chance level, e.g.
-    regression), else ``1 / metrics.n_choices`` when the record names its choices; NaN = unknown (older
-    records). Never guessed from the task's name."""
+    regression), else ``1 / n_choices`` when the record names its choices (metrics, or the run's task config);
+    NaN = unknown (older records). Never guessed from the task's name or its accuracy."""
     metrics = _get(result, "metrics")
     if not isinstance(metrics, Mapping):
         return math.nan
     if "chance" in metrics:
         return _num(metrics["chance"])
-    choices = _num(metrics.get("n_choices"))
+    choices = _num(metrics.get("n_choices", _get(result, "config.task.n_choices")))
     return 1.0 / choices if choices and choices > 0 else math.nan
 
 
 def chance_known(result: Mapping[str, Any]) -> bool:
-    """True when the record states its chance level (a number, or null for tasks that have none)."""
+    """True when the record states its chance level (a number, or null for tasks that have none), or the
+    number of choices of a multiple-choice task (``metrics.n_choices`` or the run's ``config.task.n_choices``)."""
     metrics = _get(result, "metrics")
-    return isinstance(metrics, Mapping) and ("chance" in metrics or "n_choices" in metrics)
+    if not isinstance(metrics, Mapping):
+        return False
+    return "chance" in metrics or "n_choices" in metrics or _get(result, "config.task.n_choices") is not None
 
 
 def steps_of(result: Mapping[str, Any]) -> float:

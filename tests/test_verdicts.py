@@ -134,3 +134,12 @@ def test_meter_flags_short_phases_and_gives_energy_per_unit() -> None:
     assert energy["j_per_train_unit"] == pytest.approx(1e-5 * 3.6e6 / 360) and energy["train_unit"] == "sample"
     assert energy["j_per_eval_example"] is None  # below resolution: no number rather than a wrong one
     assert energy["phases"]["eval"]["below_resolution"] is True
+
+
+def test_chance_from_the_recorded_number_of_choices(tmp_path: Path) -> None:
+    from analysis.load import chance_known, chance_of
+
+    record = {"metrics": {"accuracy": 0.3}, "config": {"task": {"n_choices": 4}}}
+    assert chance_of(record) == pytest.approx(0.25) and chance_known(record)
+    assert not chance_known({"metrics": {"accuracy": 0.3}, "config": {"task": {}}})
+    assert chance_known({"metrics": {"chance": None}}) and chance_of({"metrics": {"chance": None}}) != 0.25

@@ -282,7 +282,8 @@ def lora_ar_figure(frame: pd.DataFrame, out: Path, max_runs: int = 4) -> Path | 
 
 
 def cost_figure(frame: pd.DataFrame, out: Path) -> Path | None:
-    """Time per step and peak memory per adapter level, bars = mean, error bars = std across seeds."""
+    """Time per step and peak memory per adapter level: bars = mean, error bars = seaborn's 95 % bootstrap
+    interval across seeds (never below zero), n under each bar; memory says "whole process RSS" on CPU."""
     runs = completed_training(frame)
     runs = runs[runs["step_ms"].notna() | runs["peak_mb"].notna()]
     if runs.empty:
@@ -300,7 +301,12 @@ def cost_figure(frame: pd.DataFrame, out: Path) -> Path | None:
         if part.empty:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
         else:
-            sns.barplot(data=part, x="level", y=column, hue="setting", order=order, errorbar="sd", capsize=0.1, ax=ax)
+            sns.barplot(
+                data=part, x="level", y=column, hue="setting", order=order, errorbar=("ci", 95), capsize=0.1, ax=ax
+            )
+            counts = part.groupby("level")[column].count()
+            ax.set_xticks(range(len(order)), [f"{lv}\n(n={int(counts.get(lv, 0))})" for lv in order])
+            ax.set_ylim(bottom=0)
             ax.legend(fontsize=7, title=None)
         ax.set(ylabel=label, xlabel="")
         ax.tick_params(axis="x", rotation=30)

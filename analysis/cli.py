@@ -57,10 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary.add_column("rows")
     summary.add_column("written")
     for name, paths in report.tables.items():
-        summary.add_row(
-            "table", name, str(len(report.frames[name])), ", ".join(str(p.relative_to(out)) for p in paths)
-        )
+        summary.add_row("table", name, str(len(report.frames[name])), ", ".join(str(p.relative_to(out)) for p in paths))
     for name, path in report.figures.items():
         summary.add_row("figure", name, "-", str(path.relative_to(out)))
+    if report.summary is not None:
+        summary.add_row("report", "claims and verdicts", "-", str(report.summary.relative_to(out)))
     console.print(summary)
     return 0

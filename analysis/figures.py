@@ -18,9 +18,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from analysis import paper  # noqa: E402
-from analysis.load import AnalysisWarning, read_csv_beside  # noqa: E402
+from analysis.load import AnalysisWarning, evidence_of, read_csv_beside  # noqa: E402
 from analysis.pareto import pareto_front  # noqa: E402
 from analysis.stats import completed_training  # noqa: E402
 
@@ -75,7 +76,18 @@ def speedup_figure(table: pd.DataFrame, out: Path) -> Path | None:
                 ("fused_vs_factored", "factored/fused"),
             ):
                 if part[ratio].notna().any():
-                    bottom.plot(part["size"], part[ratio], marker="o", label=f"{label} ({dtype}, r={rank:g})")
+                    lo = (part[ratio] - part[f"{ratio}_lo"]).clip(lower=0).fillna(0)
+                    hi = (part[f"{ratio}_hi"] - part[ratio]).clip(lower=0).fillna(0)
+                    bottom.errorbar(
+                        part["size"],
+                        part[ratio],
+                        yerr=[lo, hi],
+                        marker="o",
+                        capsize=3,
+                        label=f"{label} ({dtype}, r={rank:g}), bars: p10–p90 ratio range",
+                    )
+                    for x, yv, n in zip(part["size"], part[ratio], part["n_runs"], strict=True):
+                        bottom.annotate(f"n={n}", (x, yv), textcoords="offset points", xytext=(4, 4), fontsize=6)
         top.scatter(paper_x, [v["original_ms"] for v in paper.PAPER_SPEEDUP.values()], **PAPER_STYLE)
         top.scatter(
             paper_x,
@@ -83,13 +95,9 @@ def speedup_figure(table: pd.DataFrame, out: Path) -> Path | None:
             **{**PAPER_STYLE, "marker": "P", "label": "paper (reported) fused"},
         )
         bottom.scatter(paper_x, [v["fusion_speedup"] for v in paper.PAPER_SPEEDUP.values()], **PAPER_STYLE)
-        bottom.axhline(
-            1.0, color="grey", linestyle="--", linewidth=1, label="break-even (fusion stops paying)"
-        )
+        bottom.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="break-even (fusion stops paying)")
         top.set(title=f"{device}: time per call", ylabel="ms (median)")
-        bottom.set(
-            title=f"{device}: speedup (> 1: faster)", ylabel="speedup ×", xlabel="layer size (batch × dim)"
-        )
+        bottom.set(title=f"{device}: speedup (> 1: faster)", ylabel="speedup ×", xlabel="layer size (batch × dim)")
         for ax in (top, bottom):
             ax.set(xscale="log", yscale="log")
             ax.grid(True, which="both", alpha=0.3)
@@ -97,9 +105,39 @@ def speedup_figure(table: pd.DataFrame, out: Path) -> Path | None:
     return _save(fig, out, "speedup_vs_size")
 
 
+def mean_interval(values: pd.Series) -> tuple[float, float, float, int]:
+    """Mean and scipy's Student t 95 % interval of the mean across runs (one run: no interval)."""
+    x = values.dropna().to_numpy(dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(x.mean())
+    if len(x) < 2 or float(x.std()) == 0.0:
+        return mean, mean, mean, len(x)
+    lo, hi = stats.t.interval(0.95, len(x) - 1, loc=mean, scale=stats.sem(x))
+    return mean, float(lo), float(hi), len(x)
+
+
+def _errorbar(ax: plt.Axes, x: tuple, y: tuple, color: Any, label: str) -> None:
+    """A point with its 95 % intervals on both axes, error bars clipped at zero (energies, accuracies and
+    MSEs are never negative), and its n written beside it."""
+    (xm, xlo, xhi, n), (ym, ylo, yhi, _) = x, y
+    xerr = [[max(xm - max(xlo, 0.0), 0.0)], [max(xhi - xm, 0.0)]]
+    yerr = [[max(ym - max(ylo, 0.0), 0.0)], [max(yhi - ym, 0.0)]]
+    ax.errorbar([xm], [ym], xerr=xerr, yerr=yerr, fmt="o", color=color, capsize=3, label=label)
+    ax.annotate(f"n={n}", (xm, ym), textcoords="offset points", xytext=(5, 5), fontsize=7)
+
+
+def _resolved(a: tuple, b: tuple) -> bool:
+    """Two points' difference is resolved when their intervals are disjoint on at least one axis."""
+    (ax_, ay), (bx, by) = a, b
+    return any(p[2] < q[1] or q[2] < p[1] for p, q in ((ax_, bx), (ay, by)))
+
+
 def energy_accuracy_figure(frame: pd.DataFrame, out: Path) -> Path | None:
-    """Energy vs quality per run, one colour per adapter/scheduler level, the Pareto front (lower energy,
-    higher accuracy / lower MSE) as a line; one panel per experiment/task/energy method (never mixed)."""
+    """Training energy vs quality per level: mean with 95 % intervals on both axes and n, the chance line
+    on accuracy axes, the Pareto front over level means only where every adjacent pair on it is resolved
+    (intervals disjoint on an axis), else "Pareto front not resolved"; one panel per experiment/task/energy
+    method (never mixed), the axis naming the phase and the evidence (measured/estimated)."""
     runs = completed_training(frame).dropna(subset=["energy_kwh"])
     runs = runs.assign(energy_j=runs["energy_kwh"] * 3.6e6)  # joules read better than 0.0007 kWh
     runs = runs[runs["accuracy"].notna() | runs["mse"].notna()]
@@ -113,22 +151,31 @@ def energy_accuracy_figure(frame: pd.DataFrame, out: Path) -> Path | None:
         regression = part["accuracy"].isna().all()
         y = "mse" if regression else "accuracy"
         part = part.dropna(subset=[y])
-        sns.scatterplot(
-            data=part,
-            x="energy_j",
-            y=y,
-            hue="level",
-            hue_order=[lv for lv in palette if lv in set(part["level"])],
-            palette=palette,
-            s=80,
-            ax=ax,
+        points = {}
+        for level in [lv for lv in palette if lv in set(part["level"])]:
+            rows = part[part["level"] == level]
+            points[level] = (mean_interval(rows["energy_j"]), mean_interval(rows[y]))
+            _errorbar(ax, *points[level], color=palette[level], label=level)
+        means = pd.DataFrame(
+            {"x": [p[0][0] for p in points.values()], "y": [p[1][0] for p in points.values()]}, index=list(points)
         )
-        front = part[pareto_front(part, "energy_j", y, maximize_y=not regression)].sort_values("energy_j")
-        ax.plot(front["energy_j"], front[y], color="black", linestyle="--", linewidth=1, label="Pareto front")
+        front = means[pareto_front(means, "x", "y", maximize_y=not regression)].sort_values("x")
+        pairs = list(zip(front.index[:-1], front.index[1:], strict=True))
+        if len(front) > 1 and all(_resolved(points[a], points[b]) for a, b in pairs):
+            ax.plot(front["x"], front["y"], color="black", linestyle="--", linewidth=1, label="Pareto front")
+        else:
+            ax.text(0.02, 0.02, "Pareto front not resolved", transform=ax.transAxes, fontsize=8, color="grey")
+        chance = part["chance"].dropna()
+        if not regression and len(chance) and part["chance_known"].all():
+            ax.axhline(float(chance.mean()), color="red", linestyle=":", linewidth=1, label="chance")
+        elif not regression:
+            ax.text(0.02, 0.08, "chance level unknown (not recorded)", transform=ax.transAxes, fontsize=8)
+        evidence = evidence_of(method)
+        below = part["energy_below_resolution"].astype(bool).any()
         ax.set(
-            title=f"{experiment} / {task}\nenergy method: {method}",
-            xlabel="energy (J)",
-            ylabel=f"{y} ({'lower' if regression else 'higher'} is better)",
+            title=f"{experiment} / {task}\nenergy method: {method}" + ("\nbelow meter resolution" if below else ""),
+            xlabel=f"training energy, {evidence} (J)",
+            ylabel=f"{y} ({'lower' if regression else 'higher'} is better), mean [95 % CI]",
         )
         ax.legend(fontsize=8)
     return _save(fig, out, "energy_vs_accuracy")
@@ -136,9 +183,7 @@ def energy_accuracy_figure(frame: pd.DataFrame, out: Path) -> Path | None:
 
 def mean_rank_per_step(trace: pd.DataFrame) -> pd.Series:
     """Mean rank over modules per step; a trace logged only on changes is carried forward per module."""
-    wide = (
-        trace.pivot_table(index="step", columns="module", values="rank", aggfunc="last").sort_index().ffill()
-    )
+    wide = trace.pivot_table(index="step", columns="module", values="rank", aggfunc="last").sort_index().ffill()
     return wide.mean(axis=1)
 
 
@@ -157,6 +202,9 @@ def rank_trace_figure(frame: pd.DataFrame, out: Path) -> Path | None:
                     "mean rank": mean.to_numpy(),
                     "level": row["level"],
                     "run": f"{row['run_id']} (seed {row['seed']})",
+                    "r_min": row.get("r_min", math.nan),
+                    "r_max": row.get("r_max", math.nan),
+                    "decisions": row.get("n_decisions", math.nan),
                 }
             )
         )
@@ -178,7 +226,17 @@ def rank_trace_figure(frame: pd.DataFrame, out: Path) -> Path | None:
         ax=ax,
         drawstyle="steps-post",
     )
-    ax.set(title="LoRAven rank over training (mean over modules, one line per run)", xlabel="training step")
+    for bound, style in (("r_min", ":"), ("r_max", "--")):
+        for value in sorted(data[bound].dropna().unique()):
+            ax.axhline(value, color="grey", linestyle=style, linewidth=1)
+            ax.annotate(f"{bound}={value:g}", (0, value), textcoords="offset points", xytext=(2, 2), fontsize=7)
+    decisions = data.groupby("run")["decisions"].first().dropna()
+    told = (
+        f"scheduler decisions per run: {int(decisions.min())}–{int(decisions.max())} (n={len(decisions)} runs)"
+        if len(decisions)
+        else "scheduler decisions: not recorded"
+    )
+    ax.set(title=f"LoRAven rank over training (mean over modules, one line per run)\n{told}", xlabel="training step")
     ax.grid(True, alpha=0.3)
     return _save(fig, out, "rank_trace")
 
@@ -224,7 +282,8 @@ def lora_ar_figure(frame: pd.DataFrame, out: Path, max_runs: int = 4) -> Path | 
 
 
 def cost_figure(frame: pd.DataFrame, out: Path) -> Path | None:
-    """Time per step and peak memory per adapter level, bars = mean, error bars = std across seeds."""
+    """Time per step and peak memory per adapter level: bars = mean, error bars = seaborn's 95 % bootstrap
+    interval across seeds (never below zero), n under each bar; memory says "whole process RSS" on CPU."""
     runs = completed_training(frame)
     runs = runs[runs["step_ms"].notna() | runs["peak_mb"].notna()]
     if runs.empty:
@@ -232,21 +291,26 @@ def cost_figure(frame: pd.DataFrame, out: Path) -> Path | None:
         return None
     runs = runs.assign(setting=runs["model"].astype(str) + " / " + runs["task"].astype(str))
     order = sorted(runs["level"].unique(), key=lambda lv: (paper.level_rank(lv), lv))
+    whole = (runs["memory_device"].astype(str) == "cpu-process-peak-rss").any()
+    memory_label = "peak memory, whole process RSS (MB)" if whole else "peak memory, device-allocated (MB)"
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for ax, (column, label) in zip(
-        axes, (("step_ms", "time per step (ms, median)"), ("peak_mb", "peak memory (MB)")), strict=True
+        axes, (("step_ms", "train step time (ms, median per run)"), ("peak_mb", memory_label)), strict=True
     ):
         part = runs.dropna(subset=[column])
         if part.empty:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
         else:
             sns.barplot(
-                data=part, x="level", y=column, hue="setting", order=order, errorbar="sd", capsize=0.1, ax=ax
+                data=part, x="level", y=column, hue="setting", order=order, errorbar=("ci", 95), capsize=0.1, ax=ax
             )
+            counts = part.groupby("level")[column].count()
+            ax.set_xticks(range(len(order)), [f"{lv}\n(n={int(counts.get(lv, 0))})" for lv in order])
+            ax.set_ylim(bottom=0)
             ax.legend(fontsize=7, title=None)
         ax.set(ylabel=label, xlabel="")
         ax.tick_params(axis="x", rotation=30)
-    fig.suptitle("Cost per adapter (mean ± std over seeds)")
+    fig.suptitle("Cost per adapter (mean, 95 % bootstrap CI over seeds; n runs under each bar)")
     return _save(fig, out, "time_memory")
 
 

@@ -38,9 +38,7 @@ def load_results(results_dir: str | Path) -> list[dict[str, Any]]:
             warnings.warn(f"skipping unreadable {path}: {err}", AnalysisWarning, stacklevel=2)
             continue
         if not isinstance(result, dict) or "status" not in result:
-            warnings.warn(
-                f"skipping {path}: not a result object (no 'status')", AnalysisWarning, stacklevel=2
-            )
+            warnings.warn(f"skipping {path}: not a result object (no 'status')", AnalysisWarning, stacklevel=2)
             continue
         result.setdefault("experiment", path.parent.parent.name)
         result.setdefault("run_id", path.parent.name)
@@ -70,6 +68,76 @@ def seed_of(result: Mapping[str, Any]) -> Any:
     return _get(result, "config.seed") if seed is None else seed
 
 
+def chance_of(result: Mapping[str, Any]) -> float:
+    """The task's chance accuracy from explicit data only: ``metrics.chance`` (null: no chance level, e.g.
+    regression), else ``1 / n_choices`` when the record names its choices (metrics, or the run's task config);
+    NaN = unknown (older records). Never guessed from the task's name or its accuracy."""
+    metrics = _get(result, "metrics")
+    if not isinstance(metrics, Mapping):
+        return math.nan
+    if "chance" in metrics:
+        return _num(metrics["chance"])
+    choices = _num(metrics.get("n_choices", _get(result, "config.task.n_choices")))
+    return 1.0 / choices if choices and choices > 0 else math.nan
+
+
+def chance_known(result: Mapping[str, Any]) -> bool:
+    """True when the record states its chance level (a number, or null for tasks that have none), or the
+    number of choices of a multiple-choice task (``metrics.n_choices`` or the run's ``config.task.n_choices``)."""
+    metrics = _get(result, "metrics")
+    if not isinstance(metrics, Mapping):
+        return False
+    return "chance" in metrics or "n_choices" in metrics or _get(result, "config.task.n_choices") is not None
+
+
+def steps_of(result: Mapping[str, Any]) -> float:
+    """Optimiser steps actually taken (``time.steps``), else the configured ``trainer.steps``."""
+    steps = _num(_get(result, "time.steps"))
+    return steps if math.isfinite(steps) else _num(_get(result, "config.trainer.steps"))
+
+
+MEASURED_MARKERS = ("rapl", "nvml")
+
+
+def evidence_of(method: Any) -> str:
+    """``measured`` (RAPL/NVML counters), ``estimated`` (codecarbon TDP × load or constant: proportional to
+    time) or ``not measured`` (energy=none, unavailable, missing)."""
+    text = str(method or "").lower()
+    if any(m in text for m in MEASURED_MARKERS):
+        return "measured"
+    if "estimate" in text:
+        return "estimated"
+    return "not measured"
+
+
+RESOLUTION_FACTOR = 10  # a phase must last ≥ 10 meter samples to be resolved
+
+
+def below_resolution(result: Mapping[str, Any], phase: str) -> bool:
+    """The phase's ``below_resolution`` flag, or derived from its duration and the meter's sampling
+    interval when both are recorded (older records); False when neither is known."""
+    flag = _get(result, f"energy.phases.{phase}.below_resolution")
+    if isinstance(flag, bool):
+        return flag
+    duration = _num(_get(result, f"energy.phases.{phase}.duration_s"))
+    interval = _num(_get(result, f"energy.phases.{phase}.detail.measure_power_secs"))
+    if not math.isfinite(interval):
+        interval = _num(_get(result, "energy.measure_power_secs"))
+    return bool(math.isfinite(duration) and math.isfinite(interval) and duration < RESOLUTION_FACTOR * interval)
+
+
+def per_unit(result: Mapping[str, Any], phase: str, key: str, units_key: str) -> float:
+    """Energy per unit of work: the recorded figure, else the phase's kWh ÷ the recorded units (records made
+    before the key existed); NaN when the phase is below meter resolution or either number is missing."""
+    if below_resolution(result, phase):
+        return math.nan
+    value = _num(_get(result, key))
+    if math.isfinite(value):
+        return value
+    kwh, units = _num(_get(result, f"energy.phases.{phase}.kwh")), _num(_get(result, units_key))
+    return kwh * 3.6e6 / units if math.isfinite(kwh) and math.isfinite(units) and units > 0 else math.nan
+
+
 def is_bench(result: Mapping[str, Any]) -> bool:
     """Microbenchmark runs (Table 5.1) carry ``bench`` rows and no training metrics."""
     return bool(result.get("bench")) or _get(result, "config.job") == "bench"
@@ -96,6 +164,11 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "metric": _get(r, "metrics.metric"),
                 "accuracy": _num(_get(r, "metrics.accuracy")),
                 "accuracy_stderr": _num(_get(r, "metrics.accuracy_stderr")),
+                "eval_n": _num(_get(r, "metrics.n")),
+                "chance": chance_of(r),
+                "chance_known": chance_known(r),
+                "base_accuracy": _num(_get(r, "metrics.base_accuracy")),
+                "steps": steps_of(r),
                 "mse": _num(_get(r, "metrics.mse")),
                 "adapter_type": adapter_type,
                 "scheduler": scheduler,
@@ -103,10 +176,19 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "level": level_of(adapter_type, scheduler),
                 "energy_kwh": _num(_get(r, "energy.kwh")),
                 "energy_method": _get(r, "energy.method"),
+                "energy_evidence": evidence_of(_get(r, "energy.method")),
+                "energy_below_resolution": below_resolution(r, "train"),
+                "energy_eval_kwh": _num(_get(r, "energy.phases.eval.kwh")),
+                "j_per_train_unit": per_unit(r, "train", "energy.j_per_train_unit", "time.train_tokens"),
+                "j_per_eval_example": per_unit(r, "eval", "energy.j_per_eval_example", "metrics.n"),
                 "train_s": _num(_get(r, "time.train_s")),
                 "step_ms": _num(_get(r, "time.step_ms_median")),
                 "tokens_per_s": _num(_get(r, "time.tokens_per_s")),
                 "peak_mb": _num(_get(r, "memory.peak_mb")),
+                "memory_device": _get(r, "memory.device"),
+                "r_min": _num(_get(r, "adapter.r_min")),
+                "r_max": _num(_get(r, "adapter.r_max")),
+                "n_decisions": _num(_get(r, "adapter.n_decisions")),
                 "trainable_params": _num(_get(r, "model.trainable_params")),
                 **{f"env_{k}": _get(r, f"env.{k}") for k in (*VERSION_KEYS, "device")},
                 "bench": is_bench(r),
@@ -129,6 +211,11 @@ _COLUMNS = (
     "metric",
     "accuracy",
     "accuracy_stderr",
+    "eval_n",
+    "chance",
+    "chance_known",
+    "base_accuracy",
+    "steps",
     "mse",
     "adapter_type",
     "scheduler",
@@ -136,10 +223,19 @@ _COLUMNS = (
     "level",
     "energy_kwh",
     "energy_method",
+    "energy_evidence",
+    "energy_below_resolution",
+    "energy_eval_kwh",
+    "j_per_train_unit",
+    "j_per_eval_example",
     "train_s",
     "step_ms",
     "tokens_per_s",
     "peak_mb",
+    "memory_device",
+    "r_min",
+    "r_max",
+    "n_decisions",
     "trainable_params",
     "env_torch",
     "env_transformers",
@@ -157,10 +253,7 @@ def _label_modes(frame: pd.DataFrame) -> None:
     loraven = frame["adapter_type"] == "loraven"
     if frame.loc[loraven, "mode"].dropna().nunique() > 1:
         frame.loc[loraven, "level"] = (
-            frame.loc[loraven, "level"]
-            + " ("
-            + frame.loc[loraven, "mode"].fillna("adapter").astype(str)
-            + ")"
+            frame.loc[loraven, "level"] + " (" + frame.loc[loraven, "mode"].fillna("adapter").astype(str) + ")"
         )
 
 
@@ -169,9 +262,7 @@ def warn_mixed_versions(frame: pd.DataFrame, what: str) -> None:
     for key in VERSION_KEYS:
         values = sorted({str(v) for v in frame.get(f"env_{key}", pd.Series(dtype=object)).dropna()})
         if len(values) > 1:
-            warnings.warn(
-                f"{what}: runs mix {key} versions {', '.join(values)}", AnalysisWarning, stacklevel=2
-            )
+            warnings.warn(f"{what}: runs mix {key} versions {', '.join(values)}", AnalysisWarning, stacklevel=2)
 
 
 def read_csv_beside(run_dir: str | None, name: str) -> pd.DataFrame | None:

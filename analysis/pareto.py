@@ -6,9 +6,7 @@ import numpy as np
 import pandas as pd
 
 
-def pareto_front(
-    df: pd.DataFrame, x: str, y: str, minimize_x: bool = True, maximize_y: bool = True
-) -> pd.Series:
+def pareto_front(df: pd.DataFrame, x: str, y: str, minimize_x: bool = True, maximize_y: bool = True) -> pd.Series:
     """Boolean mask (aligned with ``df.index``): True where no other row dominates the row.
 
     Row b dominates a when b is at least as good on both axes and strictly better on one. Rows with a

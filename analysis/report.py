@@ -15,6 +15,7 @@ import pandas as pd
 from analysis import tables
 from analysis.figures import all_figures
 from analysis.load import runs_frame
+from analysis.meeting import write_meeting_report
 from analysis.stats import fill_missing
 
 FORMATS = ("md", "csv", "tex")
@@ -28,6 +29,7 @@ class Report:
     tables: dict[str, list[Path]] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    summary: Path | None = None  # REPORT.md
 
 
 def write_table(
@@ -60,9 +62,11 @@ def write_table(
 NOTES = {
     "speedup": "Table 5.1: ms = mean over runs of each run's median [p10–p90]; "
     "paper_* = the paper's reported values (seeds/000 §5.1) for its three shapes.",
-    "energy": "§5.2 — " + tables.VERDICT_RULE + ".",
+    "energy": "§5.2 — " + tables.VERDICT_RULE + ". Energy is the training phase's; evidence: measured = "
+    "RAPL/NVML counters, estimated = codecarbon TDP × load (proportional to time).",
     "accuracy": "§5.3: every non-dense level vs dense of the same experiment/model/task "
-    "(no best-of selection); retention % = accuracy ÷ dense accuracy; MSE increase % for regression.",
+    "(no best-of selection); retention % = accuracy ÷ dense accuracy; MSE increase % for regression; "
+    "value [95 % interval] (n); chance = within 2 stderr of metrics.chance.",
 }
 
 
@@ -93,4 +97,5 @@ def build_report(
     )
     if figures:
         report.figures = all_figures(frame, report.frames["speedup"], out / "figures")
+    report.summary = write_meeting_report(report.frames, report.figures, out)
     return report

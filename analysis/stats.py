@@ -20,9 +20,7 @@ def group_stats(frame: pd.DataFrame, keys: Sequence[str], values: Sequence[str])
     """Per group: n runs, seeds, and mean/std (ddof=1, NaN for one run) of each value, NaNs ignored."""
     grouped = frame.groupby(list(keys), dropna=False, sort=False)
     out = grouped.size().rename("n").to_frame()
-    out["seeds"] = grouped["seed"].agg(
-        lambda s: ",".join(str(v) for v in s.dropna().tolist()) or NOT_MEASURED
-    )
+    out["seeds"] = grouped["seed"].agg(lambda s: ",".join(str(v) for v in s.dropna().tolist()) or NOT_MEASURED)
     for value in values:
         out[f"{value}_mean"] = grouped[value].mean()
         out[f"{value}_std"] = grouped[value].std(ddof=1)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis import intervals as iv
 from analysis import paper
 from analysis.load import RUN_DIR_KEY, VERSION_KEYS, seed_of, warn_mixed_versions
 from analysis.stats import (
@@ -114,6 +115,20 @@ def speedup_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     table["fusion_speedup"] = table["original_ms"] / table["fused_ms"]
     table["inplace_speedup"] = table["original_ms"] / table["inplace_ms"]
     table["fused_vs_factored"] = table["factored_ms"] / table["fused_ms"]
+    for name, num, den in (
+        ("fusion_speedup", "original", "fused"),
+        ("inplace_speedup", "original", "inplace"),
+        ("fused_vs_factored", "factored", "fused"),
+    ):
+        spans = [
+            iv.range_ratio(
+                (r[f"{num}_ms"], r[f"{num}_ms_p10"], r[f"{num}_ms_p90"]),
+                (r[f"{den}_ms"], r[f"{den}_ms_p10"], r[f"{den}_ms_p90"]),
+            )
+            for r in table.to_dict("records")
+        ]
+        table[f"{name}_lo"] = [x.lo for x in spans]
+        table[f"{name}_hi"] = [x.hi for x in spans]
     table["fusion_pays"] = table["fusion_speedup"].map(
         lambda s: NOT_MEASURED if math.isnan(s) else ("yes" if s > 1 else "no")
     )
@@ -124,8 +139,21 @@ def speedup_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             else math.nan
             for b, d in zip(table["batch"], table["dim"], strict=True)
         ]
+    table["verdict"] = [_speedup_verdict(r) for r in table.to_dict("records")]
     table["size"] = table["batch"] * table["dim"]
     return table.sort_values(["device", "dtype", "size", "rank"]).drop(columns="size").reset_index(drop=True)
+
+
+def _speedup_verdict(row: Mapping[str, Any]) -> str:
+    """Table 5.1's claim at a shape: fusion at least as fast as the paper's factor over its whole p10–p90
+    ratio range (the per-call spread, wider than a 95 % interval of the median)."""
+    claim = row.get("paper_fusion_speedup", math.nan)
+    if not isinstance(claim, float) or math.isnan(claim):
+        return iv.insufficient(["the paper reports no speedup for this shape"]) or ""
+    interval = iv.Interval(row["fusion_speedup"], row["fusion_speedup_lo"], row["fusion_speedup_hi"], 1, "")
+    if not (math.isfinite(interval.lo) and math.isfinite(interval.hi)):
+        return iv.insufficient(["no per-call spread recorded" if math.isfinite(interval.value) else "not measured"])
+    return iv.combine([iv.one_sided(interval, claim, True, 1)]).replace(" seeds ", " runs ")
 
 
 def _spread(row: Mapping[str, Any], variant: str) -> str:
@@ -149,7 +177,7 @@ def display_speedup(table: pd.DataFrame) -> pd.DataFrame:
         out = {k: row[k] for k in ("device", "dtype", "shape", "rank")} | {"n_runs": count(row["n_runs"])}
         out |= {f"{v} ms": _spread(row, v) for v in ("original", "factored", "fused", "inplace")}
         out |= {
-            k.replace("_", " "): _times(row[k])
+            k.replace("_", " "): _times_interval(row, k)
             for k in ("fusion_speedup", "inplace_speedup", "fused_vs_factored")
         }
         out["fusion pays"] = row["fusion_pays"]
@@ -157,8 +185,19 @@ def display_speedup(table: pd.DataFrame) -> pd.DataFrame:
             out[f"paper_{key}"] = row[f"paper_{key}"]
         for key in ("fusion_speedup", "inplace_speedup"):
             out[f"paper_{key}"] = _times(row[f"paper_{key}"], missing=NOT_REPORTED)
+        out["verdict"] = row["verdict"]
         rows.append(out)
     return fill_missing(pd.DataFrame(rows))
+
+
+def _times_interval(row: Mapping[str, Any], key: str) -> str:
+    """ "1.90× [1.7, 2.1] (n=…)" with the p10–p90 ratio range; n = runs behind the medians."""
+    value, lo, hi = row[key], row.get(f"{key}_lo", math.nan), row.get(f"{key}_hi", math.nan)
+    if value is None or math.isnan(value):
+        return NOT_MEASURED
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{_times(value)} [no spread recorded] (n={count(row['n_runs'])})"
+    return f"{_times(value)} [{lo:.2f}, {hi:.2f}] (n={count(row['n_runs'])})"
 
 
 def _times(value: float, missing: str = NOT_MEASURED) -> str:
@@ -169,47 +208,114 @@ def _times(value: float, missing: str = NOT_MEASURED) -> str:
 
 ENERGY_KEYS = ["experiment", "model", "task", "energy_method", "level"]
 VERDICT_RULE = (
-    f"claim reproduced = reduction ≥ {paper.PAPER_ENERGY_REDUCTION_PCT[0]:g} % and retention ≥ "
-    f"{paper.PAPER_ACCURACY_RETENTION_PCT:g} % vs dense (same experiment, model, task and energy "
-    "method); regression retention = 100 − MSE increase %"
+    f"reproduced = the whole 95 % interval of the reduction is ≥ {paper.PAPER_ENERGY_REDUCTION_PCT[0]:g} % and of "
+    f"the retention ≥ {paper.PAPER_ACCURACY_RETENTION_PCT:g} % vs dense (same experiment, model, task and energy "
+    "method); not reproduced = a whole interval on the wrong side; inconclusive = an interval straddles; "
+    f"insufficient evidence = fewer than {iv.MIN_SEEDS} seeds a side, accuracy at chance, fewer than "
+    f"{iv.MIN_TRAIN_STEPS} training steps, or energy below meter resolution. Intervals: "
+    "analysis.intervals (bootstrap ratio of means across seeds, fixed seed); "
+    "regression retention = 100 − MSE increase %"
 )
 
 
-def _quality_vs(row: Mapping[str, Any], base: Mapping[str, Any]) -> float:
-    """Retention % of the dense model's quality: accuracy ratio, or 100 − MSE increase % for regression."""
-    if not math.isnan(row["accuracy_mean"]):
-        return row["accuracy_mean"] / base["accuracy_mean"] * 100.0
-    if not math.isnan(row["mse_mean"]):
-        return 100.0 - (row["mse_mean"] / base["mse_mean"] - 1.0) * 100.0
-    return math.nan
+def _group(runs: pd.DataFrame, row: Mapping[str, Any], keys: Iterable[str]) -> pd.DataFrame:
+    """The runs of the group ``row`` names."""
+    return runs[_mask(runs, row, keys)]
+
+
+def chance_state(group: pd.DataFrame) -> str:
+    """ "at chance" when mean accuracy is within 2 stderr of the recorded chance level; "above chance";
+    "no chance level" (regression/generation: chance recorded as null); "chance unknown" (older records
+    without ``metrics.chance``: not guessed). The stderr is lm-eval's binomial one, else √(p(1−p)/n) from
+    the recorded number of evaluated examples, else the seeds' standard error."""
+    acc = group["accuracy"].dropna()
+    if acc.empty:
+        return "no chance level"
+    if not group["chance_known"].all():
+        return "chance unknown"
+    chance = group["chance"].dropna()
+    if chance.empty:
+        return "no chance level"
+    p = float(acc.mean())
+    stderr = group["accuracy_stderr"].dropna()
+    if len(stderr):
+        se = float(stderr.mean())
+    elif group["eval_n"].notna().any():
+        se = math.sqrt(p * (1 - p) / float(group["eval_n"].dropna().mean()))
+    else:
+        se = float(acc.std(ddof=1) / math.sqrt(len(acc))) if len(acc) > 1 else math.nan
+    if not math.isfinite(se):
+        return "chance unknown"
+    return "at chance" if abs(p - float(chance.mean())) <= 2 * se else "above chance"
+
+
+def _evidence_reasons(group: pd.DataFrame, base: pd.DataFrame, energy: bool) -> list[str]:
+    """Why a comparison cannot carry a verdict (seeds, chance, training length, meter resolution)."""
+    reasons = iv.seed_reasons(len(group), len(base))
+    if any(chance_state(g) == "at chance" for g in (group, base)):
+        reasons.append("accuracy at chance level")
+    steps = pd.concat([group["steps"], base["steps"]]).dropna()
+    if len(steps) and steps.min() < iv.MIN_TRAIN_STEPS:
+        reasons.append(f"runs too short to train ({int(steps.min())} steps < {iv.MIN_TRAIN_STEPS})")
+    if energy:
+        if pd.concat([group["energy_below_resolution"], base["energy_below_resolution"]]).astype(bool).any():
+            reasons.append("energy below meter resolution")
+        if (group["energy_evidence"] == "not measured").any():
+            reasons.append("energy not measured")
+    return reasons
+
+
+def _quality_interval(group: pd.DataFrame, base: pd.DataFrame) -> tuple[iv.Interval, bool]:
+    """Retention % (accuracy ratio ×100), or for regression 100 − MSE increase %; and whether regression."""
+    if group["accuracy"].notna().any():
+        ratio = iv.ratio(group["accuracy"], base["accuracy"], group["accuracy_stderr"], base["accuracy_stderr"])
+        return ratio.scaled(100.0), False
+    ratio = iv.ratio(group["mse"], base["mse"])
+    return ratio.scaled(-100.0, 200.0), True  # 100 − (r − 1)·100
+
+
+def _put(row: dict[str, Any], name: str, interval: iv.Interval) -> None:
+    row[name], row[f"{name}_lo"], row[f"{name}_hi"] = interval.value, interval.lo, interval.hi
+    row[f"{name}_method"] = interval.method
 
 
 def energy_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """§5.2: each level's energy and quality, mean ± std over seeds, reduction % and retention % vs the
-    dense run of the same experiment/model/task *measured with the same method* (methods are never mixed
-    in one comparison), a verdict against the paper's claim, and the paper's claim as a reference row."""
+    """§5.2: each level's energy and quality (mean ± std over seeds), reduction % and retention % vs the
+    dense run of the same experiment/model/task *measured with the same method* (never mixed) with 95 %
+    intervals, energy per unit of work, the evidence (measured/estimated) and a three-state verdict."""
     runs = completed_training(frame)
     warn_mixed_versions(runs, "energy table")
-    stats = group_stats(runs, ENERGY_KEYS, ["energy_kwh", "accuracy", "mse"]) if not runs.empty else None
+    values = ["energy_kwh", "accuracy", "mse", "step_ms", "j_per_train_unit", "j_per_eval_example"]
+    stats = group_stats(runs, ENERGY_KEYS, values) if not runs.empty else None
     rows = []
     for row in [] if stats is None else stats.to_dict("records"):
-        row["energy_j_mean"], row["energy_j_std"] = (
-            row["energy_kwh_mean"] * 3.6e6,
-            row["energy_kwh_std"] * 3.6e6,
-        )
-        same = stats[(stats["level"] == "dense") & _same(stats, row, ENERGY_KEYS[:3])]
+        group = _group(runs, row, ENERGY_KEYS)
+        row["energy_j_mean"], row["energy_j_std"] = row["energy_kwh_mean"] * 3.6e6, row["energy_kwh_std"] * 3.6e6
+        row["evidence"] = group["energy_evidence"].iloc[0]
+        row["below_resolution"] = bool(group["energy_below_resolution"].astype(bool).any())
+        row["chance"] = chance_state(group)
+        same = runs[(runs["level"] == "dense") & _mask(runs, row, ENERGY_KEYS[:3])]
         base = same[_eq(same["energy_method"], row["energy_method"])]
-        row["reduction_pct"] = row["retention_pct"] = math.nan
-        row["note"] = "none"
-        if len(base):
-            b = base.iloc[0]
-            row["reduction_pct"] = (1.0 - row["energy_kwh_mean"] / b["energy_kwh_mean"]) * 100.0
-            row["retention_pct"] = _quality_vs(row, b)
-        elif len(same):
-            row["note"] = f"dense measured with {', '.join(map(str, same['energy_method']))}: not compared"
+        row["dense_n"] = len(base) if row["level"] != "dense" else math.nan
+        for name in ("reduction_pct", "retention_pct", "step_time_ratio"):
+            _put(row, name, iv.NAN_INTERVAL)
+        row["note"] = "below meter resolution" if row["below_resolution"] else "none"
+        if row["level"] == "dense":
+            row["verdict"] = iv.BASELINE
+        elif len(base):
+            reduction = iv.ratio(group["energy_kwh"], base["energy_kwh"]).scaled(-100.0, 100.0)
+            retention, _ = _quality_interval(group, base)
+            _put(row, "reduction_pct", reduction)
+            _put(row, "retention_pct", retention)
+            _put(row, "step_time_ratio", iv.ratio(group["step_ms"], base["step_ms"]))
+            row["verdict"] = _verdict(reduction, retention, _evidence_reasons(group, base, energy=True), len(group))
         else:
-            row["note"] = "no dense run"
-        row["verdict"] = _verdict(row)
+            row["note"] = (
+                f"dense measured with {', '.join(map(str, same['energy_method'].unique()))}: not compared"
+                if len(same)
+                else "no dense run"
+            )
+            row["verdict"] = iv.insufficient([row["note"]])
         rows.append(row)
     rows.sort(
         key=lambda r: (
@@ -224,38 +330,62 @@ def energy_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows.append(
         {
             "level": PAPER_LABEL,
-            "verdict": "reference",
+            "verdict": iv.REFERENCE,
             "note": paper.ENERGY_CLAIM,
             "paper_reduction_pct": "–".join(f"{v:g}" for v in paper.PAPER_ENERGY_REDUCTION_PCT),
             "paper_retention_pct": f"≥{paper.PAPER_ACCURACY_RETENTION_PCT:g}",
         }
     )
+    intervals = [
+        f"{name}{suffix}"
+        for name in ("reduction_pct", "retention_pct", "step_time_ratio")
+        for suffix in ("", "_lo", "_hi", "_method")
+    ]
     columns = [
         "level",
         *ENERGY_KEYS[:4],
+        "evidence",
         "n",
+        "dense_n",
         "seeds",
         "energy_kwh_mean",
         "energy_kwh_std",
         "energy_j_mean",
         "energy_j_std",
+        "j_per_train_unit_mean",
+        "j_per_eval_example_mean",
+        "below_resolution",
         "accuracy_mean",
         "accuracy_std",
+        "chance",
         "mse_mean",
         "mse_std",
-        "reduction_pct",
-        "retention_pct",
+        "step_ms_mean",
+        *intervals,
         "verdict",
         "note",
         "paper_reduction_pct",
         "paper_retention_pct",
     ]
     table = pd.DataFrame(rows, columns=columns)
-    table["n"] = as_count(table["n"])
+    table["n"], table["dense_n"] = as_count(table["n"]), as_count(table["dense_n"])
     # the claim is the reference for every level's comparison, so every row carries it
     table["paper_reduction_pct"] = rows[-1]["paper_reduction_pct"]
     table["paper_retention_pct"] = rows[-1]["paper_retention_pct"]
     return table
+
+
+def _verdict(reduction: iv.Interval, retention: iv.Interval, reasons: list[str], n: int) -> str:
+    """Both parts of §5.2's claim (reduction ≥ 40 %, retention ≥ 95 %) read off their whole intervals."""
+    blocked = iv.insufficient(reasons)
+    if blocked:
+        return blocked
+    return iv.combine(
+        [
+            iv.one_sided(reduction, paper.PAPER_ENERGY_REDUCTION_PCT[0], True, n),
+            iv.one_sided(retention, paper.PAPER_ACCURACY_RETENTION_PCT, True, n),
+        ]
+    )
 
 
 def _eq(series: pd.Series, value: Any) -> pd.Series:
@@ -263,23 +393,27 @@ def _eq(series: pd.Series, value: Any) -> pd.Series:
     return series.isna() if missing else series == value
 
 
-def _same(stats: pd.DataFrame, row: Mapping[str, Any], keys: Iterable[str]) -> pd.Series:
-    mask = pd.Series(True, index=stats.index)
+def _mask(frame: pd.DataFrame, row: Mapping[str, Any], keys: Iterable[str]) -> pd.Series:
+    mask = pd.Series(True, index=frame.index)
     for key in keys:
-        mask &= _eq(stats[key], row[key])
+        mask &= _eq(frame[key], row[key])
     return mask
 
 
-def _verdict(row: Mapping[str, Any]) -> str:
-    if row["level"] == "dense":
-        return "baseline"
-    if math.isnan(row["reduction_pct"]) or math.isnan(row["retention_pct"]):
+def _shown(row: Mapping[str, Any], name: str, n: str, suffix: str = "", digits: int = 3) -> str:
+    """``value [lo, hi] (n=…)`` from a row's numeric interval columns."""
+    value = row.get(name)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return NOT_MEASURED
-    ok = (
-        row["reduction_pct"] >= paper.PAPER_ENERGY_REDUCTION_PCT[0]
-        and row["retention_pct"] >= paper.PAPER_ACCURACY_RETENTION_PCT
+    interval = iv.Interval(
+        value, row.get(f"{name}_lo", math.nan), row.get(f"{name}_hi", math.nan), 0, str(row.get(f"{name}_method", ""))
     )
-    return "claim reproduced" if ok else "not reproduced"
+    text = iv.show(interval, digits, suffix)
+    return text.replace("(n=0)", f"(n={n})")
+
+
+def _pair_n(row: Mapping[str, Any]) -> str:
+    return f"{count(row.get('n'))} vs {count(row.get('dense_n'))} dense"
 
 
 def display_energy(table: pd.DataFrame) -> pd.DataFrame:
@@ -287,19 +421,34 @@ def display_energy(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for row in table.to_dict("records"):
         is_paper = row["level"] == PAPER_LABEL
-        out = {"level": row["level"], **{k: row[k] for k in ENERGY_KEYS[:4]}, "n": count(row["n"])}
-        for name, key in (
-            ("energy kWh", "energy_kwh"),
-            ("energy J", "energy_j"),
-            ("accuracy", "accuracy"),
-            ("mse", "mse"),
-        ):
-            out[name] = mean_std(row[f"{key}_mean"], row[f"{key}_std"], row["n"])
-        out["reduction vs dense %"] = row["paper_reduction_pct"] if is_paper else fmt(row["reduction_pct"], 3)
-        out["retention vs dense %"] = row["paper_retention_pct"] if is_paper else fmt(row["retention_pct"], 4)
+        out = {"level": row["level"], **{k: row[k] for k in ENERGY_KEYS[:4]}, "evidence": row["evidence"]}
+        out["n"] = count(row["n"])
+        out["train energy J"] = mean_std(row["energy_j_mean"], row["energy_j_std"], row["n"])
+        out["J / train unit"] = fmt(row["j_per_train_unit_mean"], 3)
+        out["J / eval example"] = fmt(row["j_per_eval_example_mean"], 3)
+        out["accuracy"] = mean_std(row["accuracy_mean"], row["accuracy_std"], row["n"])
+        out["chance"] = row["chance"]
+        out["mse"] = mean_std(row["mse_mean"], row["mse_std"], row["n"])
+        pair = _pair_n(row)
+        out["reduction vs dense %"] = row["paper_reduction_pct"] if is_paper else _shown(row, "reduction_pct", pair)
+        out["retention vs dense %"] = row["paper_retention_pct"] if is_paper else _shown(row, "retention_pct", pair)
+        out["step time ÷ dense"] = "-" if is_paper else _shown(row, "step_time_ratio", pair)
         out["verdict"], out["note"] = row["verdict"], row["note"] or "none"
         if is_paper:
-            out |= {k: "-" for k in (*ENERGY_KEYS[:4], "n", "energy kWh", "energy J", "accuracy", "mse")}
+            out |= {
+                k: "-"
+                for k in (
+                    *ENERGY_KEYS[:4],
+                    "evidence",
+                    "n",
+                    "train energy J",
+                    "J / train unit",
+                    "J / eval example",
+                    "accuracy",
+                    "chance",
+                    "mse",
+                )
+            }
         rows.append(out)
     return fill_missing(pd.DataFrame(rows))
 
@@ -309,10 +458,38 @@ def display_energy(table: pd.DataFrame) -> pd.DataFrame:
 ACC_KEYS = ["experiment", "model", "task", "level"]
 
 
+def _accuracy_verdict(kind: str, interval: iv.Interval, reasons: list[str], n: int) -> str:
+    blocked = iv.insufficient(reasons)
+    if blocked:
+        return blocked
+    claim = float(paper.PAPER_ACCURACY[kind]["value"])  # type: ignore[arg-type]
+    if kind == "regression":  # "< 2 % MSE increase": the claim holds below the threshold
+        word, need = iv.one_sided(interval, claim, False, n)
+    else:
+        word, need = iv.one_sided(interval, claim, True, n)
+    return iv.combine([(word, need)])
+
+
+def _gain_interval(group: pd.DataFrame) -> iv.Interval:
+    """Accuracy gain over the untrained model (a fixed, cached number): mean gain with scipy's Student t
+    95 % interval across seeds; one run: lm-eval's binomial stderr, normal quantile."""
+    gain = (group["accuracy"] - group["base_accuracy"]).dropna()
+    if gain.empty:
+        return iv.NAN_INTERVAL
+    mean = float(gain.mean())
+    if len(gain) == 1:
+        se = float(group["accuracy_stderr"].dropna().iloc[0]) if group["accuracy_stderr"].notna().any() else math.nan
+        z = float(iv.stats.norm.ppf(0.975))
+        return iv.Interval(mean, mean - z * se, mean + z * se, 1, "binomial stderr")
+    res = iv.stats.ttest_1samp(gain.to_numpy(), 0.0).confidence_interval(iv.LEVEL)
+    return iv.Interval(mean, float(res.low), float(res.high), len(gain), "Student t across seeds")
+
+
 def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
     """§5.3: per task, each non-dense level (all levels are shown: picking the best on the test set would
-    flatter the method) against dense: retention % (accuracy ratio) or MSE increase % (regression), with
-    the paper's claim for that kind of task beside it; kinds we have not run still get a row."""
+    flatter the method) against dense: retention % (accuracy ratio) or MSE increase % (regression) with 95 %
+    intervals, the gain over the untrained model, chance level, a three-state verdict, and the paper's
+    claim for that kind of task beside it; kinds we have not run still get a row."""
     runs = completed_training(frame)
     warn_mixed_versions(runs, "accuracy table")
     rows = []
@@ -321,10 +498,12 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
         for row in stats.to_dict("records"):
             if row["level"] == "dense":
                 continue
+            group = _group(runs, row, ACC_KEYS)
             regression = math.isnan(row["accuracy_mean"]) and not math.isnan(row["mse_mean"])
             value = "mse" if regression else "accuracy"
-            base = stats[(stats["level"] == "dense") & _same(stats, row, ACC_KEYS[:3])]
-            b = base.iloc[0] if len(base) else None
+            base = runs[(runs["level"] == "dense") & _mask(runs, row, ACC_KEYS[:3])]
+            b = stats[(stats["level"] == "dense") & _mask(stats, row, ACC_KEYS[:3])]
+            b = b.iloc[0] if len(b) else None
             out = {
                 **{k: row[k] for k in ACC_KEYS},
                 "kind": paper.task_kind(row["task"], regression),
@@ -336,24 +515,29 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
                 "dense_std": b[f"{value}_std"] if b is not None else math.nan,
                 "mean": row[f"{value}_mean"],
                 "std": row[f"{value}_std"],
+                "chance": chance_state(group),
+                "dense_chance": chance_state(base) if len(base) else NOT_MEASURED,
             }
-            ratio = out["mean"] / out["dense_mean"]
-            out["retention_pct"] = math.nan if regression else ratio * 100.0
-            out["mse_increase_pct"] = (ratio - 1.0) * 100.0 if regression else math.nan
+            for name in ("retention_pct", "mse_increase_pct", "gain_over_base"):
+                _put(out, name, iv.NAN_INTERVAL)
+            reasons = _evidence_reasons(group, base, energy=False) if len(base) else ["no dense run"]
+            if len(base) and regression:
+                interval = iv.ratio(group["mse"], base["mse"]).scaled(100.0, -100.0)
+                _put(out, "mse_increase_pct", interval)
+            elif len(base):
+                interval = iv.ratio(
+                    group["accuracy"], base["accuracy"], group["accuracy_stderr"], base["accuracy_stderr"]
+                ).scaled(100.0)
+                _put(out, "retention_pct", interval)
+            else:
+                interval = iv.NAN_INTERVAL
+            if not regression:
+                _put(out, "gain_over_base", _gain_interval(group))
+            out["verdict"] = _accuracy_verdict(out["kind"], interval, reasons, int(row["n"]))
             rows.append(out)
     for row in rows:
         claim = paper.PAPER_ACCURACY[row["kind"]]
         row["paper_claim"], row["paper_value"] = claim["claim"], claim["value"]
-        ours = row["mse_increase_pct"] if row["kind"] == "regression" else row["retention_pct"]
-        row["meets_paper"] = (
-            NOT_MEASURED
-            if math.isnan(ours)
-            else (
-                "yes"
-                if (ours < claim["value"] if row["kind"] == "regression" else ours >= claim["value"])
-                else "no"
-            )
-        )
     for kind, claim in paper.PAPER_ACCURACY.items():
         if not any(r["kind"] == kind for r in rows):
             rows.append(
@@ -362,9 +546,14 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
                     "level": NOT_MEASURED,
                     "paper_claim": claim["claim"],
                     "paper_value": claim["value"],
-                    "meets_paper": NOT_MEASURED,
+                    "verdict": iv.insufficient(["not run"]),
                 }
             )
+    intervals = [
+        f"{name}{suffix}"
+        for name in ("retention_pct", "mse_increase_pct", "gain_over_base")
+        for suffix in ("", "_lo", "_hi", "_method")
+    ]
     columns = [
         *ACC_KEYS,
         "kind",
@@ -373,12 +562,13 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
         "seeds",
         "mean",
         "std",
+        "chance",
         "dense_n",
         "dense_mean",
         "dense_std",
-        "retention_pct",
-        "mse_increase_pct",
-        "meets_paper",
+        "dense_chance",
+        *intervals,
+        "verdict",
         "paper_claim",
         "paper_value",
     ]
@@ -400,10 +590,13 @@ def display_accuracy(table: pd.DataFrame) -> pd.DataFrame:
         out = {k: row[k] for k in (*ACC_KEYS, "kind", "metric")} | {"n": count(row["n"])}
         out["LoRAven level"] = out.pop("level")
         out["value"] = mean_std(row["mean"], row["std"], row["n"])
+        out["chance"] = row["chance"]
         out["dense"] = mean_std(row["dense_mean"], row["dense_std"], row["dense_n"])
-        out["retention %"] = fmt(row["retention_pct"])
-        out["MSE increase %"] = fmt(row["mse_increase_pct"])
-        out["meets paper"] = row["meets_paper"]
+        pair = _pair_n(row)
+        out["retention %"] = _shown(row, "retention_pct", pair)
+        out["MSE increase %"] = _shown(row, "mse_increase_pct", pair)
+        out["gain over base"] = _shown(row, "gain_over_base", count(row["n"]))
+        out["verdict"] = row["verdict"]
         out["paper_claim"] = row["paper_claim"]
         rows.append(out)
     return fill_missing(pd.DataFrame(rows))

@@ -18,9 +18,7 @@ def _plain(obj: Any) -> dict[str, Any]:
     """A W&B summary/config (dict-like, sometimes {"key": {"value": v}}) as a plain dict."""
     data = getattr(obj, "_json_dict", None)
     data = dict(data if isinstance(data, Mapping) else (obj.items() if hasattr(obj, "items") else {}))
-    if data and all(
-        isinstance(v, Mapping) and set(v) <= {"value", "desc"} and "value" in v for v in data.values()
-    ):
+    if data and all(isinstance(v, Mapping) and set(v) <= {"value", "desc"} and "value" in v for v in data.values()):
         data = {k: v["value"] for k, v in data.items()}
     return data
 

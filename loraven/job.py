@@ -207,6 +207,7 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
     result["model"] = {"name": loaded.name, "total_params": total_params,
                        "trainable_params": adapted.trainable_param_count()}
     meter = measure.make_meter(cfg["energy"] if main else {"name": "none"}, run_dir)
+    warmup_s = measure.warm_up(device)  # one-time process costs stay out of the metered phases
     readings: dict[str, measure.EnergyReading] = {}
     with meter.measure("train") as box, timer.phase("train", device):
         stats = train(adapted, task, loaded.tokenizer, cfg["trainer"], device, log_fn=tracker.log, seed=seed,
@@ -227,7 +228,9 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
                       "load_s": timer.phases["load"], "total_s": time.perf_counter() - start,
                       "step_ms_median": stats.step_ms_median, "tokens_per_s": stats.tokens_per_s,
                       "steps": stats.steps, "train_tokens": stats.tokens}
-    result["energy"] = measure.combine(readings)
+    result["energy"] = measure.combine(readings, stats.tokens, metrics.get("n"),
+                                       "sample" if isinstance(task, ClassicTask) else "token")
+    result["energy"]["process_warmup_s"] = warmup_s
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if world > 1:
         result["energy"]["ddp_world_size"] = world

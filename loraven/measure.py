@@ -45,6 +45,10 @@ class PhaseTimes:
             self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
 
 
+RESOLUTION_FACTOR = 10  # a phase shorter than 10 sampling intervals is below the meter's resolution
+NVML_UPDATE_S = 0.1  # NVML's energy counter updates every 10-100 ms: take the slow end
+
+
 @dataclass
 class EnergyReading:
     method: str
@@ -55,6 +59,12 @@ class EnergyReading:
     ram_kwh: float | None = None
     duration_s: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    sampling_s: float | None = None  # the meter's sampling interval (codecarbon) or counter update period (NVML)
+    below_resolution: bool | None = None  # duration < RESOLUTION_FACTOR × sampling_s: never enters a verdict
+
+    def __post_init__(self) -> None:
+        if self.below_resolution is None and self.duration_s is not None and self.sampling_s:
+            self.below_resolution = self.duration_s < RESOLUTION_FACTOR * self.sampling_s
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,12 +134,22 @@ class CodecarbonMeter(EnergyMeter):
             emissions = tracker.stop()
             data = tracker.final_emissions_data
             label, detail = codecarbon_method(tracker)
-            detail.update(measure_power_secs=float(self.cfg.get("measure_power_secs", 1.0)),
-                          tracking_mode=str(self.cfg.get("tracking_mode", "process")),
-                          cpu_power_w_avg=_avg_power(data.cpu_energy, duration))
-            return EnergyReading(label, kwh=float(data.energy_consumed), emissions_kg=float(emissions or 0.0),
-                                 cpu_kwh=float(data.cpu_energy), gpu_kwh=float(data.gpu_energy),
-                                 ram_kwh=float(data.ram_energy), duration_s=duration, detail=detail)
+            detail.update(
+                measure_power_secs=float(self.cfg.get("measure_power_secs", 1.0)),
+                tracking_mode=str(self.cfg.get("tracking_mode", "process")),
+                cpu_power_w_avg=_avg_power(data.cpu_energy, duration),
+            )
+            return EnergyReading(
+                label,
+                kwh=float(data.energy_consumed),
+                emissions_kg=float(emissions or 0.0),
+                cpu_kwh=float(data.cpu_energy),
+                gpu_kwh=float(data.gpu_energy),
+                ram_kwh=float(data.ram_energy),
+                duration_s=duration,
+                detail=detail,
+                sampling_s=float(self.cfg.get("measure_power_secs", 1.0)),
+            )
         except Exception as err:
             log.warning("codecarbon failed to stop (%s); energy recorded as unavailable", err)
             return EnergyReading("unavailable", duration_s=duration, detail={"reason": f"{type(err).__name__}: {err}"})
@@ -185,9 +205,18 @@ class NvmlMeter(EnergyMeter):
             after, duration = self._read_mj(), time.perf_counter() - start
             joules = sum(a - b for a, b in zip(after, before, strict=True)) / 1000.0
             kwh = joules / 3.6e6
-            box["reading"] = EnergyReading(self.method, kwh=kwh, gpu_kwh=kwh, duration_s=duration,
-                                           detail={"joules": joules, "gpus": len(self.handles),
-                                                   "note": "GPU only; counter updates every 10-100 ms"})
+            box["reading"] = EnergyReading(
+                self.method,
+                kwh=kwh,
+                gpu_kwh=kwh,
+                duration_s=duration,
+                sampling_s=NVML_UPDATE_S,
+                detail={
+                    "joules": joules,
+                    "gpus": len(self.handles),
+                    "note": "GPU only; counter updates every 10-100 ms",
+                },
+            )
 
 
 def _visible_gpu_handles(pynvml) -> list:
@@ -238,15 +267,75 @@ class _Unavailable(EnergyMeter):
         box["reading"] = EnergyReading("unavailable", detail={"reason": self.reason})
 
 
-def combine(readings: Mapping[str, EnergyReading]) -> dict[str, Any]:
-    """The contract's ``energy`` section: the training phase's figures, plus every phase by name."""
+def combine(
+    readings: Mapping[str, EnergyReading],
+    train_units: int | None = None,
+    eval_examples: int | None = None,
+    train_unit: str = "token",
+) -> dict[str, Any]:
+    """The contract's ``energy`` section: the training phase's figures, plus every phase by name, plus
+    energy per unit of work (J per training token for LM tasks, per sample for classic tasks, named in
+    ``train_unit``; J per evaluated example)
+    where the phase was resolved by the meter (a below-resolution phase gets None, not a number)."""
     train = readings.get("train") or EnergyReading("none")
     out = train.as_dict()
     out.pop("detail", None)
     out.update(train.detail)
     out["phases"] = {name: r.as_dict() for name, r in readings.items()}
     out["scope"] = "train phase (eval phase under phases.eval)"
+    # "unit", not "token": key names ending in _token are redacted as credentials (loraven.track.SECRET_PATTERN)
+    out["j_per_train_unit"] = _per_unit(train, train_units)
+    out["train_unit"] = train_unit
+    out["j_per_eval_example"] = _per_unit(readings.get("eval"), eval_examples)
     return out
+
+
+def _per_unit(reading: EnergyReading | None, units: int | None) -> float | None:
+    if reading is None or reading.kwh is None or not units or reading.below_resolution:
+        return None
+    return reading.kwh * 3.6e6 / units
+
+
+_WARMED: set[str] = set()
+
+
+def warm_up(device: torch.device) -> float:
+    """Pay the process's one-time costs before the first metered phase; returns the seconds spent (0 after
+    the first call per device).
+
+    The first job of a process used to carry ~10x the train-phase time and energy of the next ones: the
+    trainer's lazy ``transformers`` import, the first backward pass, the optimizer's first step (lazy
+    imports in torch.optim), the lr scheduler, the allocator's first blocks and the CPU thread pool all
+    start there. A throwaway layer trained for a few
+    steps starts them outside the meter. The global RNG is restored, so seeded runs are unchanged.
+    """
+    key = str(device)
+    if key in _WARMED:
+        return 0.0
+    start = time.perf_counter()
+    try:  # the trainer imports its lr schedules lazily: the heaviest one-time cost (1-15 s on a loaded CPU)
+        from transformers import get_scheduler  # noqa: F401
+    except ImportError:  # pragma: no cover - transformers is a dependency; a broken install fails later anyway
+        pass
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        layer = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)).to(device)
+        optimizer = torch.optim.AdamW(layer.parameters(), lr=1e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        for _ in range(3):
+            x = torch.randn(16, 64, device=device)
+            loss = torch.nn.functional.cross_entropy(layer(x), torch.zeros(16, dtype=torch.long, device=device))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(layer.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            layer(torch.randn(512, 64, device=device)).softmax(-1).argmax(-1)
+        float(loss.detach())
+    sync(device)
+    _WARMED.add(key)
+    return time.perf_counter() - start
 
 
 def process_cpu_count() -> int:

@@ -23,8 +23,16 @@ STATUSES = ("completed", "failed", "skipped")
 RANK_TRACE_HEADER = "step,module,rank"
 
 
+def empty_sections() -> dict[str, dict[str, Any]]:
+    """Every contract section with its required keys set to None: the job's skeleton starts from this, so the
+    record a run writes and the validator that reads it back share one definition of the required keys."""
+    return {section: dict.fromkeys(keys) for section, keys in SECTIONS.items()}
+
+
 def contract_violations(result: Mapping[str, Any]) -> list[str]:
     """Every way ``result`` breaks the contract (empty list = valid)."""
+    if not isinstance(result, Mapping):
+        return [f"not a JSON object ({type(result).__name__})"]
     problems = [f"missing top-level key {k!r}" for k in TOP_LEVEL if k not in result]
     if result.get("status") not in STATUSES:
         problems.append(f"status {result.get('status')!r} not in {STATUSES}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -37,6 +38,18 @@ def _job_num(name: str) -> int:
 
 
 class SweepSummary(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Probe W&B once for the whole sweep: unreachable → every job logs offline, said once, not per job.
+
+        ``WANDB_MODE=offline`` set here is inherited by the launcher's workers (joblib/loky, submitit local).
+        """
+        from loraven.track import _wandb_logged_in, wandb_reachable
+
+        tracking = config.get("tracking") or {}
+        mode = os.environ.get("WANDB_MODE") or str(tracking.get("mode", "offline"))
+        if tracking.get("name") == "wandb" and mode == "online" and _wandb_logged_in():
+            wandb_reachable()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from rich.console import Console
         from rich.table import Table

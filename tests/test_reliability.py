@@ -94,7 +94,12 @@ def test_signal_records_an_interrupted_run_and_finishes_wandb(tmp_path: Path, se
     args = [*FAST_CLASSIC, "trainer.steps=1000000", "tracking=wandb", f"results_dir={tmp_path}/r",
             f"hydra.run.dir={tmp_path}/o"]
     proc = _popen(args, tmp_path, session_cache)
-    _wait_for(tmp_path / "r", "default/*/wandb/offline-run-*/*.wandb", proc)  # W&B up, training under way
+    _wait_for(tmp_path / "r", "default/*/wandb/offline-run-*/*.wandb", proc)  # W&B starting
+    deadline = time.time() + 120  # wandb.init returned (a signal inside init leaves no run to finish)
+    while time.time() < deadline and not any("returning control" in p.read_text(errors="ignore")
+                                              for p in (tmp_path / "r").rglob("debug.log")):
+        time.sleep(0.2)
+    time.sleep(1.5)  # into the training loop
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err[-3000:]  # documented exit codes

@@ -67,8 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             report = build_report(records, args.out, args.formats, figures=not args.no_figures)
         except OSError as err:  # the disk filled or a permission changed while writing
-            print(f"error: could not write the report under {args.out!r}: {err.strerror or err} "
-                  f"({getattr(err, 'filename', '')})", file=sys.stderr)
+            print(
+                f"error: could not write the report under {args.out!r}: {err.strerror or err} "
+                f"({getattr(err, 'filename', '')})",
+                file=sys.stderr,
+            )
             return 2
     for warning in caught:
         console.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
@@ -80,9 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary.add_column("rows")
     summary.add_column("written")
     for name, paths in report.tables.items():
-        summary.add_row(
-            "table", name, str(len(report.frames[name])), ", ".join(str(p.relative_to(out)) for p in paths)
-        )
+        summary.add_row("table", name, str(len(report.frames[name])), ", ".join(str(p.relative_to(out)) for p in paths))
     for name, path in report.figures.items():
         summary.add_row("figure", name, "-", str(path.relative_to(out)))
     console.print(summary)

@@ -44,9 +44,7 @@ def load_results(results_dir: str | Path) -> list[dict[str, Any]]:
             warnings.warn(f"skipping unreadable {path}: {err}", AnalysisWarning, stacklevel=2)
             continue
         if not isinstance(result, dict) or "status" not in result:
-            warnings.warn(
-                f"skipping {path}: not a result object (no 'status')", AnalysisWarning, stacklevel=2
-            )
+            warnings.warn(f"skipping {path}: not a result object (no 'status')", AnalysisWarning, stacklevel=2)
             continue
         problems = contract_violations(result)
         if problems:
@@ -203,10 +201,7 @@ def _label_modes(frame: pd.DataFrame) -> None:
     loraven = frame["adapter_type"] == "loraven"
     if frame.loc[loraven, "mode"].dropna().nunique() > 1:
         frame.loc[loraven, "level"] = (
-            frame.loc[loraven, "level"]
-            + " ("
-            + frame.loc[loraven, "mode"].fillna("adapter").astype(str)
-            + ")"
+            frame.loc[loraven, "level"] + " (" + frame.loc[loraven, "mode"].fillna("adapter").astype(str) + ")"
         )
 
 
@@ -215,9 +210,7 @@ def warn_mixed_versions(frame: pd.DataFrame, what: str) -> None:
     for key in VERSION_KEYS:
         values = sorted({str(v) for v in frame.get(f"env_{key}", pd.Series(dtype=object)).dropna()})
         if len(values) > 1:
-            warnings.warn(
-                f"{what}: runs mix {key} versions {', '.join(values)}", AnalysisWarning, stacklevel=2
-            )
+            warnings.warn(f"{what}: runs mix {key} versions {', '.join(values)}", AnalysisWarning, stacklevel=2)
 
 
 def read_csv_beside(run_dir: str | None, name: str) -> pd.DataFrame | None:

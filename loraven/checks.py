@@ -80,8 +80,10 @@ def check_environment_keys(cfg: Mapping[str, Any]) -> None:
         local = Path(str(model["name_or_path"])).expanduser()
         if local.is_dir() and not (local / "config.json").is_file():
             what = "an empty directory" if not any(local.iterdir()) else "a directory without config.json"
-            raise ConfigError(f"model.name_or_path={str(local)!r} is {what}; a local model needs a Hugging Face "
-                              "model folder (config.json, tokenizer files, *.safetensors)")
+            raise ConfigError(
+                f"model.name_or_path={str(local)!r} is {what}; a local model needs a Hugging Face "
+                "model folder (config.json, tokenizer files, *.safetensors)"
+            )
 
 
 def check_rank_fits(model: Any, adapter: Mapping[str, Any]) -> None:
@@ -97,8 +99,10 @@ def check_rank_fits(model: Any, adapter: Mapping[str, Any]) -> None:
         names = [targets] if isinstance(targets, str) else [str(t) for t in targets]
         if not any(n == t or n.endswith("." + t) for n, _ in linears for t in names):
             valid = sorted({n.split(".")[-1] for n, _ in linears})
-            raise ConfigError(f"adapter.target_modules={names} matches no Linear layer of this model; "
-                              f"valid names: {', '.join(valid)} (or all-linear)")
+            raise ConfigError(
+                f"adapter.target_modules={names} matches no Linear layer of this model; "
+                f"valid names: {', '.join(valid)} (or all-linear)"
+            )
     rank = adapter.get("r")
     if rank is None or adapter.get("name") not in ("lora", "dora"):
         return
@@ -113,5 +117,7 @@ def check_rank_fits(model: Any, adapter: Mapping[str, Any]) -> None:
     name, smallest = min(chosen, key=lambda nm: min(nm[1].in_features, nm[1].out_features))
     limit = min(smallest.in_features, smallest.out_features)
     if int(rank) > limit:
-        raise ConfigError(f"adapter.r={rank} exceeds layer {name} ({smallest.in_features}->{smallest.out_features}); "
-                          f"valid: 1..{limit} for these target_modules")
+        raise ConfigError(
+            f"adapter.r={rank} exceeds layer {name} ({smallest.in_features}->{smallest.out_features}); "
+            f"valid: 1..{limit} for these target_modules"
+        )

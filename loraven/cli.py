@@ -58,8 +58,9 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
         else:
             from loraven.job import run_job
 
-            result = run_job(resolved, multirun=multirun, progress=sys.stderr.isatty() or not multirun,
-                             parallel_jobs=parallel_jobs())
+            result = run_job(
+                resolved, multirun=multirun, progress=sys.stderr.isatty() or not multirun, parallel_jobs=parallel_jobs()
+            )
     except KeyboardInterrupt as err:  # recorded as interrupted by run_job; here: how this process ends
         if multirun and _in_launcher_worker():  # a joblib/loky worker: stop now, the launcher reports it
             _exit_worker(err)
@@ -80,8 +81,10 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
         log.error("could not write the sweep's job record: %s", err.strerror or err)
     print_summary(result)
     if not multirun and result.get("_unsaved"):  # the metrics are in the table above; the file is not
-        print(f"error: run {result.get('run_id')} finished but its result was not saved: {result['_unsaved']}",
-              file=sys.stderr)
+        print(
+            f"error: run {result.get('run_id')} finished but its result was not saved: {result['_unsaved']}",
+            file=sys.stderr,
+        )
         sys.exit(EXIT_FAILED)
     if not multirun and result.get("status") == "failed":  # a failed single run must fail the shell too
         print(f"error: run {result.get('run_id')} failed: {result.get('reason')}", file=sys.stderr)
@@ -145,9 +148,12 @@ def refuse_credential_overrides(argv: list[str]) -> None:
     """
     keys = credential_overrides(argv)
     if keys:
-        print(f"error: {', '.join(keys)} on the command line looks like a credential; command lines are written to "
-              ".hydra/*.yaml, multirun.yaml and W&B run files. Pass credentials as environment variables instead "
-              "(WANDB_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY, ...); nothing was run or written.", file=sys.stderr)
+        print(
+            f"error: {', '.join(keys)} on the command line looks like a credential; command lines are written to "
+            ".hydra/*.yaml, multirun.yaml and W&B run files. Pass credentials as environment variables instead "
+            "(WANDB_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY, ...); nothing was run or written.",
+            file=sys.stderr,
+        )
         sys.exit(EXIT_CONFIG)
 
 
@@ -171,8 +177,9 @@ def run_guarded(main: Any) -> None:
         stop_children(signal.SIGTERM)
         name = signal.Signals(signum).name
         code = EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
-        print(f"interrupted ({name}): runs under way were recorded as failed: interrupted; exit {code}",
-              file=sys.stderr)
+        print(
+            f"interrupted ({name}): runs under way were recorded as failed: interrupted; exit {code}", file=sys.stderr
+        )
         sys.stderr.flush()
         os._exit(code)  # not sys.exit: joblib/loky teardown after an interrupt can block on dead workers
 
@@ -304,12 +311,21 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
     metrics, time_, energy = _section(result, "metrics"), _section(result, "time"), _section(result, "energy")
     adapter = _section(result, "adapter")
     return {
-        "run": result.get("run_id"), "status": result.get("status"),
-        "adapter": adapter.get("type"), "scheduler": adapter.get("scheduler"), "seed": result.get("seed"),
-        "task": metrics.get("task"), "accuracy": metrics.get("accuracy"), "stderr": metrics.get("accuracy_stderr"),
-        "base": metrics.get("base_accuracy"), "mse": metrics.get("mse"),
-        "train_s": time_.get("train_s"), "step_ms": time_.get("step_ms_median"),
-        "kwh": energy.get("kwh"), "energy_method": energy.get("method"), "reason": result.get("reason"),
+        "run": result.get("run_id"),
+        "status": result.get("status"),
+        "adapter": adapter.get("type"),
+        "scheduler": adapter.get("scheduler"),
+        "seed": result.get("seed"),
+        "task": metrics.get("task"),
+        "accuracy": metrics.get("accuracy"),
+        "stderr": metrics.get("accuracy_stderr"),
+        "base": metrics.get("base_accuracy"),
+        "mse": metrics.get("mse"),
+        "train_s": time_.get("train_s"),
+        "step_ms": time_.get("step_ms_median"),
+        "kwh": energy.get("kwh"),
+        "energy_method": energy.get("method"),
+        "reason": result.get("reason"),
         "resumed": bool(result.get("_resumed")),
     }
 
@@ -330,8 +346,20 @@ def print_summary(result: dict[str, Any]) -> None:
     table = Table(title=f"loraven run {row['run']} — {row['status']}", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    for key in ("adapter", "scheduler", "task", "accuracy", "stderr", "base", "mse", "train_s", "step_ms", "kwh",
-                "energy_method", "reason"):
+    for key in (
+        "adapter",
+        "scheduler",
+        "task",
+        "accuracy",
+        "stderr",
+        "base",
+        "mse",
+        "train_s",
+        "step_ms",
+        "kwh",
+        "energy_method",
+        "reason",
+    ):
         if row.get(key) is not None:
             table.add_row(key, _fmt(row[key]))
     if row["resumed"]:

@@ -8,8 +8,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-TOP_LEVEL = ("run_id", "status", "reason", "created_at", "config", "model", "adapter", "metrics", "time",
-             "energy", "env")
+TOP_LEVEL = (
+    "run_id",
+    "status",
+    "reason",
+    "created_at",
+    "config",
+    "model",
+    "adapter",
+    "metrics",
+    "time",
+    "energy",
+    "env",
+)
 SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("name", "total_params", "trainable_params"),
     "adapter": ("type", "scheduler", "ranks"),

@@ -53,9 +53,15 @@ def skeleton(cfg: Mapping[str, Any], run_id: str, status: str, reason: str | Non
     sections["energy"]["method"] = "none"
     sections["env"] = {}  # filled by provenance.environment once the run reaches the machine
     return {
-        "run_id": run_id, "status": status, "reason": reason, "created_at": now_iso(),
-        "experiment": experiment_name(cfg), "seed": cfg.get("seed"), "config": dict(cfg),
-        **sections, "memory": {"peak_mb": None, "device": None},
+        "run_id": run_id,
+        "status": status,
+        "reason": reason,
+        "created_at": now_iso(),
+        "experiment": experiment_name(cfg),
+        "seed": cfg.get("seed"),
+        "config": dict(cfg),
+        **sections,
+        "memory": {"peak_mb": None, "device": None},
     }
 
 
@@ -65,8 +71,9 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = True,
-            parallel_jobs: int = 1) -> dict[str, Any]:
+def run_job(
+    cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = True, parallel_jobs: int = 1
+) -> dict[str, Any]:
     """Run one resolved config; returns its result record (also written to the results store).
 
     ``parallel_jobs`` (how many jobs the launcher runs at once) is recorded in ``energy.parallel_jobs``.
@@ -106,8 +113,16 @@ def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = 
             store.release(experiment, run_id)
 
 
-def _run_claimed(cfg: Mapping[str, Any], store: ResultsStore, experiment: str, run_id: str, multirun: bool,
-                 progress: bool, parallel_jobs: int, main: bool) -> dict[str, Any]:
+def _run_claimed(
+    cfg: Mapping[str, Any],
+    store: ResultsStore,
+    experiment: str,
+    run_id: str,
+    multirun: bool,
+    progress: bool,
+    parallel_jobs: int,
+    main: bool,
+) -> dict[str, Any]:
     run_dir = store.run_dir(experiment, run_id)
     result = skeleton(cfg, run_id, "failed", "did not finish")
     tracker: Tracker = Tracker()
@@ -117,8 +132,15 @@ def _run_claimed(cfg: Mapping[str, Any], store: ResultsStore, experiment: str, r
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.json", json.dumps(redact(dict(cfg)), indent=2, default=str))
-            tracker = make_tracker(cfg["tracking"], cfg, run_dir, name=_run_name(cfg, run_id), group=experiment,
-                                   job_type=cfg["adapter"]["name"], tags=_tags(cfg))
+            tracker = make_tracker(
+                cfg["tracking"],
+                cfg,
+                run_dir,
+                name=_run_name(cfg, run_id),
+                group=experiment,
+                job_type=cfg["adapter"]["name"],
+                tags=_tags(cfg),
+            )
         _execute(cfg, result, run_dir, tracker, progress, main)
         result["energy"].update(parallel_jobs=int(parallel_jobs), tracking_mode=_tracking_mode(cfg))
         result["status"], result["reason"] = "completed", None
@@ -157,8 +179,12 @@ def _finalise(store: ResultsStore, experiment: str, result: dict[str, Any], trac
     except OSError as err:
         result["_unsaved"] = f"{err.strerror or err} ({getattr(err, 'filename', None) or store.root})"
         shown = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float, str)) and v is not None}
-        log.error("could not write the result of run %s: %s; metrics: %s", result["run_id"], result["_unsaved"],
-                  json.dumps(shown, default=str))
+        log.error(
+            "could not write the result of run %s: %s; metrics: %s",
+            result["run_id"],
+            result["_unsaved"],
+            json.dumps(shown, default=str),
+        )
     finally:
         remove_partial_files(store.run_dir(experiment, str(result["run_id"])))
         try:
@@ -216,12 +242,17 @@ def _run_name(cfg: Mapping[str, Any], run_id: str) -> str:
 
 
 def _tags(cfg: Mapping[str, Any]) -> list[str]:
-    return [f"scheduler:{cfg['scheduler']['name']}", f"seed:{cfg.get('seed')}", f"model:{cfg['model']['kind']}",
-            f"task:{cfg['task']['kind']}"]
+    return [
+        f"scheduler:{cfg['scheduler']['name']}",
+        f"seed:{cfg.get('seed')}",
+        f"model:{cfg['model']['kind']}",
+        f"task:{cfg['task']['kind']}",
+    ]
 
 
-def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, tracker, progress: bool,
-             main: bool = True) -> None:
+def _execute(
+    cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, tracker, progress: bool, main: bool = True
+) -> None:
     timer = measure.PhaseTimes()
     device = provenance.pick_device(str(cfg.get("device", "auto")))
     if device.type == "cuda" and torch.distributed.is_initialized():  # one GPU per data-parallel rank
@@ -246,13 +277,17 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
     with timer.phase("adapt", device):
         adapted = apply_adapter(loaded.model, cfg["adapter"], cfg["scheduler"], ctx)
         adapted.model.to(device)
-    result["model"] = {"name": loaded.name, "total_params": total_params,
-                       "trainable_params": adapted.trainable_param_count()}
+    result["model"] = {
+        "name": loaded.name,
+        "total_params": total_params,
+        "trainable_params": adapted.trainable_param_count(),
+    }
     meter = measure.make_meter(cfg["energy"] if main else {"name": "none"}, run_dir)
     readings: dict[str, measure.EnergyReading] = {}
     with meter.measure("train") as box, timer.phase("train", device):
-        stats = train(adapted, task, loaded.tokenizer, cfg["trainer"], device, log_fn=tracker.log, seed=seed,
-                      progress=progress)
+        stats = train(
+            adapted, task, loaded.tokenizer, cfg["trainer"], device, log_fn=tracker.log, seed=seed, progress=progress
+        )
     readings["train"] = box["reading"]
     if not main:  # rank 0 evaluates and writes; the others are done once training is
         result["metrics"]["loss"] = stats.final_loss
@@ -265,10 +300,16 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
     metrics["loss"] = stats.final_loss
     result["metrics"] = metrics
     result["adapter"].update({"ranks": adapted.ranks(), **adapted.summary()})
-    result["time"] = {"train_s": timer.phases["train"], "eval_s": timer.phases["eval"],
-                      "load_s": timer.phases["load"], "total_s": time.perf_counter() - start,
-                      "step_ms_median": stats.step_ms_median, "tokens_per_s": stats.tokens_per_s,
-                      "steps": stats.steps, "train_tokens": stats.tokens}
+    result["time"] = {
+        "train_s": timer.phases["train"],
+        "eval_s": timer.phases["eval"],
+        "load_s": timer.phases["load"],
+        "total_s": time.perf_counter() - start,
+        "step_ms_median": stats.step_ms_median,
+        "tokens_per_s": stats.tokens_per_s,
+        "steps": stats.steps,
+        "train_tokens": stats.tokens,
+    }
     result["energy"] = measure.combine(readings)
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if world > 1:
@@ -285,9 +326,11 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
     flag_collapse(result, cfg)
     for name, frame in adapted.artifact_tables().items():
         tracker.log_table(name, frame)
-    tracker.log(flatten("eval", {k: v for k, v in metrics.items() if k != "per_task"})
-                | flatten("energy", {k: v for k, v in result["energy"].items() if k != "phases"})
-                | flatten("time", result["time"]))
+    tracker.log(
+        flatten("eval", {k: v for k, v in metrics.items() if k != "per_task"})
+        | flatten("energy", {k: v for k, v in result["energy"].items() if k != "phases"})
+        | flatten("time", result["time"])
+    )
 
 
 def _warn(result: dict[str, Any], message: str) -> None:
@@ -310,8 +353,11 @@ def flag_collapse(result: dict[str, Any], cfg: Mapping[str, Any]) -> None:
     margin = max(2.0 * float(metrics.get("accuracy_stderr") or 0.0), 0.01)
     metrics["at_chance"] = bool(accuracy <= chance + margin)
     if metrics["at_chance"]:
-        _warn(result, f"accuracy {accuracy:.4g} is at chance ({chance:.4g}): the run may have collapsed "
-                      f"(trainer.lr={cfg['trainer'].get('lr')}, final loss {metrics.get('loss')})")
+        _warn(
+            result,
+            f"accuracy {accuracy:.4g} is at chance ({chance:.4g}): the run may have collapsed "
+            f"(trainer.lr={cfg['trainer'].get('lr')}, final loss {metrics.get('loss')})",
+        )
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:
@@ -323,8 +369,9 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
 
 def base_metrics(cfg: Mapping[str, Any], loaded: LoadedModel, task, eval_bs: int, seed: int) -> dict[str, Any]:
     """Accuracy of the untrained model, measured once per (model, task) and cached."""
-    key = run_id_for({"model": cfg["model"], "task": cfg["task"], "seed": 0, "trainer": {"eval": eval_bs},
-                      "job": task.fingerprint})
+    key = run_id_for(
+        {"model": cfg["model"], "task": cfg["task"], "seed": 0, "trainer": {"eval": eval_bs}, "job": task.fingerprint}
+    )
     path = cache_dir() / "base_metrics" / f"{key}.json"
     if path.is_file():
         try:

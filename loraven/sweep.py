@@ -63,9 +63,12 @@ class SweepSummary(Callback):
             table.add_column(col)
         for i, job in enumerate(jobs):
             s = job.get("summary", {})
-            table.add_row(str(i), str(job["status"]) + (" (resumed)" if job.get("_resumed") else ""),
-                          *(_fmt(s.get(k)) for k in ("adapter", "scheduler", "seed", "accuracy", "mse", "train_s",
-                                                     "kwh")), (job.get("reason") or "")[:80])
+            table.add_row(
+                str(i),
+                str(job["status"]) + (" (resumed)" if job.get("_resumed") else ""),
+                *(_fmt(s.get(k)) for k in ("adapter", "scheduler", "seed", "accuracy", "mse", "train_s", "kwh")),
+                (job.get("reason") or "")[:80],
+            )
         Console(stderr=True).print(table)
         # one plain line as well: a narrow log file wraps the table's title mid-word
         print("loraven sweep summary: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=sys.stderr)

@@ -28,8 +28,24 @@ SEMANTIC_KEYS = ("model", "adapter", "scheduler", "task", "trainer", "seed", "jo
 RESULT_STATUSES = ("completed", "failed", "skipped")
 # key names that hold credentials ("hf_token", "WANDB_API_KEY", "aws_secret_access_key", "passwd"), matched
 # word by word so that counters such as "tokens_per_s" or "train_tokens" are not taken for one
-CREDENTIAL_WORDS = frozenset({"token", "secret", "secrets", "password", "passwd", "pwd", "passphrase", "auth",
-                              "credential", "credentials", "apikey", "privatekey", "cookie", "bearer"})
+CREDENTIAL_WORDS = frozenset(
+    {
+        "token",
+        "secret",
+        "secrets",
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "auth",
+        "credential",
+        "credentials",
+        "apikey",
+        "privatekey",
+        "cookie",
+        "bearer",
+    }
+)
 CREDENTIAL_SUFFIXES = ("api_key", "private_key", "access_key", "secret_key", "client_secret", "signing_key")
 FAILED_ATTEMPT = "result.failed-attempt.json"  # a failed rerun's record, kept beside the completed one it spared
 LOCK_NAME = ".claim.lock"  # "this job is being run by pid N on host H" (see ResultsStore.claim)
@@ -68,8 +84,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 def redact(obj: Any) -> Any:
     """Drop values of keys that look like secrets (a config must never carry a key or token)."""
     if isinstance(obj, Mapping):
-        return {k: ("<redacted>" if is_credential_key(k) and v not in (None, "") else redact(v))
-                for k, v in obj.items()}
+        return {
+            k: ("<redacted>" if is_credential_key(k) and v not in (None, "") else redact(v)) for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     return obj
@@ -135,8 +152,13 @@ class ResultsStore:
         path = run_dir / "result.json"
         if result.get("status") != "completed" and self._has_completed(path):
             path = run_dir / FAILED_ATTEMPT
-            log.warning("run %s: this attempt %s (%s); the earlier completed result is kept, this attempt is in %s",
-                        result["run_id"], result.get("status"), result.get("reason"), path)
+            log.warning(
+                "run %s: this attempt %s (%s); the earlier completed result is kept, this attempt is in %s",
+                result["run_id"],
+                result.get("status"),
+                result.get("reason"),
+                path,
+            )
         atomic_write_text(path, json.dumps(redact(dict(result)), indent=2, default=_json_default) + "\n")
         return path
 
@@ -235,8 +257,16 @@ class WandbTracker(Tracker):
     warning: the run's result stands, W&B is only its mirror.
     """
 
-    def __init__(self, cfg: Mapping[str, Any], run_config: Mapping[str, Any], run_dir: Path, name: str,
-                 group: str, job_type: str, tags: list[str]) -> None:
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        run_config: Mapping[str, Any],
+        run_dir: Path,
+        name: str,
+        group: str,
+        job_type: str,
+        tags: list[str],
+    ) -> None:
         import wandb
 
         mode = os.environ.get("WANDB_MODE") or str(cfg.get("mode", "offline"))
@@ -247,10 +277,19 @@ class WandbTracker(Tracker):
             mode = "offline"  # wandb_reachable said so, once per process (and once per sweep, see SweepSummary)
         os.environ.setdefault("WANDB_SILENT", "true")
         run_dir.mkdir(parents=True, exist_ok=True)
-        kwargs = dict(project=str(cfg.get("project", "loraven")), entity=cfg.get("entity") or None, group=group,
-                      job_type=job_type, name=name, tags=tags, dir=str(run_dir), mode=mode,
-                      config=redact(dict(run_config)), reinit="finish_previous",
-                      settings=wandb.Settings(console="off", silent=True, x_disable_stats=True))
+        kwargs = dict(
+            project=str(cfg.get("project", "loraven")),
+            entity=cfg.get("entity") or None,
+            group=group,
+            job_type=job_type,
+            name=name,
+            tags=tags,
+            dir=str(run_dir),
+            mode=mode,
+            config=redact(dict(run_config)),
+            reinit="finish_previous",
+            settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
+        )
         try:
             self.run = wandb.init(**kwargs)
         except Exception as err:  # W&B unreachable: fall back to offline with one warning
@@ -315,14 +354,24 @@ def wandb_reachable(timeout: float = WANDB_PROBE_TIMEOUT_S) -> bool:
                 _reachable[url] = True
         except OSError as err:
             _reachable[url] = False
-            log.warning("W&B: %s unreachable (%s); logging offline instead (sync later with `wandb sync`)",
-                        url, err.strerror or err)
+            log.warning(
+                "W&B: %s unreachable (%s); logging offline instead (sync later with `wandb sync`)",
+                url,
+                err.strerror or err,
+            )
             os.environ["WANDB_MODE"] = "offline"
     return _reachable[url]
 
 
-def make_tracker(cfg: Mapping[str, Any], run_config: Mapping[str, Any], run_dir: Path, name: str, group: str,
-                 job_type: str, tags: list[str]) -> Tracker:
+def make_tracker(
+    cfg: Mapping[str, Any],
+    run_config: Mapping[str, Any],
+    run_dir: Path,
+    name: str,
+    group: str,
+    job_type: str,
+    tags: list[str],
+) -> Tracker:
     kind = cfg.get("name", "none")
     if kind == "none":
         return Tracker()

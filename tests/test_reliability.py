@@ -27,15 +27,23 @@ BAD_CONFIGS = [  # (overrides, words the first lines of stderr must contain)
     ([*FAST_LM, "adapter=lora", "adapter.r=1000"], ["adapter.r=1000", "valid: 1..64"]),
     ([*FAST_LM, "adapter=lora", "adapter.target_modules=[nope_proj]"], ["nope_proj", "q_proj"]),
     (["task=lm_eval", "task.names=[nonexistent_task_xyz]", "model=tiny_llama"], ["nonexistent_task_xyz"]),
-    (["task=local_mc", "task.train_file=/nope.jsonl", "task.test_file=/nope.jsonl", "model=tiny_llama"],
-     ["/nope.jsonl", "no such file"]),
+    (
+        ["task=local_mc", "task.train_file=/nope.jsonl", "task.test_file=/nope.jsonl", "model=tiny_llama"],
+        ["/nope.jsonl", "no such file"],
+    ),
     (["results_dir={tmp}/afile/results"], ["results_dir", "not writable"]),
 ]
 
 
 def _popen(args: list[str], cwd: Path, cache: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=cli_env(cache, env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=cwd,
+        env=cli_env(cache, env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_bad_configs_fail_fast_with_one_clear_message(tmp_path: Path, session_cache: Path) -> None:
@@ -61,21 +69,37 @@ def test_bad_configs_fail_fast_with_one_clear_message(tmp_path: Path, session_ca
 
 
 def test_full_error_env_still_shows_the_traceback(tmp_path: Path, run_cli) -> None:
-    proc = run_cli([*FAST_CLASSIC, "trainer.lr=abc", f"results_dir={tmp_path}/r", *sweep_args(tmp_path)],
-                   tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    proc = run_cli(
+        [*FAST_CLASSIC, "trainer.lr=abc", f"results_dir={tmp_path}/r", *sweep_args(tmp_path)],
+        tmp_path,
+        env={"HYDRA_FULL_ERROR": "1"},
+    )
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
 
 
 def test_divergence_and_oom_fail_their_job_and_the_sweep_goes_on(tmp_path: Path, run_cli) -> None:
-    diverge = run_cli(["-m", "trainer.lr=1e30,3e-3", "trainer.grad_clip=null", *FAST_CLASSIC, "trainer.log_every=5",
-                       f"results_dir={tmp_path}/div", *sweep_args(tmp_path)], tmp_path)
+    diverge = run_cli(
+        [
+            "-m",
+            "trainer.lr=1e30,3e-3",
+            "trainer.grad_clip=null",
+            *FAST_CLASSIC,
+            "trainer.log_every=5",
+            f"results_dir={tmp_path}/div",
+            *sweep_args(tmp_path),
+        ],
+        tmp_path,
+    )
     assert diverge.returncode == 1  # a real failure fails the sweep's exit code...
     rows = {r["config"]["trainer"]["lr"]: r for r in results(tmp_path / "div")}
     assert rows[3e-3]["status"] == "completed"  # ...but the next job ran
     assert rows[1e30]["status"] == "failed" and "non-finite at step" in rows[1e30]["reason"]
     assert not contract_violations(rows[1e30])
-    oom = run_cli(["-m", "seed=0,1", *FAST_CLASSIC, f"results_dir={tmp_path}/oom",
-                   f"hydra.sweep.dir={tmp_path}/m2"], tmp_path, env={"LORAVEN_FAULT_INJECT": "oom@2"})
+    oom = run_cli(
+        ["-m", "seed=0,1", *FAST_CLASSIC, f"results_dir={tmp_path}/oom", f"hydra.sweep.dir={tmp_path}/m2"],
+        tmp_path,
+        env={"LORAVEN_FAULT_INJECT": "oom@2"},
+    )
     assert oom.returncode == 1 and "loraven sweep summary: 2 failed" in oom.stderr
     assert [r["reason"].startswith("out of memory") for r in results(tmp_path / "oom")] == [True, True]
 
@@ -89,15 +113,22 @@ def _wait_for(root: Path, pattern: str, proc: subprocess.Popen, timeout: float =
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_records_an_interrupted_run_and_finishes_wandb(tmp_path: Path, session_cache: Path,
-                                                              sig: signal.Signals) -> None:
-    args = [*FAST_CLASSIC, "trainer.steps=1000000", "tracking=wandb", f"results_dir={tmp_path}/r",
-            f"hydra.run.dir={tmp_path}/o"]
+def test_signal_records_an_interrupted_run_and_finishes_wandb(
+    tmp_path: Path, session_cache: Path, sig: signal.Signals
+) -> None:
+    args = [
+        *FAST_CLASSIC,
+        "trainer.steps=1000000",
+        "tracking=wandb",
+        f"results_dir={tmp_path}/r",
+        f"hydra.run.dir={tmp_path}/o",
+    ]
     proc = _popen(args, tmp_path, session_cache)
     _wait_for(tmp_path / "r", "default/*/wandb/offline-run-*/*.wandb", proc)  # W&B starting
     deadline = time.time() + 120  # wandb.init returned (a signal inside init leaves no run to finish)
-    while time.time() < deadline and not any("returning control" in p.read_text(errors="ignore")
-                                              for p in (tmp_path / "r").rglob("debug.log")):
+    while time.time() < deadline and not any(
+        "returning control" in p.read_text(errors="ignore") for p in (tmp_path / "r").rglob("debug.log")
+    ):
         time.sleep(0.2)
     time.sleep(1.5)  # into the training loop
     proc.send_signal(sig)
@@ -110,8 +141,7 @@ def test_signal_records_an_interrupted_run_and_finishes_wandb(tmp_path: Path, se
     assert "finish" in debug.lower()  # the W&B run was finished, not abandoned
 
 
-def test_sigkill_leaves_no_half_written_result_and_reruns_cleanly(tmp_path: Path, session_cache: Path,
-                                                                   run_cli) -> None:
+def test_sigkill_leaves_no_half_written_result_and_reruns_cleanly(tmp_path: Path, session_cache: Path, run_cli) -> None:
     args = [*FAST_CLASSIC, f"results_dir={tmp_path}/r"]
     proc = _popen([*args, "trainer.steps=1000000", f"hydra.run.dir={tmp_path}/o"], tmp_path, session_cache)
     _wait_for(tmp_path / "r", "default/*/config.json", proc)
@@ -130,8 +160,12 @@ def test_corrupt_or_truncated_result_is_redone_never_trusted(tmp_path: Path, mon
     first = run_job(cfg, progress=False)
     path = ResultsStore(tmp_path / "r").run_dir("default", first["run_id"]) / "result.json"
     good = path.read_text()
-    for broken in (good[: len(good) // 2], "not json", json.dumps({**first, "run_id": "someone-else"}, default=str),
-                   json.dumps({**json.loads(good), "status": "compl"})):
+    for broken in (
+        good[: len(good) // 2],
+        "not json",
+        json.dumps({**first, "run_id": "someone-else"}, default=str),
+        json.dumps({**json.loads(good), "status": "compl"}),
+    ):
         path.write_text(broken)
         redone = run_job(cfg, progress=False)
         assert not redone.get("_resumed") and redone["status"] == "completed"
@@ -205,8 +239,11 @@ SECRETS = {"WANDB_API_KEY": "wandbfakesecret0123456789abcdef0123456789", "HF_TOK
 
 
 def test_no_secret_is_ever_written(tmp_path: Path, run_cli) -> None:
-    proc = run_cli([*FAST_CLASSIC, "tracking=wandb", "tracking.mode=offline", f"results_dir={tmp_path}/r",
-                    *sweep_args(tmp_path)], tmp_path, env=SECRETS)
+    proc = run_cli(
+        [*FAST_CLASSIC, "tracking=wandb", "tracking.mode=offline", f"results_dir={tmp_path}/r", *sweep_args(tmp_path)],
+        tmp_path,
+        env=SECRETS,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "result.json" for p in written) and any(p.suffix == ".wandb" for p in written)
@@ -237,6 +274,7 @@ def test_remote_code_off_and_safetensors_only(monkeypatch) -> None:
         def load(name, **kwargs):
             seen.append({"kind": kind, **kwargs})
             return Tok() if kind == "tok" else Model()
+
         return load
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", spy("tok"))
@@ -251,8 +289,19 @@ def test_remote_code_off_and_safetensors_only(monkeypatch) -> None:
 
 def test_parallel_jobs_never_clobber_each_other(tmp_path: Path, run_cli) -> None:
     # joblib, 2 workers, the same results tree; seeds 0,0 are the same run_id written twice at once
-    proc = run_cli(["-m", "seed=0,0,1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST_CLASSIC,
-                    f"results_dir={tmp_path}/r", *sweep_args(tmp_path)], tmp_path, timeout=400)
+    proc = run_cli(
+        [
+            "-m",
+            "seed=0,0,1,2",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            *FAST_CLASSIC,
+            f"results_dir={tmp_path}/r",
+            *sweep_args(tmp_path),
+        ],
+        tmp_path,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = results(tmp_path / "r")
     assert sorted(r["seed"] for r in rows) == [0, 1, 2]
@@ -331,13 +380,13 @@ def test_skeleton_and_contract_share_one_definition(tmp_path: Path) -> None:
     cfg = compose_cfg(FAST_CLASSIC)
     record = job_module.skeleton(cfg, "abc", "failed", "why")
     assert not contract_violations(record)
-    assert set(TOP_LEVEL) <= set(record) and all(set(keys) <= set(record[s]) for s, keys in SECTIONS.items()
-                                                 if s != "env")
+    assert set(TOP_LEVEL) <= set(record) and all(
+        set(keys) <= set(record[s]) for s, keys in SECTIONS.items() if s != "env"
+    )
 
 
 @pytest.mark.parametrize("broken", [{"status": "completed"}, {"metrics": "oops"}, {"time": None}])
-def test_resume_rejects_a_schema_invalid_record_and_names_it(tmp_path: Path, monkeypatch, caplog,
-                                                             broken: dict) -> None:
+def test_resume_rejects_a_schema_invalid_record_and_names_it(tmp_path: Path, monkeypatch, caplog, broken: dict) -> None:
     from loraven.cli import summary_row
 
     monkeypatch.setenv("LORAVEN_CACHE", str(tmp_path / "cache"))
@@ -367,7 +416,8 @@ class RecordingTracker(Tracker):
 
 
 def test_disk_full_at_the_end_is_one_line_with_metrics_wandb_finished_no_partial_files(
-        tmp_path: Path, monkeypatch, caplog) -> None:
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
     import loraven.adapters.loraven.model as loraven_model
 
     monkeypatch.setenv("LORAVEN_CACHE", str(tmp_path / "cache"))
@@ -407,8 +457,9 @@ def test_disk_full_at_the_end_is_one_line_with_metrics_wandb_finished_no_partial
     assert len(errors) == 1 and "accuracy" in errors[0].getMessage() and "Traceback" not in caplog.text
     assert tracker.finished == [0] and tracker.summaries  # W&B summarised and finished
     run_dir = _store_path(tmp_path / "r", result).parent
-    leftovers = [p.name for p in run_dir.iterdir() if p.is_file() and (p.name.endswith(".tmp") or
-                                                                       p.stat().st_size == 0)]
+    leftovers = [
+        p.name for p in run_dir.iterdir() if p.is_file() and (p.name.endswith(".tmp") or p.stat().st_size == 0)
+    ]
     assert leftovers == [] and not (run_dir / "result.json").exists()
 
 
@@ -425,8 +476,10 @@ def test_writability_probe_writes_real_bytes(tmp_path: Path, monkeypatch) -> Non
 def test_cli_says_when_a_finished_result_could_not_be_saved(tmp_path: Path, monkeypatch, capsys) -> None:
     from loraven import cli
 
-    result = {**job_module.skeleton(compose_cfg(FAST_CLASSIC), "abc", "completed", None),
-              "_unsaved": "No space left on device (/x)"}
+    result = {
+        **job_module.skeleton(compose_cfg(FAST_CLASSIC), "abc", "completed", None),
+        "_unsaved": "No space left on device (/x)",
+    }
     result["metrics"]["accuracy"] = 0.5
     monkeypatch.setattr(job_module, "run_job", lambda *a, **k: result)
     monkeypatch.setattr(cli, "_job_dir", lambda: None)
@@ -459,7 +512,8 @@ def test_wandb_table_failure_is_a_warning_and_the_result_stands(tmp_path: Path, 
 
 
 def test_a_job_claimed_by_another_live_process_is_skipped_and_stale_locks_are_taken_over(
-        tmp_path: Path, monkeypatch) -> None:
+    tmp_path: Path, monkeypatch
+) -> None:
     import socket
 
     monkeypatch.setenv("LORAVEN_CACHE", str(tmp_path / "cache"))
@@ -490,11 +544,21 @@ def _descendants(pid: int) -> list[int]:
 
 
 def test_sigterm_on_a_joblib_sweep_stops_its_children_and_records_them_interrupted(
-        tmp_path: Path, session_cache: Path) -> None:
+    tmp_path: Path, session_cache: Path
+) -> None:
     import psutil
 
-    args = ["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST_CLASSIC,
-            "trainer.steps=1000000", "tracking=wandb", f"results_dir={tmp_path}/r", *sweep_args(tmp_path)]
+    args = [
+        "-m",
+        "seed=0,1",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *FAST_CLASSIC,
+        "trainer.steps=1000000",
+        "tracking=wandb",
+        f"results_dir={tmp_path}/r",
+        *sweep_args(tmp_path),
+    ]
     proc = _popen(args, tmp_path, session_cache)
     deadline = time.time() + 240
     while len(list((tmp_path / "r").glob("default/*/wandb/offline-run-*/*.wandb"))) < 2 and time.time() < deadline:
@@ -515,10 +579,15 @@ def test_sigterm_on_a_joblib_sweep_stops_its_children_and_records_them_interrupt
     assert not list((tmp_path / "r").rglob(LOCK_NAME))
 
 
-def test_interrupted_sweep_with_the_basic_launcher_exits_130_in_one_line(tmp_path: Path,
-                                                                         session_cache: Path) -> None:
-    args = ["-m", "seed=0,1", *FAST_CLASSIC, "trainer.steps=1000000", f"results_dir={tmp_path}/r",
-            *sweep_args(tmp_path)]
+def test_interrupted_sweep_with_the_basic_launcher_exits_130_in_one_line(tmp_path: Path, session_cache: Path) -> None:
+    args = [
+        "-m",
+        "seed=0,1",
+        *FAST_CLASSIC,
+        "trainer.steps=1000000",
+        f"results_dir={tmp_path}/r",
+        *sweep_args(tmp_path),
+    ]
     proc = _popen(args, tmp_path, session_cache)
     _wait_for(tmp_path / "r", "default/*/config.json", proc)
     proc.send_signal(signal.SIGINT)
@@ -541,7 +610,8 @@ def test_analysis_counts_copies_once_skips_invalid_records_and_exposes_steps(tmp
     write_run(tmp_path / "store" / "backup", "exp", "run1", accuracy=0.5)  # a copied folder
     write_run(tmp_path / "store", "exp", "run2", accuracy=0.9)
     (tmp_path / "store" / "exp" / "run2" / "result.json").write_text(
-        json.dumps({"run_id": "run2", "status": "completed"}))
+        json.dumps({"run_id": "run2", "status": "completed"})
+    )
     bad_metrics = write_run(tmp_path / "store", "exp", "run3", accuracy=0.7) / "result.json"
     bad_metrics.write_text(json.dumps({**json.loads(bad_metrics.read_text()), "metrics": "oops"}))
     with pytest.warns(AnalysisWarning) as caught:
@@ -569,18 +639,31 @@ def test_analysis_out_a_file_or_unwritable_is_one_clear_error(tmp_path: Path, ca
 
 # ---------------------------------------------------------------- secrets
 
-CLI_SECRETS = {"secret_key": "s3cr3t-Key-111", "+passwd": "pw-Hunter2-222", "+credentials": "cred-Blob-333",
-               "+trainer.private_key": "pk-Begin-444", "+aws_secret_access_key": "aws-Wjal-555",
-               "+tracking.api_key": "apikey-666"}
+CLI_SECRETS = {
+    "secret_key": "s3cr3t-Key-111",
+    "+passwd": "pw-Hunter2-222",
+    "+credentials": "cred-Blob-333",
+    "+trainer.private_key": "pk-Begin-444",
+    "+aws_secret_access_key": "aws-Wjal-555",
+    "+tracking.api_key": "apikey-666",
+}
 
 
-def test_credentials_on_the_command_line_are_refused_before_anything_is_written(tmp_path: Path,
-                                                                                session_cache: Path) -> None:
+def test_credentials_on_the_command_line_are_refused_before_anything_is_written(
+    tmp_path: Path, session_cache: Path
+) -> None:
     procs = []
     for i, (key, value) in enumerate(CLI_SECRETS.items()):
         sweep = ["-m", "seed=0,1"] if i % 2 else []
-        args = [*sweep, *FAST_CLASSIC, "tracking=wandb", f"{key}={value}", f"results_dir={tmp_path}/r{i}",
-                f"hydra.sweep.dir={tmp_path}/m{i}", f"hydra.run.dir={tmp_path}/o{i}"]
+        args = [
+            *sweep,
+            *FAST_CLASSIC,
+            "tracking=wandb",
+            f"{key}={value}",
+            f"results_dir={tmp_path}/r{i}",
+            f"hydra.sweep.dir={tmp_path}/m{i}",
+            f"hydra.run.dir={tmp_path}/o{i}",
+        ]
         procs.append((key, value, _popen(args, tmp_path, session_cache)))
     for key, value, proc in procs:
         out, err = proc.communicate(timeout=120)
@@ -599,8 +682,9 @@ def test_redaction_covers_every_credential_like_key_but_not_counters() -> None:
     cfg = {k.lstrip("+").rsplit(".", 1)[-1]: v for k, v in CLI_SECRETS.items()}
     cfg |= {"tokens_per_s": 5.0, "train_tokens": 10, "max_new_tokens": 3, "r_max": 8}
     redacted = track.redact(cfg)
-    assert all(redacted[k] == "<redacted>" for k in cfg if k not in ("tokens_per_s", "train_tokens",
-                                                                       "max_new_tokens", "r_max"))
+    assert all(
+        redacted[k] == "<redacted>" for k in cfg if k not in ("tokens_per_s", "train_tokens", "max_new_tokens", "r_max")
+    )
     assert redacted["tokens_per_s"] == 5.0 and redacted["train_tokens"] == 10 and redacted["r_max"] == 8
 
 
@@ -609,8 +693,9 @@ def test_redaction_covers_every_credential_like_key_but_not_counters() -> None:
 
 def test_documented_r_max_full_is_accepted(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("LORAVEN_CACHE", str(tmp_path / "cache"))
-    cfg = compose_cfg([*FAST_CLASSIC, "adapter=loraven", "adapter.mode=replace", "adapter.r_max=full",
-                       f"results_dir={tmp_path}/r"])
+    cfg = compose_cfg(
+        [*FAST_CLASSIC, "adapter=loraven", "adapter.mode=replace", "adapter.r_max=full", f"results_dir={tmp_path}/r"]
+    )
     check_config(cfg)
     assert run_job(cfg, progress=False)["status"] == "completed"
     with pytest.raises(ConfigError, match="r_max='half'"):
@@ -618,8 +703,11 @@ def test_documented_r_max_full_is_accepted(tmp_path: Path, monkeypatch) -> None:
 
 
 LOCAL_MC_BAD = [  # (file content, line the message must name, words it must contain)
-    ('{"question": "q", "choices": ["a", "b"], "label": 0}\n{"question": "q", "choices": ["a", "b"], "label": 2}',
-     2, ["label=2", "out of range", "0..1"]),
+    (
+        '{"question": "q", "choices": ["a", "b"], "label": 0}\n{"question": "q", "choices": ["a", "b"], "label": 2}',
+        2,
+        ["label=2", "out of range", "0..1"],
+    ),
     ('{"question": "q", "choices": ["a", "b"], "label": -1}', 1, ["label=-1", "out of range"]),
     ('{"question": "q", "choices": "abcd", "label": 0}', 1, ["choices='abcd'", "list"]),
     ('{"question": "q", "choices": [], "label": 0}', 1, ["choices=[]"]),
@@ -645,8 +733,10 @@ def test_local_mc_non_utf8_names_file_and_line(tmp_path: Path) -> None:
     from loraven.tasks import _read_jsonl
 
     path = tmp_path / "latin1.jsonl"
-    path.write_bytes(b'{"question": "q", "choices": ["a", "b"], "label": 0}\n'
-                     + '{"question": "caf\xe9", "choices": ["a", "b"], "label": 0}'.encode("latin-1"))
+    path.write_bytes(
+        b'{"question": "q", "choices": ["a", "b"], "label": 0}\n'
+        + '{"question": "caf\xe9", "choices": ["a", "b"], "label": 0}'.encode("latin-1")
+    )
     with pytest.raises(ConfigError, match=rf"^{path}:2: not UTF-8"):
         _read_jsonl(str(path), "test_file")
 
@@ -684,17 +774,27 @@ def test_peft_errors_other_than_targets_do_not_list_every_layer() -> None:
 
 
 def test_bad_device_or_tracking_mode_exit_2_before_wandb_starts(tmp_path: Path, session_cache: Path) -> None:
-    procs = [_popen([*FAST_CLASSIC, "tracking=wandb", override, f"results_dir={tmp_path}/r{i}",
-                     f"hydra.run.dir={tmp_path}/o{i}"], tmp_path, session_cache)
-             for i, override in enumerate(["device=banana", "tracking.mode=banana"])]
+    procs = [
+        _popen(
+            [
+                *FAST_CLASSIC,
+                "tracking=wandb",
+                override,
+                f"results_dir={tmp_path}/r{i}",
+                f"hydra.run.dir={tmp_path}/o{i}",
+            ],
+            tmp_path,
+            session_cache,
+        )
+        for i, override in enumerate(["device=banana", "tracking.mode=banana"])
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2 and "banana" in err and "Traceback" not in err, err[-2000:]
     assert not list(tmp_path.rglob("wandb")) and not list(tmp_path.rglob("result.json"))
 
 
-def test_wandb_online_without_network_probes_once_and_falls_back_offline(tmp_path: Path, monkeypatch,
-                                                                         caplog) -> None:
+def test_wandb_online_without_network_probes_once_and_falls_back_offline(tmp_path: Path, monkeypatch, caplog) -> None:
     from omegaconf import OmegaConf
 
     from loraven.sweep import SweepSummary
@@ -738,8 +838,7 @@ def test_collapsed_run_is_flagged_when_the_task_declares_chance(tmp_path: Path, 
     stored = json.loads(_store_path(tmp_path / "r", result).read_text())
     assert stored["status"] == "completed" and stored["metrics"]["at_chance"] is True
     assert any("at chance" in w for w in stored["warnings"])
-    healthy = {"run_id": "x", "metrics": {"accuracy": 0.9, "accuracy_stderr": 0.01, "chance": 0.25},
-               "trainer": {}}
+    healthy = {"run_id": "x", "metrics": {"accuracy": 0.9, "accuracy_stderr": 0.01, "chance": 0.25}, "trainer": {}}
     job_module.flag_collapse(healthy, {"trainer": {"lr": 1e-3}})
     assert healthy["metrics"]["at_chance"] is False and "warnings" not in healthy
     no_chance = {"run_id": "y", "metrics": {"accuracy": 0.1}}

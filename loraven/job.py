@@ -105,8 +105,9 @@ def run_job(
             log.warning("run %s skipped: %s", run_id, owner)
             return skeleton(cfg, run_id, "skipped", f"running elsewhere: {owner}")  # theirs to write, not ours
     try:
-        if not cfg.get("rerun", False) and store.is_completed(experiment, run_id):  # finished while we waited
-            return {**(store.load(experiment, run_id) or {}), "_resumed": True}
+        later = None if cfg.get("rerun", False) else store.load(experiment, run_id, quiet=True)
+        if later and later["status"] == "completed":  # finished by its owner while we waited for the claim
+            return {**later, "_resumed": True}
         return _run_claimed(cfg, store, experiment, run_id, multirun, progress, parallel_jobs, main)
     finally:
         if main:

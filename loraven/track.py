@@ -119,22 +119,26 @@ class ResultsStore:
                 with contextlib.suppress(OSError):
                     os.unlink(probe)
 
-    def load(self, experiment: str, run_id: str) -> dict[str, Any] | None:
-        """The stored result, or None if absent, truncated or corrupt (never trusted)."""
+    def load(self, experiment: str, run_id: str, quiet: bool = False) -> dict[str, Any] | None:
+        """The stored result, or None if absent, truncated, corrupt or off-contract (never trusted).
+
+        ``quiet``: a second look at a file already reported (debug level, not a second warning).
+        """
+        warn = log.debug if quiet else log.warning
         path = self.run_dir(experiment, run_id) / "result.json"
         if not path.is_file():
             return None
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as err:
-            log.warning("ignoring corrupt %s (%s); the run will be redone", path, err)
+            warn("ignoring corrupt %s (%s); the run will be redone", path, err)
             return None
         problems = contract_violations(data)
         if not problems and data.get("run_id") != run_id:
             problems = [f"run_id {data.get('run_id')!r} is not {run_id!r}"]
         if problems:
             more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-            log.warning("ignoring invalid %s: %s%s; the run will be redone", path, "; ".join(problems[:3]), more)
+            warn("ignoring invalid %s: %s%s; the run will be redone", path, "; ".join(problems[:3]), more)
             return None
         return data
 

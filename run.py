@@ -1,10 +1,16 @@
 """Entry point: ``python run.py`` (one run) or ``python run.py -m key=a,b`` (a sweep).
 
-Thin on purpose: composition is Hydra's (conf/), the work is :func:`loraven.cli.main`.
+Thin on purpose: composition is Hydra's (conf/), the work is :func:`loraven.cli.main`. Two checks come
+before Hydra: credentials on the command line are refused (Hydra would write them to .hydra/ first), and
+interrupts end in one line with exit code 130 (SIGINT) or 143 (SIGTERM).
 """
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
+
+from loraven.cli import refuse_credential_overrides, run_guarded
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -15,4 +21,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    refuse_credential_overrides(sys.argv[1:])
+    run_guarded(main)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +39,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             f"results directory {args.results!r} does not exist (run `python run.py` first, "
             "or pass --results DIR or --wandb ENTITY/PROJECT)"
         )
+    problem = _out_problem(Path(args.out))
+    if problem:
+        parser.error(problem)
     return args
+
+
+def _out_problem(out: Path) -> str | None:
+    """Why ``--out`` cannot take the report (a file, or not writable), checked before any work; else None."""
+    if out.exists() and not out.is_dir():
+        return f"--out {str(out)!r} is a file; give a directory for tables/ and figures/"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out) as probe:
+            probe.write(b"probe")
+    except OSError as err:
+        return f"--out {str(out)!r} is not writable ({err.strerror or err})"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,7 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         records = load_wandb(args.wandb) if args.wandb else load_results(args.results)
-        report = build_report(records, args.out, args.formats, figures=not args.no_figures)
+        try:
+            report = build_report(records, args.out, args.formats, figures=not args.no_figures)
+        except OSError as err:  # the disk filled or a permission changed while writing
+            print(
+                f"error: could not write the report under {args.out!r}: {err.strerror or err} "
+                f"({getattr(err, 'filename', '')})",
+                file=sys.stderr,
+            )
+            return 2
     for warning in caught:
         console.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
     statuses = report.runs["status"].value_counts().to_dict() if not report.runs.empty else {}

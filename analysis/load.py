@@ -1,6 +1,6 @@
 """Read the results store (``<results>/<experiment>/<run_id>/result.json``) into records and one tidy frame.
 
-Analysis depends on the store's contract only (DESIGN.md), never on the training code, so it works on a
+Analysis depends on the store's contract only (docs/design.md), never on the training code, so it works on a
 copied or exported results folder. Broken files are reported with a warning naming them and skipped.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.paper import level_of
+from loraven.contract import contract_violations
 
 RUN_DIR_KEY = "_run_dir"  # added to each record: where its rank_trace.csv etc. live (None for W&B runs)
 VERSION_KEYS = ("torch", "transformers", "peft")
@@ -26,11 +27,16 @@ class AnalysisWarning(UserWarning):
 
 
 def load_results(results_dir: str | Path) -> list[dict[str, Any]]:
-    """Every readable result.json under ``results_dir`` (recursively), each with ``_run_dir`` added."""
+    """Every valid result.json under ``results_dir`` (recursively), each with ``_run_dir`` added.
+
+    A record that breaks the contract (:mod:`loraven.contract`) is skipped with a warning naming the file:
+    ``{"status": "completed"}`` alone is not a completed run. Copies of one run (the same ``run_id``, e.g. a
+    results folder copied inside another) count once: the completed, most recent copy is kept.
+    """
     root = Path(results_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"results directory {str(root)!r} does not exist")
-    records = []
+    records: dict[str, dict[str, Any]] = {}
     for path in sorted(root.rglob("result.json")):
         try:
             result = json.loads(path.read_text())
@@ -40,11 +46,49 @@ def load_results(results_dir: str | Path) -> list[dict[str, Any]]:
         if not isinstance(result, dict) or "status" not in result:
             warnings.warn(f"skipping {path}: not a result object (no 'status')", AnalysisWarning, stacklevel=2)
             continue
+        problems = contract_violations(result)
+        if problems:
+            more = f" (+{len(problems) - 2} more)" if len(problems) > 2 else ""
+            warnings.warn(
+                f"skipping {path}: breaks the results contract: {'; '.join(problems[:2])}{more}",
+                AnalysisWarning,
+                stacklevel=2,
+            )
+            continue
         result.setdefault("experiment", path.parent.parent.name)
         result.setdefault("run_id", path.parent.name)
         result[RUN_DIR_KEY] = str(path.parent)
-        records.append(result)
-    return records
+        key = str(result["run_id"])
+        if key in records:
+            kept, dropped = _prefer(records[key], result)
+            warnings.warn(
+                f"run {key} appears twice ({kept[RUN_DIR_KEY]} and {dropped[RUN_DIR_KEY]}); counting it once "
+                f"(keeping {kept[RUN_DIR_KEY]})",
+                AnalysisWarning,
+                stacklevel=2,
+            )
+            records[key] = kept
+        else:
+            records[key] = result
+    return list(records.values())
+
+
+def _prefer(a: dict[str, Any], b: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(kept, dropped) of two copies of one run: completed beats not completed, then the newer record."""
+
+    def rank(r: Mapping[str, Any]) -> tuple[bool, str]:
+        return r.get("status") == "completed", str(r.get("created_at") or "")
+
+    return (a, b) if rank(a) >= rank(b) else (b, a)
+
+
+def steps_of(result: Mapping[str, Any]) -> float:
+    """Optimizer steps the run trained for (``time.steps``; older records: ``config.trainer.steps``).
+
+    Runs of different lengths must not share one verdict; this column lets the tables refuse to mix them.
+    """
+    steps = _get(result, "time.steps")
+    return _num(_get(result, "config.trainer.steps") if steps is None else steps)
 
 
 def _get(obj: Any, dotted: str) -> Any:
@@ -190,6 +234,7 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "r_max": _num(_get(r, "adapter.r_max")),
                 "n_decisions": _num(_get(r, "adapter.n_decisions")),
                 "trainable_params": _num(_get(r, "model.trainable_params")),
+                "steps": steps_of(r),
                 **{f"env_{k}": _get(r, f"env.{k}") for k in (*VERSION_KEYS, "device")},
                 "bench": is_bench(r),
                 "run_dir": r.get(RUN_DIR_KEY),
@@ -237,6 +282,7 @@ _COLUMNS = (
     "r_max",
     "n_decisions",
     "trainable_params",
+    "steps",
     "env_torch",
     "env_transformers",
     "env_peft",

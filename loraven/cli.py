@@ -14,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("loraven")
 
 JOB_POINTER = "loraven_job.json"  # written into Hydra's job dir so the sweep summary can find every result
+LAUNCHER_PID_ENV = "LORAVEN_LAUNCHER_PID"  # set by run.py: a job in another process is a launcher's worker
+EXIT_CONFIG, EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM = 2, 1, 130, 143  # documented in README (exit codes)
 
 
 def _is_multirun() -> bool:
@@ -56,8 +58,13 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
         else:
             from loraven.job import run_job
 
-            result = run_job(resolved, multirun=multirun, progress=sys.stderr.isatty() or not multirun,
-                             parallel_jobs=parallel_jobs())
+            result = run_job(
+                resolved, multirun=multirun, progress=sys.stderr.isatty() or not multirun, parallel_jobs=parallel_jobs()
+            )
+    except KeyboardInterrupt as err:  # recorded as interrupted by run_job; here: how this process ends
+        if multirun and _in_launcher_worker():  # a joblib/loky worker: stop now, the launcher reports it
+            _exit_worker(err)
+        raise
     except ConfigError as err:
         if multirun:
             result = _record_config_error(resolved, err)
@@ -68,12 +75,150 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
             sys.exit(2)
     if not main_process:  # data-parallel ranks > 0: rank 0 writes the result, the pointer and the table
         return None
-    _write_pointer(result)
+    try:
+        _write_pointer(result)
+    except OSError as err:
+        log.error("could not write the sweep's job record: %s", err.strerror or err)
     print_summary(result)
+    if not multirun and result.get("_unsaved"):  # the metrics are in the table above; the file is not
+        print(
+            f"error: run {result.get('run_id')} finished but its result was not saved: {result['_unsaved']}",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_FAILED)
     if not multirun and result.get("status") == "failed":  # a failed single run must fail the shell too
         print(f"error: run {result.get('run_id')} failed: {result.get('reason')}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
     return objective(result)
+
+
+def _in_launcher_worker() -> bool:
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    return bool(launcher) and launcher != str(os.getpid())
+
+
+def _exit_worker(err: BaseException) -> None:
+    """End a launcher worker right after its job recorded the interruption (W&B finished, result written).
+
+    Without this a loky worker would report the exception and wait for the next job; the launcher that
+    forwarded the signal waits for its workers to exit.
+    """
+    import signal
+
+    signum = int(getattr(err, "signum", signal.SIGINT))
+    with _suppress_all():
+        import wandb
+
+        wandb.teardown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT)
+
+
+class _suppress_all:
+    def __enter__(self) -> None: ...
+
+    def __exit__(self, *exc: Any) -> bool:
+        return True
+
+
+# --------------------------------------------------------------------------- before Hydra: secrets, signals
+
+
+def credential_overrides(argv: list[str]) -> list[str]:
+    """Command-line overrides whose key looks like a credential (``trainer.passwd=...``, ``+secret_key=...``)."""
+    from loraven.track import is_credential_key
+
+    found = []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0].lstrip("+~").strip()
+        if key and is_credential_key(key):
+            found.append(key)
+    return found
+
+
+def refuse_credential_overrides(argv: list[str]) -> None:
+    """Exit 2 with one line before Hydra writes anything if a credential is passed on the command line.
+
+    Hydra copies every override into ``.hydra/{config,overrides,hydra}.yaml`` and ``multirun.yaml``, W&B
+    records the command line in its run file, and both happen before any code of ours could redact a value;
+    so credentials are refused here and taken from the environment instead. The value is never echoed.
+    """
+    keys = credential_overrides(argv)
+    if keys:
+        print(
+            f"error: {', '.join(keys)} on the command line looks like a credential; command lines are written to "
+            ".hydra/*.yaml, multirun.yaml and W&B run files. Pass credentials as environment variables instead "
+            "(WANDB_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY, ...); nothing was run or written.",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_CONFIG)
+
+
+def run_guarded(main: Any) -> None:
+    """Run Hydra's ``main`` with interrupts ending in one line and a documented exit code.
+
+    SIGINT → 130, SIGTERM → 143 (128 + signal number, as shells report them). Jobs record themselves as
+    ``failed: interrupted (SIG...)`` first. In a sweep, a SIGTERM to the launcher is forwarded to its children
+    (joblib workers, loky's resource tracker) and the launcher waits for them before exiting.
+    """
+    import signal
+
+    from loraven.job import Interrupted
+
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
+    signal.signal(signal.SIGTERM, _launcher_sigterm)
+    try:
+        main()
+    except KeyboardInterrupt as err:
+        signum = int(getattr(err, "signum", signal.SIGINT)) if isinstance(err, Interrupted) else signal.SIGINT
+        stop_children(signal.SIGTERM)
+        name = signal.Signals(signum).name
+        code = EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+        print(
+            f"interrupted ({name}): runs under way were recorded as failed: interrupted; exit {code}", file=sys.stderr
+        )
+        sys.stderr.flush()
+        os._exit(code)  # not sys.exit: joblib/loky teardown after an interrupt can block on dead workers
+
+
+def _launcher_sigterm(signum: int, frame: Any) -> None:
+    """Outside a job (a sweep's launcher, or between jobs): stop the children first, then unwind.
+
+    The children go first because joblib, on the exception, would kill its workers before they record.
+    """
+    from loraven.job import Interrupted
+
+    stop_children(signum)
+    raise Interrupted("signal SIGTERM", signum)
+
+
+def stop_children(signum: int, grace_s: float = 60.0) -> None:
+    """Forward ``signum`` to this process's children, wait ``grace_s`` for them, then kill what is left.
+
+    Descendants are listed before signalling, so grandchildren (wandb-core under a worker) are stopped too.
+    """
+    import psutil
+
+    me = psutil.Process()
+    try:
+        children, everyone = me.children(recursive=False), me.children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        with _suppress_all():
+            child.send_signal(signum)
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    rest = [p for p in everyone if p.is_running()]
+    for proc in [*alive, *rest]:
+        with _suppress_all():
+            proc.terminate()
+    _, alive = psutil.wait_procs([*alive, *rest], timeout=5)
+    for proc in alive:
+        with _suppress_all():
+            proc.kill()
 
 
 def init_distributed() -> int:
@@ -147,7 +292,7 @@ def _write_pointer(result: dict[str, Any]) -> None:
 
 def objective(result: dict[str, Any]) -> float | None:
     """What a Hydra sweeper (Optuna) maximises: accuracy, or −MSE for regression."""
-    metrics = result.get("metrics") or {}
+    metrics = _section(result, "metrics")
     if result.get("status") != "completed":
         return None
     if metrics.get("accuracy") is not None:
@@ -157,16 +302,30 @@ def objective(result: dict[str, Any]) -> float | None:
     return None
 
 
+def _section(result: dict[str, Any], name: str) -> dict[str, Any]:
+    body = result.get(name)
+    return body if isinstance(body, dict) else {}
+
+
 def summary_row(result: dict[str, Any]) -> dict[str, Any]:
-    metrics, time_, energy = result.get("metrics") or {}, result.get("time") or {}, result.get("energy") or {}
-    adapter = result.get("adapter") or {}
+    metrics, time_, energy = _section(result, "metrics"), _section(result, "time"), _section(result, "energy")
+    adapter = _section(result, "adapter")
     return {
-        "run": result.get("run_id"), "status": result.get("status"),
-        "adapter": adapter.get("type"), "scheduler": adapter.get("scheduler"), "seed": result.get("seed"),
-        "task": metrics.get("task"), "accuracy": metrics.get("accuracy"), "stderr": metrics.get("accuracy_stderr"),
-        "base": metrics.get("base_accuracy"), "mse": metrics.get("mse"),
-        "train_s": time_.get("train_s"), "step_ms": time_.get("step_ms_median"),
-        "kwh": energy.get("kwh"), "energy_method": energy.get("method"), "reason": result.get("reason"),
+        "run": result.get("run_id"),
+        "status": result.get("status"),
+        "adapter": adapter.get("type"),
+        "scheduler": adapter.get("scheduler"),
+        "seed": result.get("seed"),
+        "task": metrics.get("task"),
+        "accuracy": metrics.get("accuracy"),
+        "stderr": metrics.get("accuracy_stderr"),
+        "base": metrics.get("base_accuracy"),
+        "mse": metrics.get("mse"),
+        "train_s": time_.get("train_s"),
+        "step_ms": time_.get("step_ms_median"),
+        "kwh": energy.get("kwh"),
+        "energy_method": energy.get("method"),
+        "reason": result.get("reason"),
         "resumed": bool(result.get("_resumed")),
     }
 
@@ -187,8 +346,20 @@ def print_summary(result: dict[str, Any]) -> None:
     table = Table(title=f"loraven run {row['run']} — {row['status']}", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    for key in ("adapter", "scheduler", "task", "accuracy", "stderr", "base", "mse", "train_s", "step_ms", "kwh",
-                "energy_method", "reason"):
+    for key in (
+        "adapter",
+        "scheduler",
+        "task",
+        "accuracy",
+        "stderr",
+        "base",
+        "mse",
+        "train_s",
+        "step_ms",
+        "kwh",
+        "energy_method",
+        "reason",
+    ):
         if row.get(key) is not None:
             table.add_row(key, _fmt(row[key]))
     if row["resumed"]:

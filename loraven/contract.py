@@ -1,4 +1,4 @@
-"""The results-store contract (DESIGN.md) as data, so tests and tools check it key by key.
+"""The results-store contract (docs/design.md) as data, so tests and tools check it key by key.
 
 Keys may be added freely; these may never be renamed or dropped.
 """
@@ -8,8 +8,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-TOP_LEVEL = ("run_id", "status", "reason", "created_at", "config", "model", "adapter", "metrics", "time",
-             "energy", "env")
+TOP_LEVEL = (
+    "run_id",
+    "status",
+    "reason",
+    "created_at",
+    "config",
+    "model",
+    "adapter",
+    "metrics",
+    "time",
+    "energy",
+    "env",
+)
 SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("name", "total_params", "trainable_params"),
     "adapter": ("type", "scheduler", "ranks"),
@@ -23,8 +34,16 @@ STATUSES = ("completed", "failed", "skipped")
 RANK_TRACE_HEADER = "step,module,rank"
 
 
+def empty_sections() -> dict[str, dict[str, Any]]:
+    """Every contract section with its required keys set to None: the job's skeleton starts from this, so the
+    record a run writes and the validator that reads it back share one definition of the required keys."""
+    return {section: dict.fromkeys(keys) for section, keys in SECTIONS.items()}
+
+
 def contract_violations(result: Mapping[str, Any]) -> list[str]:
     """Every way ``result`` breaks the contract (empty list = valid)."""
+    if not isinstance(result, Mapping):
+        return [f"not a JSON object ({type(result).__name__})"]
     problems = [f"missing top-level key {k!r}" for k in TOP_LEVEL if k not in result]
     if result.get("status") not in STATUSES:
         problems.append(f"status {result.get('status')!r} not in {STATUSES}")

@@ -24,6 +24,7 @@ import torch
 from loraven import measure, provenance
 from loraven.adapters.base import AdapterContext, ConfigError, IncompatibleCombination, apply_adapter, check_combination
 from loraven.checks import check_config, check_rank_fits
+from loraven.contract import empty_sections
 from loraven.evaluate import evaluate
 from loraven.models import LoadedModel, cache_dir, load_model
 from loraven.tasks import ClassicTask, build_task, check_tokenizer
@@ -36,24 +37,31 @@ log = logging.getLogger("loraven")
 class Interrupted(KeyboardInterrupt):
     """SIGTERM turned into an exception so the run is recorded and W&B finished as interrupted."""
 
+    def __init__(self, message: str = "interrupted", signum: int = signal.SIGTERM) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+
 
 def experiment_name(cfg: Mapping[str, Any]) -> str:
     return str(cfg.get("experiment_name") or "default")
 
 
 def skeleton(cfg: Mapping[str, Any], run_id: str, status: str, reason: str | None) -> dict[str, Any]:
-    """A result with every contract key present; sections are filled in as the run proceeds."""
+    """A result with every contract key present (from :mod:`loraven.contract`); sections fill in as the run goes."""
+    sections = empty_sections()
+    sections["adapter"].update(type=cfg["adapter"]["name"], scheduler=cfg["scheduler"]["name"], ranks={})
+    sections["energy"]["method"] = "none"
+    sections["env"] = {}  # filled by provenance.environment once the run reaches the machine
     return {
-        "run_id": run_id, "status": status, "reason": reason, "created_at": now_iso(),
-        "experiment": experiment_name(cfg), "seed": cfg.get("seed"), "config": dict(cfg),
-        "model": {"name": None, "total_params": None, "trainable_params": None},
-        "adapter": {"type": cfg["adapter"]["name"], "scheduler": cfg["scheduler"]["name"], "ranks": {}},
-        "metrics": {"task": None, "metric": None, "accuracy": None, "accuracy_stderr": None, "n": None,
-                    "chance": None},
-        "time": {"train_s": None, "eval_s": None, "total_s": None, "step_ms_median": None, "tokens_per_s": None},
-        "energy": {"method": "none", "kwh": None, "emissions_kg": None, "cpu_kwh": None, "gpu_kwh": None,
-                   "ram_kwh": None},
-        "env": {}, "memory": {"peak_mb": None, "device": None},
+        "run_id": run_id,
+        "status": status,
+        "reason": reason,
+        "created_at": now_iso(),
+        "experiment": experiment_name(cfg),
+        "seed": cfg.get("seed"),
+        "config": dict(cfg),
+        **sections,
+        "memory": {"peak_mb": None, "device": None},
     }
 
 
@@ -63,8 +71,9 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = True,
-            parallel_jobs: int = 1) -> dict[str, Any]:
+def run_job(
+    cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = True, parallel_jobs: int = 1
+) -> dict[str, Any]:
     """Run one resolved config; returns its result record (also written to the results store).
 
     ``parallel_jobs`` (how many jobs the launcher runs at once) is recorded in ``energy.parallel_jobs``.
@@ -90,6 +99,31 @@ def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = 
         store.write(experiment, result)
         return result
 
+    if main:  # a second sweep on the same results_dir skips a job another live process is running
+        owner = store.claim(experiment, run_id)
+        if owner is not None:
+            log.warning("run %s skipped: %s", run_id, owner)
+            return skeleton(cfg, run_id, "skipped", f"running elsewhere: {owner}")  # theirs to write, not ours
+    try:
+        later = None if cfg.get("rerun", False) else store.load(experiment, run_id, quiet=True)
+        if later and later["status"] == "completed":  # finished by its owner while we waited for the claim
+            return {**later, "_resumed": True}
+        return _run_claimed(cfg, store, experiment, run_id, multirun, progress, parallel_jobs, main)
+    finally:
+        if main:
+            store.release(experiment, run_id)
+
+
+def _run_claimed(
+    cfg: Mapping[str, Any],
+    store: ResultsStore,
+    experiment: str,
+    run_id: str,
+    multirun: bool,
+    progress: bool,
+    parallel_jobs: int,
+    main: bool,
+) -> dict[str, Any]:
     run_dir = store.run_dir(experiment, run_id)
     result = skeleton(cfg, run_id, "failed", "did not finish")
     tracker: Tracker = Tracker()
@@ -99,8 +133,15 @@ def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = 
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.json", json.dumps(redact(dict(cfg)), indent=2, default=str))
-            tracker = make_tracker(cfg["tracking"], cfg, run_dir, name=_run_name(cfg, run_id), group=experiment,
-                                   job_type=cfg["adapter"]["name"], tags=_tags(cfg))
+            tracker = make_tracker(
+                cfg["tracking"],
+                cfg,
+                run_dir,
+                name=_run_name(cfg, run_id),
+                group=experiment,
+                job_type=cfg["adapter"]["name"],
+                tags=_tags(cfg),
+            )
         _execute(cfg, result, run_dir, tracker, progress, main)
         result["energy"].update(parallel_jobs=int(parallel_jobs), tracking_mode=_tracking_mode(cfg))
         result["status"], result["reason"] = "completed", None
@@ -110,7 +151,7 @@ def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = 
     except torch.cuda.OutOfMemoryError as err:
         result["reason"] = f"out of memory: {str(err)[:300]}"
     except (KeyboardInterrupt, Interrupted) as err:
-        result["reason"] = f"interrupted ({type(err).__name__})"
+        result["reason"] = f"interrupted ({signal.Signals(getattr(err, 'signum', signal.SIGINT)).name})"
         exit_code = 255
         _finalise(store, experiment, result, tracker, exit_code)
         raise
@@ -129,20 +170,49 @@ def run_job(cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = 
 
 
 def _finalise(store: ResultsStore, experiment: str, result: dict[str, Any], tracker, exit_code: int) -> None:
-    store.write(experiment, result)
+    """Write the record, then always summarise and finish W&B; a failed write (ENOSPC) is one clear line.
+
+    The record that could not be written is kept in memory (``_unsaved``) so the caller still prints its
+    metrics; partial files the failure left in the run folder (temp files, empty CSVs) are removed.
+    """
     try:
-        sections = {k: result[k] for k in ("metrics", "time", "energy", "model", "memory", "env")}
-        sections["adapter"] = {k: v for k, v in result["adapter"].items() if k != "ranks"}  # ranks: rank_trace table
-        tracker.summary(flatten("", sections) | {"status": result["status"], "reason": result["reason"] or ""})
+        store.write(experiment, result)
+    except OSError as err:
+        result["_unsaved"] = f"{err.strerror or err} ({getattr(err, 'filename', None) or store.root})"
+        shown = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float, str)) and v is not None}
+        log.error(
+            "could not write the result of run %s: %s; metrics: %s",
+            result["run_id"],
+            result["_unsaved"],
+            json.dumps(shown, default=str),
+        )
     finally:
-        tracker.finish(exit_code=exit_code)
+        remove_partial_files(store.run_dir(experiment, str(result["run_id"])))
+        try:
+            sections = {k: result[k] for k in ("metrics", "time", "energy", "model", "memory", "env")}
+            sections["adapter"] = {k: v for k, v in result["adapter"].items() if k != "ranks"}  # ranks: rank_trace
+            tracker.summary(flatten("", sections) | {"status": result["status"], "reason": result["reason"] or ""})
+        finally:
+            tracker.finish(exit_code=exit_code)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
+def remove_partial_files(run_dir: Path) -> None:
+    """Temp files (``*.tmp``) and empty files a failed write left at the top of a run folder."""
+    if not run_dir.is_dir():
+        return
+    for path in run_dir.iterdir():
+        try:
+            if path.is_file() and (path.name.endswith(".tmp") or path.stat().st_size == 0):
+                path.unlink()
+        except OSError:
+            continue
+
+
 def _raise_interrupted(signum, frame):
-    raise Interrupted(f"signal {signum}")
+    raise Interrupted(f"signal {signal.Signals(signum).name}", signum)
 
 
 def _set_sigterm(handler):
@@ -173,12 +243,17 @@ def _run_name(cfg: Mapping[str, Any], run_id: str) -> str:
 
 
 def _tags(cfg: Mapping[str, Any]) -> list[str]:
-    return [f"scheduler:{cfg['scheduler']['name']}", f"seed:{cfg.get('seed')}", f"model:{cfg['model']['kind']}",
-            f"task:{cfg['task']['kind']}"]
+    return [
+        f"scheduler:{cfg['scheduler']['name']}",
+        f"seed:{cfg.get('seed')}",
+        f"model:{cfg['model']['kind']}",
+        f"task:{cfg['task']['kind']}",
+    ]
 
 
-def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, tracker, progress: bool,
-             main: bool = True) -> None:
+def _execute(
+    cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, tracker, progress: bool, main: bool = True
+) -> None:
     timer = measure.PhaseTimes()
     device = provenance.pick_device(str(cfg.get("device", "auto")))
     if device.type == "cuda" and torch.distributed.is_initialized():  # one GPU per data-parallel rank
@@ -204,14 +279,18 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
     with timer.phase("adapt", device):
         adapted = apply_adapter(loaded.model, cfg["adapter"], cfg["scheduler"], ctx)
         adapted.model.to(device)
-    result["model"] = {"name": loaded.name, "total_params": total_params,
-                       "trainable_params": adapted.trainable_param_count()}
+    result["model"] = {
+        "name": loaded.name,
+        "total_params": total_params,
+        "trainable_params": adapted.trainable_param_count(),
+    }
     meter = measure.make_meter(cfg["energy"] if main else {"name": "none"}, run_dir)
     warmup_s = measure.warm_up(device)  # one-time process costs stay out of the metered phases
     readings: dict[str, measure.EnergyReading] = {}
     with meter.measure("train") as box, timer.phase("train", device):
-        stats = train(adapted, task, loaded.tokenizer, cfg["trainer"], device, log_fn=tracker.log, seed=seed,
-                      progress=progress)
+        stats = train(
+            adapted, task, loaded.tokenizer, cfg["trainer"], device, log_fn=tracker.log, seed=seed, progress=progress
+        )
     readings["train"] = box["reading"]
     if not main:  # rank 0 evaluates and writes; the others are done once training is
         result["metrics"]["loss"] = stats.final_loss
@@ -224,12 +303,19 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
     metrics["loss"] = stats.final_loss
     result["metrics"] = metrics
     result["adapter"].update({"ranks": adapted.ranks(), **adapted.summary()})
-    result["time"] = {"train_s": timer.phases["train"], "eval_s": timer.phases["eval"],
-                      "load_s": timer.phases["load"], "total_s": time.perf_counter() - start,
-                      "step_ms_median": stats.step_ms_median, "tokens_per_s": stats.tokens_per_s,
-                      "steps": stats.steps, "train_tokens": stats.tokens}
-    result["energy"] = measure.combine(readings, stats.tokens, metrics.get("n"),
-                                       "sample" if isinstance(task, ClassicTask) else "token")
+    result["time"] = {
+        "train_s": timer.phases["train"],
+        "eval_s": timer.phases["eval"],
+        "load_s": timer.phases["load"],
+        "total_s": time.perf_counter() - start,
+        "step_ms_median": stats.step_ms_median,
+        "tokens_per_s": stats.tokens_per_s,
+        "steps": stats.steps,
+        "train_tokens": stats.tokens,
+    }
+    result["energy"] = measure.combine(
+        readings, stats.tokens, metrics.get("n"), "sample" if isinstance(task, ClassicTask) else "token"
+    )
     result["energy"]["process_warmup_s"] = warmup_s
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if world > 1:
@@ -237,13 +323,47 @@ def _execute(cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, trac
         result["energy"]["note"] = "rank 0's process only; the other ranks ran alike (total ≈ × ddp_world_size)"
     result["memory"] = peak_memory(device)
     result["train"] = {"loss_curve": stats.loss_curve}
-    for path in adapted.write_artifacts(run_dir):
-        log.info("wrote %s", path)
+    try:
+        for path in adapted.write_artifacts(run_dir):
+            log.info("wrote %s", path)
+    except OSError as err:  # the result is worth more than its side files: keep it, say what is missing
+        remove_partial_files(run_dir)
+        _warn(result, f"could not write the method's artifacts ({err.strerror or err})")
+    flag_collapse(result, cfg)
     for name, frame in adapted.artifact_tables().items():
         tracker.log_table(name, frame)
-    tracker.log(flatten("eval", {k: v for k, v in metrics.items() if k != "per_task"})
-                | flatten("energy", {k: v for k, v in result["energy"].items() if k != "phases"})
-                | flatten("time", result["time"]))
+    tracker.log(
+        flatten("eval", {k: v for k, v in metrics.items() if k != "per_task"})
+        | flatten("energy", {k: v for k, v in result["energy"].items() if k != "phases"})
+        | flatten("time", result["time"])
+    )
+
+
+def _warn(result: dict[str, Any], message: str) -> None:
+    """A warning that belongs to the record (``warnings`` in result.json) and to the log."""
+    log.warning("run %s: %s", result["run_id"], message)
+    result.setdefault("warnings", []).append(message)
+
+
+def flag_collapse(result: dict[str, Any], cfg: Mapping[str, Any]) -> None:
+    """``metrics.at_chance``: accuracy within noise of the task's chance level (``metrics.chance``).
+
+    A collapsed run (lr far too high: loss pinned at ln(V), guessing) still completes; this makes it visible.
+    The margin is two standard errors of the accuracy (at least one point). Only computed when the task
+    declares its chance level.
+    """
+    metrics = result["metrics"]
+    chance, accuracy = metrics.get("chance"), metrics.get("accuracy")
+    if not isinstance(chance, (int, float)) or not isinstance(accuracy, (int, float)):
+        return
+    margin = max(2.0 * float(metrics.get("accuracy_stderr") or 0.0), 0.01)
+    metrics["at_chance"] = bool(accuracy <= chance + margin)
+    if metrics["at_chance"]:
+        _warn(
+            result,
+            f"accuracy {accuracy:.4g} is at chance ({chance:.4g}): the run may have collapsed "
+            f"(trainer.lr={cfg['trainer'].get('lr')}, final loss {metrics.get('loss')})",
+        )
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:
@@ -255,8 +375,9 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
 
 def base_metrics(cfg: Mapping[str, Any], loaded: LoadedModel, task, eval_bs: int, seed: int) -> dict[str, Any]:
     """Accuracy of the untrained model, measured once per (model, task) and cached."""
-    key = run_id_for({"model": cfg["model"], "task": cfg["task"], "seed": 0, "trainer": {"eval": eval_bs},
-                      "job": task.fingerprint})
+    key = run_id_for(
+        {"model": cfg["model"], "task": cfg["task"], "seed": 0, "trainer": {"eval": eval_bs}, "job": task.fingerprint}
+    )
     path = cache_dir() / "base_metrics" / f"{key}.json"
     if path.is_file():
         try:

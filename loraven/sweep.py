@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -37,6 +38,18 @@ def _job_num(name: str) -> int:
 
 
 class SweepSummary(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Probe W&B once for the whole sweep: unreachable → every job logs offline, said once, not per job.
+
+        ``WANDB_MODE=offline`` set here is inherited by the launcher's workers (joblib/loky, submitit local).
+        """
+        from loraven.track import _wandb_logged_in, wandb_reachable
+
+        tracking = config.get("tracking") or {}
+        mode = os.environ.get("WANDB_MODE") or str(tracking.get("mode", "offline"))
+        if tracking.get("name") == "wandb" and mode == "online" and _wandb_logged_in():
+            wandb_reachable()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from rich.console import Console
         from rich.table import Table
@@ -50,9 +63,12 @@ class SweepSummary(Callback):
             table.add_column(col)
         for i, job in enumerate(jobs):
             s = job.get("summary", {})
-            table.add_row(str(i), str(job["status"]) + (" (resumed)" if job.get("_resumed") else ""),
-                          *(_fmt(s.get(k)) for k in ("adapter", "scheduler", "seed", "accuracy", "mse", "train_s",
-                                                     "kwh")), (job.get("reason") or "")[:80])
+            table.add_row(
+                str(i),
+                str(job["status"]) + (" (resumed)" if job.get("_resumed") else ""),
+                *(_fmt(s.get(k)) for k in ("adapter", "scheduler", "seed", "accuracy", "mse", "train_s", "kwh")),
+                (job.get("reason") or "")[:80],
+            )
         Console(stderr=True).print(table)
         # one plain line as well: a narrow log file wraps the table's title mid-word
         print("loraven sweep summary: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=sys.stderr)

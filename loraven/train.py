@@ -7,6 +7,7 @@ non-finite loss stops the run (``DivergenceError`` names the first bad step).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import statistics
@@ -23,7 +24,9 @@ from tqdm.auto import tqdm
 from loraven.adapters.base import AdaptedModel
 from loraven.tasks import ClassicTask, LMTask, chat_pair
 
-FAULT_ENV = "LORAVEN_FAULT_INJECT"  # tests: "oom@3" simulated CUDA OOM at step 3; "error@N"; "nan@N" (NaN loss)
+FAULT_ENV = "LORAVEN_FAULT_INJECT"  # tests: "oom@3" simulated CUDA OOM at step 3; "error@N"; "nan@N" (NaN loss);
+# "interrupt@N" (Ctrl-C at step N)
+log = logging.getLogger("loraven")
 
 
 class DivergenceError(RuntimeError):
@@ -73,6 +76,7 @@ def lm_batches(task: LMTask, tokenizer: Any, batch_size: int, max_len: int, seed
         raise ValueError(f"task {task.name} has no training examples")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     gen = torch.Generator().manual_seed(seed)
+    batch_size = fit_batch_size(batch_size, len(encoded), world)
     while True:
         order = torch.randperm(len(encoded), generator=gen).tolist()
         for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -88,10 +92,28 @@ def lm_batches(task: LMTask, tokenizer: Any, batch_size: int, max_len: int, seed
             yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
+def fit_batch_size(batch_size: int, rows: int, world: int = 1) -> int:
+    """A batch no larger than the training set, with one notice when clamped.
+
+    The epoch loops below yield ``rows // batch_size`` batches per pass: with ``batch_size > rows`` that is
+    none, forever (a hang, not an error). Clamping keeps short datasets (a small local_mc file) usable.
+    """
+    if batch_size > rows:
+        log.warning("trainer.batch_size=%d is larger than the %d training rows; using batch_size=%d",
+                    batch_size, rows, rows)
+        batch_size = rows
+    if batch_size < world:
+        raise ValueError(f"batch of {batch_size} rows cannot be split over {world} data-parallel processes")
+    return batch_size
+
+
 def classic_batches(task: ClassicTask, batch_size: int, seed: int, rank: int = 0,
                     world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
     gen = torch.Generator().manual_seed(seed)
     n = task.x_train.shape[0]
+    if n == 0:
+        raise ValueError(f"task {task.name} has no training examples")
+    batch_size = fit_batch_size(batch_size, n, world)
     while True:
         order = torch.randperm(n, generator=gen)
         for start in range(0, n - batch_size + 1, batch_size):
@@ -251,6 +273,8 @@ def _inject(kind: str) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated by LORAVEN_FAULT_INJECT)")
     if kind == "error":
         raise RuntimeError("simulated failure (LORAVEN_FAULT_INJECT)")
+    if kind == "interrupt":
+        raise KeyboardInterrupt("simulated Ctrl-C (LORAVEN_FAULT_INJECT)")
     if kind == "nan":
         return  # applied to the loss in the loop
-    raise ValueError(f"unknown fault {kind!r} in {FAULT_ENV}; valid: oom@N, error@N, nan@N")
+    raise ValueError(f"unknown fault {kind!r} in {FAULT_ENV}; valid: oom@N, error@N, nan@N, interrupt@N")

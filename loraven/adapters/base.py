@@ -2,7 +2,7 @@
 
 A method is a function ``apply(model, adapter_cfg, scheduler_cfg, ctx) -> AdaptedModel`` registered
 under a name with :func:`register_adapter`. The training loop only ever talks to :class:`AdaptedModel`,
-so adding a method never forks the loop (DESIGN.md: "adapters pluggable through one registry").
+so adding a method never forks the loop (docs/design.md: "How to add a method").
 Adapters must not import train, track or measure.
 """
 

@@ -66,6 +66,8 @@ def wrap_with_peft(model: nn.Module, config) -> nn.Module:
     try:
         return get_peft_model(model, config)
     except ValueError as err:  # peft's "Target modules ... not found" etc.
+        if "target" not in str(err).lower():  # e.g. a dropout error: the layer names would only bury it
+            raise ConfigError(str(err).splitlines()[0]) from err
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise ConfigError(f"{err}. Linear module names in this model: {', '.join(names)}") from err
 

@@ -185,26 +185,44 @@ def _arith_mc(cfg: Mapping[str, Any], data_root: Path) -> LMTask:
 
 
 def _read_jsonl(path_text: Any, key: str) -> list[dict]:
+    """Multiple-choice docs, one JSON object a line; any bad line is one ConfigError naming file:line."""
     if not path_text:
         raise ConfigError(f"task=local_mc needs task.{key}=<path to a .jsonl file of question/choices/label docs>")
     path = Path(str(path_text)).expanduser()
     if not path.is_file():
         raise ConfigError(f"task.{key}={str(path_text)!r}: no such file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {raw[err.start]:#x}); save the file as UTF-8") from err
     rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            doc = json.loads(line)
-            doc["choices"] = [str(c) for c in doc["choices"]]
-            doc["label"] = int(doc["label"])
-            str(doc["question"])
+            rows.append(_mc_doc(json.loads(line)))
         except (ValueError, KeyError, TypeError) as err:
-            raise ConfigError(f"{path}:{i}: each line needs question, choices (list), label (int): {err}") from err
-        rows.append(doc)
+            raise ConfigError(f"{path}:{i}: each line needs question, choices (a list of >= 2), label (an index "
+                              f"into choices): {err}") from err
     if not rows:
         raise ConfigError(f"task.{key}={str(path_text)!r} holds no documents")
     return rows
+
+
+def _mc_doc(doc: Any) -> dict:
+    if not isinstance(doc, dict):
+        raise TypeError(f"a JSON object, not {type(doc).__name__}")
+    choices, label = doc["choices"], doc["label"]
+    if not isinstance(choices, list) or len(choices) < 2:
+        raise ValueError(f"choices={choices!r} is not a list of at least two answers")
+    if isinstance(label, bool) or not isinstance(label, (int, str)) or not str(label).lstrip("-").isdigit():
+        raise ValueError(f"label={label!r} is not an integer")
+    if not 0 <= int(label) < len(choices):
+        raise ValueError(f"label={label!r} is out of range for {len(choices)} choices (valid: 0..{len(choices) - 1})")
+    str(doc["question"])
+    return {**doc, "choices": [str(c) for c in choices], "label": int(label)}
 
 
 def _local_mc(cfg: Mapping[str, Any], data_root: Path) -> LMTask:

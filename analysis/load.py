@@ -82,15 +82,6 @@ def _prefer(a: dict[str, Any], b: dict[str, Any]) -> tuple[dict[str, Any], dict[
     return (a, b) if rank(a) >= rank(b) else (b, a)
 
 
-def steps_of(result: Mapping[str, Any]) -> float:
-    """Optimizer steps the run trained for (``time.steps``; older records: ``config.trainer.steps``).
-
-    Runs of different lengths must not share one verdict; this column lets the tables refuse to mix them.
-    """
-    steps = _get(result, "time.steps")
-    return _num(_get(result, "config.trainer.steps") if steps is None else steps)
-
-
 def _get(obj: Any, dotted: str) -> Any:
     for key in dotted.split("."):
         if not isinstance(obj, Mapping):
@@ -234,7 +225,6 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "r_max": _num(_get(r, "adapter.r_max")),
                 "n_decisions": _num(_get(r, "adapter.n_decisions")),
                 "trainable_params": _num(_get(r, "model.trainable_params")),
-                "steps": steps_of(r),
                 **{f"env_{k}": _get(r, f"env.{k}") for k in (*VERSION_KEYS, "device")},
                 "bench": is_bench(r),
                 "run_dir": r.get(RUN_DIR_KEY),
@@ -282,7 +272,6 @@ _COLUMNS = (
     "r_max",
     "n_decisions",
     "trainable_params",
-    "steps",
     "env_torch",
     "env_transformers",
     "env_peft",

@@ -156,7 +156,9 @@ class LoRAvenModel(AdaptedModel):
             "n_rank_changes": len(self.trace) - len(self.layers), "n_decisions": self.n_decisions,
             "predicted_energy_j": self.predicted_energy(),
             "predicted_energy_rmax_j": self.predicted_energy(at_rmax=True),
-            "energy_model": "loraven-analytic (Horowitz 2014 constants; a prediction, not a measurement)",
+            "energy_model": "loraven-analytic (Horowitz 2014 constants; a prediction, not a measurement)"
+            + (f", calibrated by {self.scfg.energy_model['calibration']}" if self.scfg.energy_model.get(
+                "calibration") else ", uncalibrated"),
             "update_every": self.update_every,
             "min_steps_between_changes": self.min_steps_between_changes, "rank_bucket": self.scfg.rank_bucket,
         }

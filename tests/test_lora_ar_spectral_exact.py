@@ -12,10 +12,12 @@ import torch
 
 from loraven.adapters.lora_ar.spectral import (
     TW1_Q99,
+    analyse_weights,
     count_spikes,
     esd_eigenvalues,
     filter_eigenvalues,
     hill_alpha,
+    hill_alpha_ks,
     hill_alpha_median,
     mp_edge,
 )
@@ -90,3 +92,24 @@ def test_filter_keeps_only_eigenvalues_above_the_relative_threshold():
     assert filter_eigenvalues(x, 1e-2).tolist() == [0.5, 1.0]
     assert filter_eigenvalues(x, 1e-4).tolist() == [1e-3, 0.5, 1.0]
     assert filter_eigenvalues(torch.zeros(3), 0.1).numel() == 0
+
+
+def test_hill_ks_accepts_a_tail_of_exactly_min_tail_points():
+    # 10 points, min_tail = 10: the only candidate is x_min = 1, α = 1 + 10 / Σ ln(x_i)
+    x = torch.arange(1, 11, dtype=torch.float64)
+    alpha, x_min, _ = hill_alpha_ks(x, min_tail=10)
+    assert x_min == 1.0 and alpha == pytest.approx(1.0 + 10.0 / float(torch.log(x).sum()), rel=1e-12)
+
+
+def test_mp_edge_accumulates_in_float64_whatever_the_input_dtype():
+    eigs, _ = _spectrum(97, [2.29, 2.6, 5.0])
+    eigs32 = (eigs * 1.1).to(torch.float32)
+    sigma2 = float(eigs32.to(torch.float64).mean())
+    assert mp_edge(eigs32, 400, 100, tracy_widom=False) == pytest.approx(2.25 * sigma2, rel=1e-14)
+
+
+def test_unknown_hill_method_names_the_choices():
+    with pytest.raises(ValueError, match="unknown hill method 'mle'; valid: median, ks"):
+        analyse_weights({"w": torch.eye(4)}, hill_method="mle")
+    with pytest.raises(ValueError, match="valid: median, ks"):
+        hill_alpha(torch.ones(3), "mle")

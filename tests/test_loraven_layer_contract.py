@@ -187,3 +187,51 @@ def test_any_rank_sequence_keeps_outputs_equal_to_the_dense_formula(ranks):
             layer.set_rank(r)
             u, s, v = layer.U[:, :r], layer.S[:r], layer.V[:, :r]
             assert torch.allclose(layer(x), x @ v @ torch.diag(s) @ u.T + layer.bias, atol=1e-5)
+
+
+def test_half_precision_layers_work_in_both_modes():
+    """bf16: replace-mode SVD goes through fp32 (no bf16 SVD); adapter mode casts x to the fp32 factors."""
+    rep = DynamicLowRankLayer(_linear(dtype=torch.bfloat16), r_max=12, mode="replace")
+    assert rep.U.dtype == torch.bfloat16
+    assert (rep.delta_weight().float() - _linear(dtype=torch.bfloat16).weight.float()).abs().max() < 0.05
+    ada = DynamicLowRankLayer(_linear(dtype=torch.bfloat16), r_max=4, mode="adapter")
+    assert ada.U.dtype == torch.float32
+    x = torch.randn(3, 20, dtype=torch.bfloat16)
+    y = ada(x)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, ada.base_layer(x))
+
+
+def test_bottleneck_guard_zeroes_the_adapter_branch_of_bad_rows():
+    layer = _trained_adapter()  # adapter default: nan_guard="bottleneck"
+    assert layer.nan_guard == "bottleneck"
+    x = torch.randn(3, 20)
+    x[0, 5] = float("nan")
+    x[1, 7] = float("-inf")
+    with torch.no_grad():
+        branch = layer._low_rank(x)
+    assert torch.equal(branch[:2], torch.zeros_like(branch[:2]))
+    assert branch[2].abs().sum() > 0
+
+
+def test_gate_multiplies_the_rank_components():
+    layer = DynamicLowRankLayer(_linear(), r_max=8, mode="adapter", gate_blocks=4)
+    with torch.no_grad():
+        layer.U.copy_(torch.randn_like(layer.U))
+        layer.gate.proj.weight.copy_(torch.randn_like(layer.gate.proj.weight))
+    x = torch.randn(5, 20)
+    with torch.no_grad():
+        u, s, v = layer.active_factors()
+        expected = ((x @ v) * (s * layer.scaling) * layer.gate(x, layer.r)) @ u.T
+        assert torch.allclose(layer._low_rank(x), expected, atol=1e-5)
+
+
+def test_observation_records_tokens_and_output_mean():
+    layer = _trained_adapter()
+    assert layer.obs_tokens == 0 and layer.obs_rows is None and layer.obs_out_mean is None
+    layer.observe = True
+    x = torch.randn(2, 7, 20)
+    with torch.no_grad():
+        y = layer(x)
+    assert layer.obs_tokens == 14 and layer.obs_rows.shape == (14, 20)
+    assert torch.allclose(layer.obs_out_mean, y.reshape(-1, 12).mean(0))
+    assert torch.allclose(layer.obs_mean, x.reshape(-1, 20).mean(0))

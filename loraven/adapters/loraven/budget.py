@@ -23,8 +23,13 @@ from typing import Any
 
 
 class BudgetManager:
-    def __init__(self, total_budget: float, floor_cost: Callable[[Any], float],
-                 headroom_cost: Callable[[Any], float], budget_scaling_factor: float = 1.0) -> None:
+    def __init__(
+        self,
+        total_budget: float,
+        floor_cost: Callable[[Any], float],
+        headroom_cost: Callable[[Any], float],
+        budget_scaling_factor: float = 1.0,
+    ) -> None:
         self.total_budget = float(total_budget)
         self.floor_cost = floor_cost
         self.headroom_cost = headroom_cost
@@ -33,8 +38,7 @@ class BudgetManager:
     def _weight(self, complexity_score: float, layer_dims: Any) -> float:
         return max(self.headroom_cost(layer_dims), 0.0) * (0.5 + float(complexity_score))
 
-    def allocate(self, demands: Mapping[str, tuple[float, Any]], performance_priority: float = 1.0
-                 ) -> dict[str, float]:
+    def allocate(self, demands: Mapping[str, tuple[float, Any]], performance_priority: float = 1.0) -> dict[str, float]:
         """Grants (J) for ``{layer_id: (complexity_score, layer_dims)}``; Σ grants ≤ max(total, Σ floors)."""
         floors = {k: self.floor_cost(dims) for k, (_, dims) in demands.items()}
         headroom = max(0.0, self.total_budget - math.fsum(floors.values()))

@@ -63,8 +63,9 @@ def measure_grid(device: torch.device, watts: float, repeats: int = 5, seed: int
     source = "nvml" if nvml else "wall_time"
     rows = []
     for out_f, in_f in GRID_SHAPES:
-        layer = DynamicLowRankLayer(nn.Linear(in_f, out_f), r_max=min(out_f, in_f, max(GRID_RANKS)),
-                                    mode="replace").to(device)
+        layer = DynamicLowRankLayer(nn.Linear(in_f, out_f), r_max=min(out_f, in_f, max(GRID_RANKS)), mode="replace").to(
+            device
+        )
         for tokens in GRID_TOKENS:
             x = torch.randn(tokens, in_f, device=device)
             for rank in GRID_RANKS:
@@ -85,8 +86,16 @@ def measure_grid(device: torch.device, watts: float, repeats: int = 5, seed: int
                         joules.append(nvml() - e0 if nvml else 0.0)
                 sec = statistics.median(seconds)
                 j = statistics.median(joules) if nvml else sec * watts
-                rows.append({"out_features": out_f, "in_features": in_f, "tokens": tokens, "rank": rank,
-                             "seconds": sec, "joules": j})
+                rows.append(
+                    {
+                        "out_features": out_f,
+                        "in_features": in_f,
+                        "tokens": tokens,
+                        "rank": rank,
+                        "seconds": sec,
+                        "joules": j,
+                    }
+                )
     return rows, source
 
 
@@ -95,8 +104,7 @@ def _mape(model: EnergyModel, rows: list[dict], workloads: list[Workload]) -> fl
     return 100.0 * sum(errs) / max(len(errs), 1)
 
 
-def calibrate(rows: list[dict[str, Any]], source: str, energy_cfg: dict[str, Any] | None = None
-              ) -> dict[str, Any]:
+def calibrate(rows: list[dict[str, Any]], source: str, energy_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fit on even rows, evaluate on all; returns what :func:`write` stores (scale, errors, grid)."""
     workloads = [Workload(r["tokens"], r["in_features"], r["out_features"], r["rank"]) for r in rows]
     fit_idx = list(range(0, len(rows), 2))
@@ -110,12 +118,17 @@ def calibrate(rows: list[dict[str, Any]], source: str, energy_cfg: dict[str, Any
 
     return {
         "source": source,
-        "source_note": {"nvml": "measured (NVML energy counter)",
-                        "wall_time": "estimated (measured wall time x assumed watts)"}[source],
-        "scale": list(model.scale), "r2_fit": info["r2"],
-        "mape_fit_pct": _mape(model, *sub(fit_idx)), "mape_heldout_pct": _mape(model, *sub(held_idx)),
+        "source_note": {
+            "nvml": "measured (NVML energy counter)",
+            "wall_time": "estimated (measured wall time x assumed watts)",
+        }[source],
+        "scale": list(model.scale),
+        "r2_fit": info["r2"],
+        "mape_fit_pct": _mape(model, *sub(fit_idx)),
+        "mape_heldout_pct": _mape(model, *sub(held_idx)),
         "mape_uncalibrated_pct": _mape(uncalibrated, rows, workloads),
-        "latency": asdict(model.latency), "grid": rows,
+        "latency": asdict(model.latency),
+        "grid": rows,
     }
 
 
@@ -136,9 +149,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows, source = measure_grid(torch.device(args.device), args.watts, args.repeats)
     result = calibrate(rows, source)
     write(result, args.out)
-    print(f"{args.out}: source={result['source_note']}, scale={[f'{s:.3g}' for s in result['scale']]}, "
-          f"MAPE fit {result['mape_fit_pct']:.1f} %, held-out {result['mape_heldout_pct']:.1f} %, "
-          f"uncalibrated {result['mape_uncalibrated_pct']:.1f} %")
+    print(
+        f"{args.out}: source={result['source_note']}, scale={[f'{s:.3g}' for s in result['scale']]}, "
+        f"MAPE fit {result['mape_fit_pct']:.1f} %, held-out {result['mape_heldout_pct']:.1f} %, "
+        f"uncalibrated {result['mape_uncalibrated_pct']:.1f} %"
+    )
     return result
 
 

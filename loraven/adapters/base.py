@@ -35,12 +35,22 @@ class AdapterContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
+EVAL_PATH = "merged"
+
+
 class AdaptedModel:
     """A model with an adapter applied, plus the hooks the training loop calls.
 
     Subclasses override only what their method needs; the defaults describe a plain
     static adapter (peft LoRA/DoRA, or full fine-tuning).
+
+    Evaluation path: every method is evaluated *merged* (ΔW folded into the dense weight, one GEMM per
+    layer). Deployment merges, and only one common path makes eval time and eval energy comparable across
+    methods (LoRAven used to be evaluated merged and the peft methods unmerged). ``summary()`` records it
+    as ``adapter.eval_path`` in result.json.
     """
+
+    eval_path = EVAL_PATH
 
     def __init__(self, model: nn.Module, adapter_type: str, scheduler: str = "static") -> None:
         self.model = model
@@ -78,11 +88,11 @@ class AdaptedModel:
         return {}
 
     def summary(self) -> dict[str, Any]:
-        """Extra keys merged into result.json's ``adapter`` section."""
-        return {}
+        """Extra keys merged into result.json's ``adapter`` section (subclasses keep ``eval_path``)."""
+        return {"eval_path": self.eval_path}
 
     def prepare_for_inference(self) -> None:
-        """Switch to the inference path (merge / fuse) before evaluation, if the method has one."""
+        """Switch to the merged inference path before evaluation (full fine-tuning: nothing to merge)."""
 
     def trainable_param_count(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())

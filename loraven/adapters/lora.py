@@ -23,7 +23,8 @@ class PeftAdapted(AdaptedModel):
         return out
 
     def prepare_for_inference(self) -> None:
-        """Evaluate the unmerged adapter: merging changes numerics slightly and we evaluate what we trained."""
+        """Merge (peft ``merge_adapter``; ``unmerge_adapter`` undoes it): every method is evaluated merged."""
+        self.model.merge_adapter()
 
 
 def _strip_peft_prefix(name: str) -> str:

@@ -2,9 +2,9 @@
 
 Merged means the method's own inference path: peft ``merge_and_unload()`` (W0 + ΔW folded, plain
 nn.Linear again) for LoRA, DoRA and LoRA-AR; ``prepare_for_inference()`` for LoRAven (adapter mode
-merges ΔW into W0; replace mode switches to the fused weight when it is not costlier). Note that our
-``lora``/``dora`` adapters deliberately evaluate *unmerged* after training (loraven.adapters.lora), so the
-"unmerged" column is what ``python run.py`` evaluates with and "merged" is what a deployment would run.
+merges ΔW into W0; replace mode evaluates the dense U_r·diag(S_r)·V_rᵀ). ``python run.py`` evaluates every
+method merged (``adapter.eval_path`` in result.json; see loraven.adapters.base.AdaptedModel), so the
+"merged" column is what it evaluates with and what a deployment would run.
 Every variant is timed round-robin in one process on the same batch under ``torch.inference_mode``.
 """
 

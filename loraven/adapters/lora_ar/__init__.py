@@ -61,6 +61,7 @@ class LoraARAdapted(PeftAdapted):
         ranks = self.ranks()
         hist = Counter(ranks.values())
         return {
+            **super().summary(),
             "analysis_s": round(self.analysis_s, 3),
             "n_targets": len(self.allocation.table),
             "n_selected": len(ranks),

@@ -90,4 +90,4 @@ def apply_loraven(model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cf
             trainable += list(layer.gate.parameters())
         for p in trainable:
             p.requires_grad_(True)
-    return LoRAvenModel(model, layers, acfg, scfg, seed=ctx.seed)
+    return LoRAvenModel(model, layers, acfg, scfg, seed=ctx.seed, total_steps=ctx.total_steps)

@@ -7,13 +7,18 @@
 Default constants are Horowitz, "Computing's energy problem", ISSCC 2014 (45 nm): fp32 FMA ≈ 3.7 + 0.9 pJ
 per 2 FLOPs → 2.3 pJ/FLOP; 32 KB SRAM read ≈ 20 pJ / 64 bit → 2.5 pJ/B; DRAM ≈ 1.3–2.6 nJ / 64 bit →
 162.5 pJ/B (the low end). These are a *prediction*, not a measurement: :meth:`EnergyModel.fit` calibrates
-the three terms against measured joules (codecarbon / NVML) by non-negative least squares.
+the three terms against measured joules (codecarbon / NVML) by non-negative least squares; ``python -m
+loraven.adapters.loraven.calibrate`` runs it on a grid of ranks and writes the file that
+``scheduler.energy_model.calibration`` points at (the multipliers are then used by every prediction).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,14 +42,18 @@ class EnergyModel:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> EnergyModel:
         cfg = dict(cfg or {})
+        calibration = cfg.pop("calibration", None)
         lat_keys = {f.name for f in fields(LatencyEstimator)}
         own = {f.name for f in fields(cls)} - {"latency", "scale"}
         bad = set(cfg) - lat_keys - own
         if bad:
             raise ConfigError(f"unknown scheduler.energy_model keys {sorted(bad)}; "
-                              f"valid: {sorted(own | lat_keys)}")
+                              f"valid: {sorted(own | lat_keys | {'calibration'})}")
         lat = LatencyEstimator(**{k: float(v) for k, v in cfg.items() if k in lat_keys})
-        return cls(latency=lat, **{k: float(v) for k, v in cfg.items() if k in own})
+        model = cls(latency=lat, **{k: float(v) for k, v in cfg.items() if k in own})
+        if calibration:
+            model.scale = load_scale(calibration)
+        return model
 
     def terms(self, w: Workload) -> tuple[float, float, float]:
         """(E_compute, E_memory, E_static) in joules, before calibration."""
@@ -88,3 +97,15 @@ class EnergyModel:
         self.scale = (float(coef[0]), float(coef[1]), float(coef[2]))
         return {"scale_compute": self.scale[0], "scale_memory": self.scale[1], "scale_static": self.scale[2],
                 "r2": r2}
+
+
+def load_scale(path: str | Path) -> tuple[float, float, float]:
+    """The (compute, memory, static) multipliers of a calibration file written by ``calibrate``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"scheduler.energy_model.calibration={str(path)!r} is not a file; valid: a JSON file "
+                          "written by python -m loraven.adapters.loraven.calibrate, or null")
+    scale = tuple(float(v) for v in json.loads(p.read_text())["scale"])
+    if len(scale) != 3 or any(v < 0 or not math.isfinite(v) for v in scale):
+        raise ConfigError(f"calibration file {path}: scale={scale!r}; valid: three finite numbers >= 0")
+    return scale  # type: ignore[return-value]

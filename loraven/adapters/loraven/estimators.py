@@ -1,4 +1,7 @@
-"""Performance estimators (LoRAven paper §4.1.3): FLOPs, bytes, latency and memory of one layer at rank r.
+"""Performance estimators (LoRAven paper §4.1.3): FLOPs, bytes and latency of one layer at rank r.
+
+(The paper's memory estimator is left out: nothing decides from it, and the factors are allocated at r_max
+whatever the active rank, so active-rank memory would not change any decision.)
 
 They model the *low-rank path* (x·V_r, ·S_r, ·U_rᵀ) that the scheduler controls; in adapter mode the
 frozen base GEMM costs the same at every rank, so it is left out of E(r, x) (it would only shift the
@@ -54,18 +57,3 @@ class LatencyEstimator:
         kernels = 6 if w.training else 2
         compute = flops(w) / (self.peak_flops * max(self.eta_parallel, 1e-9))
         return max(compute, bytes_moved(w) / self.bandwidth) + kernels * self.launch_overhead_s
-
-
-@dataclass
-class MemoryEstimator:
-    """Bytes held: parameters (allocated at r_max, active at r), optimizer state and saved activations."""
-
-    optimizer_states: int = 2  # AdamW keeps exp_avg and exp_avg_sq
-
-    def report(self, w: Workload, r_max: int) -> dict[str, float]:
-        per = w.bytes_per_element
-        active = w.rank * (w.in_features + w.out_features + 1) * per
-        allocated = r_max * (w.in_features + w.out_features + 1) * per
-        saved = w.tokens * (w.in_features + w.rank) * per if w.training else 0
-        return {"active_param_bytes": active, "allocated_param_bytes": allocated,
-                "optimizer_bytes": self.optimizer_states * allocated, "activation_bytes": saved}

@@ -1,6 +1,7 @@
 """Event-triggered adaptation (LoRAven paper §3.4.1): deterministic triggers, evaluated at decision steps.
 
-- ``error_threshold``: |loss_ema − target_loss| > error_threshold (only if ``target_loss`` is set);
+- ``error_threshold``: |loss_ema − target_loss| > error_threshold. Off unless ``target_loss`` is set: with no
+  target there is no error to threshold (a default target would duplicate ``performance_drop``);
 - ``performance_drop``: loss_ema > best_ema · (1 + performance_drop_pct/100) (the loss rose by more than
   x % over its best EMA so far — "accuracy drop" for a training loss);
 - ``budget_violation``: the predicted energy at the current rank exceeds the layer's allocation (checked by

@@ -70,6 +70,9 @@ class DynamicLowRankLayer(nn.Module):
             nan_guard = "off"
         if nan_guard not in NAN_GUARDS:
             raise ConfigError(f"adapter.nan_guard={nan_guard!r}; valid: auto, {', '.join(NAN_GUARDS)}")
+        if mode == "replace" and dropout > 0:
+            raise ConfigError(f"adapter.dropout={dropout} with adapter.mode=replace; valid: 0.0 (dropout acts on "
+                              "the adapter input beside a frozen W0; replace mode has no separate adapter path)")
         self.nan_guard, self.gradient_checkpointing = nan_guard, bool(gradient_checkpointing)
         self.path = "factored"
         self.merged = False
@@ -88,7 +91,9 @@ class DynamicLowRankLayer(nn.Module):
             self.scaling = float(alpha if alpha is not None else 2 * r_max) / r_max
             self.bias = None
         else:
-            uf, sf, vhf = torch.linalg.svd(w.float(), full_matrices=False)
+            # the SVD runs in the layer's own precision (fp64 stays fp64); half types go through fp32
+            svd_dtype = w.dtype if w.dtype in (torch.float32, torch.float64) else torch.float32
+            uf, sf, vhf = torch.linalg.svd(w.to(svd_dtype), full_matrices=False)
             u, s, v = (t.to(w.dtype) for t in (uf[:, :r_max], sf[:r_max], vhf[:r_max].T))
             self.scaling = 1.0
             self.bias = nn.Parameter(base.bias.detach().clone()) if base.bias is not None else None
@@ -128,12 +133,21 @@ class DynamicLowRankLayer(nn.Module):
 
     # ------------------------------------------------------------------ rank management
     def set_rank(self, r: int) -> None:
-        """Change the active rank; trained columns are parked/restored, never re-created."""
+        """Change the active rank; trained columns are parked/restored, never re-created.
+
+        A merged layer is unmerged at the old rank and merged again at the new one: W0 + ΔW_old would
+        otherwise be unmerged with ΔW_new and leave W0 corrupted.
+        """
         r = int(r)
         if not 1 <= r <= self.r_max:
             raise ConfigError(f"rank {r} out of range; valid: 1..{self.r_max}")
         old = self.r
         if r == old:
+            return
+        if self.merged:
+            self.unmerge()
+            self.set_rank(r)
+            self.merge()
             return
         with torch.no_grad():
             if r < old:
@@ -166,6 +180,10 @@ class DynamicLowRankLayer(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged and self.training and torch.is_grad_enabled():
+            # a merged layer would train nothing (adapter: the base GEMM ignores U, S, V): unmerge, as
+            # training resumes after an evaluation
+            self.unmerge()
         if self.nan_guard == "input":
             x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         if self.observe:

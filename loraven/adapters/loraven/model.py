@@ -1,7 +1,11 @@
 """LoRAvenModel: the AdaptedModel the training loop talks to (decisions, events, metrics, artifacts).
 
 Per step the loop calls ``after_optimizer_step(step, loss)``; here that costs one on-device add (loss
-accumulation) except on decision steps (``step % update_every == 0``), the only place with host syncs:
+accumulation) except on decision steps, the only place with host syncs. The first decision is made after the
+first optimizer step (loop step 1, the run's step 0; the energy scheduler enforces its budget from there), then
+every ``update_every`` steps, with ``update_every`` and ``min_steps_between_changes`` clamped to
+``max(1, total_steps // 4)``: a run shorter than the interval would otherwise never decide (a 4-step smoke
+run of ``linear`` and ``energy`` gave identical traces). The effective values are in ``summary()``.
 the mean loss and one stacked tensor of per-layer observations are read back once. Observation (batch
 mean, RMS, a row sample, gradient norms) is switched on only for the forward/backward of decision steps.
 """
@@ -20,7 +24,6 @@ import torch
 from torch import nn
 
 from loraven.adapters.base import AdaptedModel
-from loraven.adapters.loraven import fusion
 from loraven.adapters.loraven.config import AdapterConfig, SchedulerConfig
 from loraven.adapters.loraven.energy_model import EnergyModel
 from loraven.adapters.loraven.estimators import Workload
@@ -43,10 +46,15 @@ EVENT_HEADER = ["step", "module", "event", "old_rank", "new_rank"]
 
 class LoRAvenModel(AdaptedModel):
     def __init__(self, model: nn.Module, layers: dict[str, DynamicLowRankLayer], acfg: AdapterConfig,
-                 scfg: SchedulerConfig, seed: int = 0) -> None:
+                 scfg: SchedulerConfig, seed: int = 0, total_steps: int = 0) -> None:
         super().__init__(model, "loraven", scfg.name)
         self.layers = layers
         self.acfg, self.scfg = acfg, scfg
+        cap = max(1, int(total_steps) // 4) if total_steps and total_steps > 0 else None
+        self.update_every = min(scfg.update_every, cap) if cap else scfg.update_every
+        self.min_steps_between_changes = min(scfg.min_steps_between_changes, cap) if cap else \
+            scfg.min_steps_between_changes
+        scfg.min_steps_between_changes = self.min_steps_between_changes  # the scheduler's hysteresis reads it
         self.energy = EnergyModel.from_config(scfg.energy_model)
         self.scheduler_impl = build_scheduler(scfg, self.energy)
         ev = scfg.events
@@ -88,14 +96,14 @@ class LoRAvenModel(AdaptedModel):
             if step == 1:
                 self._set_observe(False)
             return
-        ue = self.scfg.update_every
+        ue = self.update_every
         if self.dynamic:
             d = loss.detach()
             self._loss_acc = d if self._loss_acc is None else self._loss_acc + d
             self._loss_n += 1
-        if step % ue == 0:
+        if (step - 1) % ue == 0:  # steps 1, 1 + ue, ...: the first optimizer step decides
             self._decide(step)
-        self._set_observe((step + 1) % ue == 0)
+        self._set_observe(step % ue == 0)
 
     def step_metrics(self) -> dict[str, float]:
         ranks = [layer.r for layer in self.layers.values()]
@@ -140,6 +148,7 @@ class LoRAvenModel(AdaptedModel):
     def summary(self) -> dict[str, Any]:
         ranks = list(self.ranks().values())
         out: dict[str, Any] = {
+            **super().summary(),
             "mode": self.acfg.mode, "r_min": min(lay.r_min for lay in self.layers.values()),
             "r_max": max(lay.r_max for lay in self.layers.values()),
             "mean_rank": sum(ranks) / max(len(ranks), 1), "n_layers": len(ranks),
@@ -147,29 +156,34 @@ class LoRAvenModel(AdaptedModel):
             "n_rank_changes": len(self.trace) - len(self.layers), "n_decisions": self.n_decisions,
             "predicted_energy_j": self.predicted_energy(),
             "predicted_energy_rmax_j": self.predicted_energy(at_rmax=True),
-            "energy_model": "loraven-analytic (Horowitz 2014 constants; a prediction, not a measurement)",
-            "update_every": self.scfg.update_every, "rank_bucket": self.scfg.rank_bucket,
+            "energy_model": "loraven-analytic (Horowitz 2014 constants; a prediction, not a measurement)"
+            + (f", calibrated by {self.scfg.energy_model['calibration']}" if self.scfg.energy_model.get(
+                "calibration") else ", uncalibrated"),
+            "update_every": self.update_every,
+            "min_steps_between_changes": self.min_steps_between_changes, "rank_bucket": self.scfg.rank_bucket,
         }
         if self.scheduler_impl.last_total_budget:
             out["budget_j"] = self.scheduler_impl.last_total_budget
         return out
 
     def prepare_for_inference(self) -> None:
-        """Adapter mode: merge ΔW into W0. Replace mode: the cached fused weight when it costs fewer FLOPs
-        than ~2× the factored path (the fused GEMM saves launches, not FLOPs: fusion.py), else factored."""
+        """``auto`` (default) merges every layer, as every other method (see ``AdaptedModel``): adapter mode
+        folds ΔW into W0, replace mode evaluates the dense U_r·diag(S_r)·V_rᵀ. ``fused``/``factored`` stay
+        available for the benchmarks; ``eval_path`` then says so. Gated layers cannot merge (per-token gate)."""
         self._set_observe(False)
+        used = set()
         for layer in self.layers.values():
             path = self.acfg.inference_path
             if path == "auto":
-                dense = fusion.fused_flops(1, layer.in_features, layer.out_features)
-                low = fusion.factored_flops(1, layer.in_features, layer.out_features, layer.r)
-                path = "merge" if layer.mode == "adapter" else ("fused" if dense <= 2 * low else "factored")
+                path = "merge"
             if layer.gate is not None:
                 path = "factored"
             if path == "merge":
                 layer.merge()
             elif path == "fused":
                 layer.set_path("fused")
+            used.add({"merge": "merged"}.get(path, path))
+        self.eval_path = "+".join(sorted(used))
 
     # ------------------------------------------------------------------ helpers
     def trace_rows(self) -> list[tuple[int, str, int]]:

@@ -14,7 +14,8 @@ linear: r = r_min + s̄·(r_max−r_min) + diversity_bonus + gradient_bonus, wit
     earn rank).
 energy: the step budget is ``budget.joules_per_step``, or Σ_layers E(r_min) + fraction·(E(r_max) − E(r_min))
   (a fraction of the *controllable* energy: at adapter ranks most of E does not depend on r);
-  r_energy = largest bucket rank with E(r, x) ≤ the layer's allocation (BudgetManager), then
+  r_energy = largest bucket rank with E(r, x) ≤ the layer's grant (BudgetManager: all grants computed at
+  once from each layer's own score and shape, so ranks do not depend on layer names or order), then
   r = min(r_energy, α·r_energy + β·r_linear); forced down at once on a budget violation; never above
   r_energy, so Σ E(r) ≤ the total budget (r_min is a floor: if even r_min does not fit, it is kept and the
   violation is logged).
@@ -22,6 +23,7 @@ energy: the step budget is ``budget.joules_per_step``, or Σ_layers E(r_min) + f
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -176,12 +178,12 @@ class EnergyScheduler(RankScheduler):
         mgr = self.manager
         mgr.total_budget = total
         smoothed = {o.name: self.smooth(o) for o in observations}
-        mgr.begin_round({o.name: (smoothed[o.name][0], o) for o in observations})
+        grants = mgr.allocate({o.name: (smoothed[o.name][0], o) for o in observations}, b.performance_priority)
         out: dict[str, int] = {}
         events: list[tuple[str, str]] = []
-        for obs in sorted(observations, key=lambda o: o.name):
+        for obs in observations:  # each layer decides from its own grant only: the order does not matter
             s_avg, g = smoothed[obs.name]
-            grant = mgr.allocate_budget(obs.name, s_avg, obs, b.performance_priority)
+            grant = grants[obs.name]
             candidates = bucket_set(obs.r_min, obs.r_max, self.cfg.rank_bucket)
             r_energy = self.energy.largest_feasible_rank(obs.workload(), grant, candidates)
             violation = self.energy.energy(obs.workload()) > grant * (1 + 1e-9)
@@ -196,9 +198,8 @@ class EnergyScheduler(RankScheduler):
             new = min(new, r_energy)
             if new != obs.rank:
                 self.layer_state(obs.name).last_change = step
-            mgr.consume(self.energy.energy(obs.workload(new)))
             out[obs.name] = new
-        mgr.end_round()
+        mgr.end_round(math.fsum(self.energy.energy(o.workload(out[o.name])) for o in observations))
         return out, events
 
 

@@ -86,7 +86,3 @@ class ScorerBank:
         self.updates += 1
         with torch.no_grad():
             return {n: self.nets[n](features[n].float()) for n in features}
-
-    @torch.no_grad()
-    def predict(self, name: str, feature: torch.Tensor) -> torch.Tensor:
-        return self.nets[name](feature.float())

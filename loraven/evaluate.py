@@ -65,7 +65,8 @@ def evaluate_lm(model: nn.Module, tokenizer: Any, task: LMTask, batch_size: int 
             found = sorted(k for k in res if "," in k and "_stderr" not in k)
             raise RuntimeError(f"lm-eval reported no {key!r} for task {name!r}; it reported: {', '.join(found)}")
         n = out.get("n-samples", {}).get(name, {}).get("effective")
-        per_task[name] = {"accuracy": float(res[key]), "accuracy_stderr": _stderr(res.get(stderr_key)), "n": n}
+        per_task[name] = {"accuracy": float(res[key]), "accuracy_stderr": _stderr(res.get(stderr_key)), "n": n,
+                          "scores": reported_scores(res)}
     accs = [v["accuracy"] for v in per_task.values()]
     stderrs = [v["accuracy_stderr"] for v in per_task.values()]
     metrics: dict[str, Any] = {
@@ -82,9 +83,17 @@ def evaluate_lm(model: nn.Module, tokenizer: Any, task: LMTask, batch_size: int 
         metrics["num_fewshot"] = task.num_fewshot
     if task.apply_chat_template:
         metrics["chat_template"] = True
+    if len(per_task) == 1:  # every metric/filter the task reports, e.g. both of gsm8k's filters
+        metrics["scores"] = per_task[task.eval_tasks[0]]["scores"]
     if len(per_task) > 1:
         metrics["per_task"] = per_task
     return metrics
+
+
+def reported_scores(res: dict[str, Any]) -> dict[str, float]:
+    """All ``metric,filter`` values lm-eval reported for one task (stderrs and aliases left out)."""
+    return {k: float(v) for k, v in res.items()
+            if "," in k and "_stderr" not in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _stderr(reported: Any) -> float | None:

@@ -393,4 +393,4 @@ def base_metrics(cfg: Mapping[str, Any], loaded: LoadedModel, task, eval_bs: int
 def _base_fields(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The untrained model's score with its stderr and n, so a gain over base gets an interval too."""
     return {"base_accuracy": metrics["accuracy"], "base_accuracy_stderr": metrics.get("accuracy_stderr"),
-            "base_n": metrics.get("n"), "base_mse": metrics.get("mse")}
+            "base_n": metrics.get("n"), "base_mse": metrics.get("mse"), "base_scores": metrics.get("scores")}

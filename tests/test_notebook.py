@@ -29,7 +29,8 @@ def test_paper_figures_notebook_executes(tmp_path: Path, monkeypatch: pytest.Mon
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
-    assert "paper (reported)" in markdown and "45.49" in markdown and "claim reproduced" in markdown
+    assert "paper (reported)" in markdown and "45.49" in markdown and "verdict" in markdown
+    assert "claim reproduced" not in markdown  # the three-state words replaced it (tests/test_verdicts.py)
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 5
     assert {p.name for p in (out / "tables").iterdir()} >= {
         "energy.md",

@@ -177,6 +177,9 @@ def _finalise(store: ResultsStore, experiment: str, result: dict[str, Any], trac
     """
     try:
         store.write(experiment, result)
+        # the record is on disk: free the claim now, before W&B's finish (slow under load, and a launcher that
+        # stops its workers after a grace period could kill us there and leave a stale lock behind)
+        store.release(experiment, str(result["run_id"]))
     except OSError as err:
         result["_unsaved"] = f"{err.strerror or err} ({getattr(err, 'filename', None) or store.root})"
         shown = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float, str)) and v is not None}

@@ -65,7 +65,7 @@ def lm_batches(task: LMTask, tokenizer: Any, batch_size: int, max_len: int, seed
     """
     encoded = []
     for context, continuation in task.train_pairs:
-        if task.apply_chat_template:  # train on exactly the prompt lm-eval will evaluate with
+        if getattr(task, "apply_chat_template", False):  # train on the prompt lm-eval will evaluate with
             context, continuation = chat_pair(tokenizer, context, continuation)
         ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
         cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]

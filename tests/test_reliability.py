@@ -606,8 +606,8 @@ def test_analysis_counts_copies_once_skips_invalid_records_and_exposes_steps(tmp
 
     from analysis.load import AnalysisWarning, load_results, runs_frame
 
-    write_run(tmp_path / "store", "exp", "run1", accuracy=0.5)
-    write_run(tmp_path / "store" / "backup", "exp", "run1", accuracy=0.5)  # a copied folder
+    write_run(tmp_path / "store", "exp", "run1", accuracy=0.5, steps=10)
+    write_run(tmp_path / "store" / "backup", "exp", "run1", accuracy=0.5, steps=10)  # a copied folder
     write_run(tmp_path / "store", "exp", "run2", accuracy=0.9)
     (tmp_path / "store" / "exp" / "run2" / "result.json").write_text(
         json.dumps({"run_id": "run2", "status": "completed"})

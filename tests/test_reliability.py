@@ -570,7 +570,11 @@ def test_sigterm_on_a_joblib_sweep_stops_its_children_and_records_them_interrupt
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 143, err[-3000:]
-    assert "Traceback" not in err and "interrupted (SIGTERM)" in err.strip().splitlines()[-1]
+    # loky's resource tracker (joblib's, a separate process) sometimes prints its own KeyError traceback when it
+    # is stopped mid-cleanup; ours must never print one
+    blocks = err.split("Traceback (most recent call last):")[1:]
+    ours = [block for block in blocks if "resource_tracker.py" not in block]
+    assert not ours and "interrupted (SIGTERM)" in err.strip().splitlines()[-1], err[-3000:]
     time.sleep(1)
     alive = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert alive == [], [psutil.Process(p).cmdline() for p in alive if psutil.pid_exists(p)]

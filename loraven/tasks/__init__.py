@@ -158,13 +158,22 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _render_mc_task(task_name: str, docs: Mapping[str, list[dict]], data_root: Path, fingerprint: str) -> Path:
-    """Write the split files and the lm-eval YAML (from the shipped template) into a cache folder."""
-    folder = data_root / f"{task_name}-{fingerprint}"
+def write_splits(folder: Path, docs: Mapping[str, list[dict]]) -> dict[str, str]:
+    """One ``<split>.jsonl`` per split in a cache folder named by its content's fingerprint (written once,
+    atomically); returns {split: absolute path}."""
+    files = {}
     for split, rows in docs.items():
         target = folder / f"{split}.jsonl"
         if not target.is_file():
-            _write_atomic(target, "".join(json.dumps(r) + "\n" for r in rows))
+            _write_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        files[split] = str(target.resolve())
+    return files
+
+
+def _render_mc_task(task_name: str, docs: Mapping[str, list[dict]], data_root: Path, fingerprint: str) -> Path:
+    """Write the split files and the lm-eval YAML (from the shipped template) into a cache folder."""
+    folder = data_root / f"{task_name}-{fingerprint}"
+    write_splits(folder, docs)
     template = resources.files("loraven.tasks").joinpath("templates/arith_mc.yaml").read_text()
     yaml_text = template.replace("__TASK_NAME__", task_name).replace("__DATA_DIR__", str(folder.resolve()))
     _write_atomic(folder / f"{task_name}.yaml", yaml_text)

@@ -60,17 +60,11 @@ def split(rows: list[dict[str, str]], seed: int, eval_fraction: float) -> dict[s
 
 def build_gsm8k(cfg: Mapping[str, Any], data_root: Path):
     """The lm_eval task path with ``gsm8k`` pointed at our two local files."""
-    from loraven.tasks import _fingerprint, _write_atomic, lm_eval_task
+    from loraven.tasks import _fingerprint, lm_eval_task, write_splits
 
     seed, fraction = int(cfg.get("seed", 1234)), float(cfg.get("eval_fraction", 0.25))
     parts = split(read_problems(), seed, fraction)
     fingerprint = _fingerprint({"kind": "gsm8k", "seed": seed, "eval_fraction": fraction, "n": N_PROBLEMS})
-    folder = data_root / f"gsm8k-{fingerprint}"
-    files = {}
-    for name, rows in parts.items():
-        target = folder / f"{name}.jsonl"
-        if not target.is_file():
-            _write_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        files[name] = str(target.resolve())
+    files = write_splits(data_root / f"gsm8k-{fingerprint}", parts)
     overrides = {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files}}
     return lm_eval_task(cfg, ["gsm8k"], None, fingerprint, overrides=overrides)

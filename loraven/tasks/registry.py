@@ -139,28 +139,33 @@ def load_tasks(specs: Sequence[str | dict], manager) -> dict[str, Any]:
 def resolve_metric_filter(tasks: Mapping[str, Any], metric: str | None, filter_name: str | None) -> tuple[str, str]:
     """The task's own first metric and first filter unless named; a bad name lists the task's own."""
     first = next(iter(tasks.values()))
-    metrics = [m["metric"] if isinstance(m, Mapping) else str(m) for m in (first.config.metric_list or [])]
-    if not metrics:  # python tasks declare metrics in code
-        metrics = list(first.aggregation().keys())
-    filters = [f["name"] for f in (first.config.filter_list or [])] or ["none"]
-    chosen_metric = str(metric) if metric else metrics[0]
-    chosen_filter = str(filter_name) if filter_name else filters[0]
+    chosen_metric = str(metric) if metric else _metrics_of(first)[0]
+    chosen_filter = str(filter_name) if filter_name else _filters_of(first)[0]
     for name, task in tasks.items():
-        own = [m["metric"] if isinstance(m, Mapping) else str(m) for m in (task.config.metric_list or [])] or list(
-            task.aggregation().keys()
-        )
+        own = _metrics_of(task)
         if chosen_metric not in own:
             raise ConfigError(
                 f"task.metric={chosen_metric!r} is not a metric of lm-eval task {name!r}; "
                 f"valid: {', '.join(map(str, own))}"
             )
-        own_filters = [f["name"] for f in (task.config.filter_list or [])] or ["none"]
+        own_filters = _filters_of(task)
         if chosen_filter not in own_filters:
             raise ConfigError(
                 f"task.filter={chosen_filter!r} is not a filter of lm-eval task {name!r}; "
                 f"valid: {', '.join(own_filters)}"
             )
     return chosen_metric, chosen_filter
+
+
+def _metrics_of(task) -> list[str]:
+    """The task's metric names in its config's order (python tasks declare them in code)."""
+    listed = [m["metric"] if isinstance(m, Mapping) else str(m) for m in (task.config.metric_list or [])]
+    return listed or list(task.aggregation().keys())
+
+
+def _filters_of(task) -> list[str]:
+    """The task's filter names in its config's order; lm-eval calls the unfiltered score "none"."""
+    return [f["name"] for f in (task.config.filter_list or [])] or ["none"]
 
 
 def chance_level(tasks: Mapping[str, Any]) -> float | None:

@@ -99,6 +99,9 @@ class AdaptedModel:
 
 
 AdapterFactory = Callable[[nn.Module, Mapping[str, Any], Mapping[str, Any], AdapterContext], AdaptedModel]
+# (model, adapter config, budget) -> the config keys that bring the method's trainable count to <= budget
+BudgetFitter = Callable[[nn.Module, Mapping[str, Any], int], dict[str, Any]]
+PARAM_BUDGET_KEY = "param_budget"  # adapter.param_budget: a trainable-parameter count every method is fitted to
 
 
 @dataclass(frozen=True)
@@ -107,18 +110,24 @@ class AdapterSpec:
     factory: AdapterFactory
     schedulers: tuple[str, ...]
     doc: str = ""
+    fit_budget: BudgetFitter | None = None  # None: the method has no rank to fit (full fine-tuning)
 
 
 _REGISTRY: dict[str, AdapterSpec] = {}
 
 
-def register_adapter(name: str, schedulers: tuple[str, ...] = ("static",), doc: str = ""):
-    """Decorator: register ``factory`` as adapter ``name`` accepting the given schedulers."""
+def register_adapter(name: str, schedulers: tuple[str, ...] = ("static",), doc: str = "",
+                     fit_budget: BudgetFitter | None = None):
+    """Decorator: register ``factory`` as adapter ``name`` accepting the given schedulers.
+
+    ``fit_budget`` (optional) maps ``adapter.param_budget`` to the method's own size keys (LoRA's ``r``,
+    LoRAven's ``r_max``, ...), so that parameter-matched comparisons need no method names outside the method.
+    """
 
     def wrap(factory: AdapterFactory) -> AdapterFactory:
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"adapter {name!r} is registered twice")
-        _REGISTRY[name] = AdapterSpec(name, factory, tuple(schedulers), doc or (factory.__doc__ or ""))
+        _REGISTRY[name] = AdapterSpec(name, factory, tuple(schedulers), doc or (factory.__doc__ or ""), fit_budget)
         return factory
 
     return wrap
@@ -149,9 +158,56 @@ def check_combination(adapter: str, scheduler: str) -> None:
 def apply_adapter(
     model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any], ctx: AdapterContext
 ) -> AdaptedModel:
+    """Apply the method; an ``adapter.param_budget`` is first turned into its size keys (:func:`fit_param_budget`)."""
     name = str(adapter_cfg["name"])
     check_combination(name, str(scheduler_cfg["name"]))
-    return get_adapter(name).factory(model, adapter_cfg, scheduler_cfg, ctx)
+    fitted, _ = fit_param_budget(model, adapter_cfg)
+    return get_adapter(name).factory(model, fitted, scheduler_cfg, ctx)
+
+
+def fit_param_budget(model: nn.Module, adapter_cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the adapter config the method is built from, what the budget did) for ``adapter.param_budget``.
+
+    Without a budget the config is returned unchanged (minus the key). With one, the method's registered
+    ``fit_budget`` picks its size keys so its trainable-parameter count is the largest that fits the budget;
+    a method without one (full fine-tuning) trains what it trains, and the info says the budget did not apply.
+    """
+    cfg = {str(k): v for k, v in adapter_cfg.items() if k != PARAM_BUDGET_KEY}
+    budget = adapter_cfg.get(PARAM_BUDGET_KEY)
+    if budget is None:
+        return cfg, {}
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigError(f"adapter.param_budget={budget!r}; valid: null or a trainable-parameter count >= 1")
+    spec = get_adapter(str(cfg["name"]))
+    if spec.fit_budget is None:
+        return cfg, {"param_budget": budget, "budget_applied": False}
+    chosen = spec.fit_budget(model, cfg, int(budget))
+    return {**cfg, **chosen}, {"param_budget": budget, "budget_applied": True, "budget_fit": chosen}
+
+
+def linear_targets(model: nn.Module, target_modules: str | list[str] | tuple[str, ...]) -> list[tuple[str, nn.Linear]]:
+    """The nn.Linear layers a low-rank method adapts: name-suffix matches, or ``all-linear`` = every Linear but
+    the output head (peft's rule, which LoRAven and LoRA-AR follow): the shapes a budget is counted on."""
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if target_modules == "all-linear":
+        get = getattr(model, "get_output_embeddings", None)
+        head = get() if callable(get) else None
+        if head is None and linears and isinstance(model, nn.Sequential):
+            head = linears[-1][1]
+        return [(n, m) for n, m in linears if m is not head and n.rsplit(".", 1)[-1] not in ("lm_head", "score",
+                                                                                              "classifier")]
+    names = [target_modules] if isinstance(target_modules, str) else [str(t) for t in target_modules]
+    return [(n, m) for n, m in linears if any(n == t or n.endswith("." + t) for t in names)]
+
+
+def rank_for_budget(budget: int, per_rank: int, fixed: int, key: str, limit: int) -> int:
+    """The largest rank r with ``fixed + r·per_rank <= budget``, within 1..limit; one clear error if even r=1
+    does not fit (the message names the smallest budget that does)."""
+    r = (budget - fixed) // per_rank if per_rank > 0 else 0
+    if r < 1:
+        raise ConfigError(f"adapter.param_budget={budget} is below this method's smallest size "
+                          f"({key}=1 needs {fixed + per_rank} trainable parameters)")
+    return int(min(r, limit))
 
 
 def _load_builtin() -> None:

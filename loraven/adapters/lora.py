@@ -7,7 +7,14 @@ from typing import Any
 
 from torch import nn
 
-from loraven.adapters.base import AdaptedModel, AdapterContext, ConfigError, register_adapter
+from loraven.adapters.base import (
+    AdaptedModel,
+    AdapterContext,
+    ConfigError,
+    linear_targets,
+    rank_for_budget,
+    register_adapter,
+)
 from loraven.checks import check_rank_fits
 
 
@@ -73,7 +80,23 @@ def wrap_with_peft(model: nn.Module, config) -> nn.Module:
         raise ConfigError(f"{err}. Linear module names in this model: {', '.join(names)}") from err
 
 
-@register_adapter("lora", schedulers=("static",))
+def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int, dora: bool) -> dict[str, Any]:
+    """``r`` for a trainable-parameter budget: LoRA trains r·(in+out) per target layer (A and B); DoRA adds
+    its magnitude vector (out) per layer. ``alpha`` keeps the configured alpha/r, so the update's scale
+    (hence the learning rate that suits it) does not change with the fitted rank."""
+    layers = linear_targets(model, target_modules(cfg))
+    if not layers:
+        raise ConfigError(f"adapter.target_modules={cfg.get('target_modules')!r} matches no Linear layer")
+    per_rank = sum(m.in_features + m.out_features for _, m in layers)
+    fixed = sum(m.out_features for _, m in layers) if dora else 0
+    limit = min(min(m.in_features, m.out_features) for _, m in layers)
+    r = rank_for_budget(budget, per_rank, fixed, "adapter.r", limit)
+    r0 = int(cfg.get("r", 8))
+    alpha = float(cfg.get("alpha", 2 * r0)) * r / r0
+    return {"r": r, "alpha": alpha}
+
+
+@register_adapter("lora", schedulers=("static",), fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=False))
 def apply_lora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
                ctx: AdapterContext) -> AdaptedModel:
     """peft LoRA: W0 + (alpha/r)·B·A on the target modules."""
@@ -81,7 +104,7 @@ def apply_lora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[
     return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=False)), "lora")
 
 
-@register_adapter("dora", schedulers=("static",))
+@register_adapter("dora", schedulers=("static",), fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=True))
 def apply_dora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
                ctx: AdapterContext) -> AdaptedModel:
     """peft DoRA (``use_dora=True``): LoRA direction plus a trained per-output magnitude vector."""

@@ -83,7 +83,13 @@ def plan_allocation(model: nn.Module, cfg: LoraARConfig) -> tuple[Allocation, fl
     return alloc, time.perf_counter() - start
 
 
-@register_adapter("lora_ar", schedulers=("static",))
+def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[str, Any]:
+    """LoRA-AR's own budget mode, given a count: the spectral allocation is rescaled so Σ r·(in+out) (+ DoRA's
+    magnitudes) equals ``budget`` (see :func:`allocate.allocate`); ``budget_rank`` is then unused."""
+    return {"budget_params": int(budget), "budget_rank": None}
+
+
+@register_adapter("lora_ar", schedulers=("static",), fit_budget=budget_fit)
 def apply_lora_ar(model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
                   ctx: AdapterContext) -> AdaptedModel:
     """LoRA-AR: per-module LoRA ranks from Hill α and MP spikes of the pretrained weights (then static)."""

@@ -515,6 +515,8 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
                 "dense_std": b[f"{value}_std"] if b is not None else math.nan,
                 "mean": row[f"{value}_mean"],
                 "std": row[f"{value}_std"],
+                "trainable_params": group["trainable_params"].mean(),
+                "dense_trainable_params": base["trainable_params"].mean() if len(base) else math.nan,
                 "chance": chance_state(group),
                 "dense_chance": chance_state(base) if len(base) else NOT_MEASURED,
             }
@@ -562,10 +564,12 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
         "seeds",
         "mean",
         "std",
+        "trainable_params",
         "chance",
         "dense_n",
         "dense_mean",
         "dense_std",
+        "dense_trainable_params",
         "dense_chance",
         *intervals,
         "verdict",
@@ -590,8 +594,10 @@ def display_accuracy(table: pd.DataFrame) -> pd.DataFrame:
         out = {k: row[k] for k in (*ACC_KEYS, "kind", "metric")} | {"n": count(row["n"])}
         out["LoRAven level"] = out.pop("level")
         out["value"] = mean_std(row["mean"], row["std"], row["n"])
+        out["trainable params"] = params_text(row["trainable_params"])
         out["chance"] = row["chance"]
         out["dense"] = mean_std(row["dense_mean"], row["dense_std"], row["dense_n"])
+        out["dense params"] = params_text(row["dense_trainable_params"])
         pair = _pair_n(row)
         out["retention %"] = _shown(row, "retention_pct", pair)
         out["MSE increase %"] = _shown(row, "mse_increase_pct", pair)
@@ -600,6 +606,13 @@ def display_accuracy(table: pd.DataFrame) -> pd.DataFrame:
         out["paper_claim"] = row["paper_claim"]
         rows.append(out)
     return fill_missing(pd.DataFrame(rows))
+
+
+def params_text(value: Any) -> str:
+    """A trainable-parameter count with thousands separators; missing → "not measured"."""
+    if isinstance(value, (int, float)) and not math.isnan(float(value)):
+        return f"{int(round(float(value))):,}"
+    return NOT_MEASURED
 
 
 # ----------------------------------------------------------------------------------------- runs.csv

@@ -111,23 +111,26 @@ class AdapterSpec:
     schedulers: tuple[str, ...]
     doc: str = ""
     fit_budget: BudgetFitter | None = None  # None: the method has no rank to fit (full fine-tuning)
+    size_space: tuple[str, str] | None = None  # (config key, Hydra sweep) that loraven.tune --sizes searches
 
 
 _REGISTRY: dict[str, AdapterSpec] = {}
 
 
 def register_adapter(name: str, schedulers: tuple[str, ...] = ("static",), doc: str = "",
-                     fit_budget: BudgetFitter | None = None):
+                     fit_budget: BudgetFitter | None = None, size_space: tuple[str, str] | None = None):
     """Decorator: register ``factory`` as adapter ``name`` accepting the given schedulers.
 
     ``fit_budget`` (optional) maps ``adapter.param_budget`` to the method's own size keys (LoRA's ``r``,
-    LoRAven's ``r_max``, ...), so that parameter-matched comparisons need no method names outside the method.
+    LoRAven's ``r_max``, ...), so that parameter-matched comparisons need no method names outside the method;
+    ``size_space`` is the method's size key and the values a small search tries (``--sizes`` of loraven.tune).
     """
 
     def wrap(factory: AdapterFactory) -> AdapterFactory:
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"adapter {name!r} is registered twice")
-        _REGISTRY[name] = AdapterSpec(name, factory, tuple(schedulers), doc or (factory.__doc__ or ""), fit_budget)
+        _REGISTRY[name] = AdapterSpec(name, factory, tuple(schedulers), doc or (factory.__doc__ or ""), fit_budget,
+                                      size_space)
         return factory
 
     return wrap

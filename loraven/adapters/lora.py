@@ -96,7 +96,11 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int, dora: bool
     return {"r": r, "alpha": alpha}
 
 
-@register_adapter("lora", schedulers=("static",), fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=False))
+SIZE_SPACE = ("adapter.r", "choice(4,8,16)")
+
+
+@register_adapter("lora", schedulers=("static",), fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=False),
+                  size_space=SIZE_SPACE)
 def apply_lora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
                ctx: AdapterContext) -> AdaptedModel:
     """peft LoRA: W0 + (alpha/r)·B·A on the target modules."""
@@ -104,7 +108,8 @@ def apply_lora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[
     return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=False)), "lora")
 
 
-@register_adapter("dora", schedulers=("static",), fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=True))
+@register_adapter("dora", schedulers=("static",), fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=True),
+                  size_space=SIZE_SPACE)
 def apply_dora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
                ctx: AdapterContext) -> AdaptedModel:
     """peft DoRA (``use_dora=True``): LoRA direction plus a trained per-output magnitude vector."""

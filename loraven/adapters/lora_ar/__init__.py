@@ -89,7 +89,8 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[st
     return {"budget_params": int(budget), "budget_rank": None}
 
 
-@register_adapter("lora_ar", schedulers=("static",), fit_budget=budget_fit)
+@register_adapter("lora_ar", schedulers=("static",), fit_budget=budget_fit,
+                  size_space=("adapter.budget_rank", "choice(4,8,16)"))
 def apply_lora_ar(model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
                   ctx: AdapterContext) -> AdaptedModel:
     """LoRA-AR: per-module LoRA ranks from Hill α and MP spikes of the pretrained weights (then static)."""

@@ -92,7 +92,8 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[st
     return {"r_max": r_max, "alpha": alpha}
 
 
-@register_adapter("loraven", schedulers=("static", "linear", "energy"), fit_budget=budget_fit)
+@register_adapter("loraven", schedulers=("static", "linear", "energy"), fit_budget=budget_fit,
+                  size_space=("adapter.r_max", "choice(4,8,16)"))
 def apply_loraven(model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
                   ctx: AdapterContext) -> LoRAvenModel:
     """LoRAven: dynamic-rank U·diag(S)·Vᵀ layers (adapter beside frozen W0, or replacing W) + scheduler."""

@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from loraven.adapters.base import available_adapters, get_adapter
+from loraven.cli import JOB_POINTER
 from loraven.search import storage_url, study_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH_EXPERIMENT = "tune_search"
 FINAL_EXPERIMENT = "tune"
 LR_SPACE = "tag(log, interval(1e-5, 1e-2))"
+POLL_S = 5.0
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -64,15 +66,37 @@ def say(message: str) -> None:
     print(f"[tune {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run_sweep(args: list[str], log_path: Path) -> int:
-    """``python run.py -m *args`` with its output in ``log_path``; returns the exit code."""
+def run_sweep(args: list[str], log_path: Path, sweep_dir: Path, label: str) -> int:
+    """``python run.py -m *args`` with its output in ``log_path``; one progress line per finished job (read from
+    the job records the sweep leaves in ``sweep_dir``); returns the exit code."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
+    seen: set[Path] = set(sweep_dir.glob(f"*/{JOB_POINTER}"))
+    with log_path.open("a") as log:  # a resumed tune appends to the same log
         log.write("$ python run.py -m " + " ".join(args) + "\n")
         log.flush()
-        proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", *args], stdout=log,
-                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return proc.returncode
+        proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *args], stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        while True:
+            done = proc.poll() is not None
+            for pointer in sorted(set(sweep_dir.glob(f"*/{JOB_POINTER}")) - seen):
+                seen.add(pointer)
+                say(f"{label}: job {pointer.parent.name} {_job_line(pointer)}")
+            if done:
+                return int(proc.returncode)
+            time.sleep(POLL_S)
+
+
+def _job_line(pointer: Path) -> str:
+    try:
+        job = json.loads(pointer.read_text())
+    except (OSError, ValueError):
+        return "(record unreadable)"
+    s = job.get("summary") or {}
+    acc = s.get("accuracy")
+    score = f"{s.get('split')} acc {acc:.3f}" if isinstance(acc, (int, float)) else (job.get("reason") or "")[:80]
+    lr = s.get("lr")
+    return f"{job.get('status')}: seed {s.get('seed')}, lr {lr:.3g}, {score}" if isinstance(lr, float) else \
+        f"{job.get('status')}: {score}"
 
 
 def search(method: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
@@ -81,13 +105,14 @@ def search(method: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     size = get_adapter(method).size_space  # the method's own size key, from the adapter registry
     if args.sizes and size is not None:
         space.append(f"{size[0]}={size[1]}")
+    sweep_dir = Path(args.results) / SEARCH_EXPERIMENT / "hydra" / method / time.strftime("%Y%m%d-%H%M%S")
     sweep = [
         "experiment=tune", f"adapter={method}", f"results_dir={args.results}",
         f"hydra.sweeper.n_trials={args.trials}", f"task.validation_fraction={args.validation_fraction}",
-        f"hydra.sweep.dir={Path(args.results) / SEARCH_EXPERIMENT / 'hydra' / method}", *space, *args.overrides,
+        f"hydra.sweep.dir={sweep_dir}", *space, *args.overrides,
     ]
     start = time.perf_counter()
-    code = run_sweep(sweep, logs / f"{method}-search.log")
+    code = run_sweep(sweep, logs / f"{method}-search.log", sweep_dir, f"{method} search")
     study = study_summary(storage_url(args.results, SEARCH_EXPERIMENT), f"{SEARCH_EXPERIMENT}-{method}")
     states = [t["state"] for t in study["trials"]]
     say(f"{method}: search done in {time.perf_counter() - start:.0f} s (exit {code}): "
@@ -101,16 +126,16 @@ def finals(method: str, role: str, params: dict[str, Any], study: str | None, ar
     """The final runs of one method and role over the seeds, scored on the test split."""
     chosen = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in params.items()]
     searched = "[" + ",".join(params) + "]"
+    sweep_dir = Path(args.results) / FINAL_EXPERIMENT / "hydra" / f"{method}-{role}" / time.strftime("%Y%m%d-%H%M%S")
     sweep = [
         f"adapter={method}", f"seed={args.seeds}", f"results_dir={args.results}",
         f"experiment_name={FINAL_EXPERIMENT}", "task.eval_split=test",
         f"task.validation_fraction={args.validation_fraction}", f"tuning.role={role}",
         f"tuning.study={study or 'null'}", f"tuning.searched={searched if params else '[]'}",
-        f"hydra.sweep.dir={Path(args.results) / FINAL_EXPERIMENT / 'hydra' / f'{method}-{role}'}",
-        *chosen, *args.overrides,
+        f"hydra.sweep.dir={sweep_dir}", *chosen, *args.overrides,
     ]
     start = time.perf_counter()
-    code = run_sweep(sweep, logs / f"{method}-{role}.log")
+    code = run_sweep(sweep, logs / f"{method}-{role}.log", sweep_dir, f"{method} {role}")
     say(f"{method}: {role} runs (seeds {args.seeds}) done in {time.perf_counter() - start:.0f} s (exit {code})")
     return code
 

@@ -283,7 +283,7 @@ def energy_table(frame: pd.DataFrame) -> pd.DataFrame:
     """§5.2: each level's energy and quality (mean ± std over seeds), reduction % and retention % vs the
     dense run of the same experiment/model/task *measured with the same method* (never mixed) with 95 %
     intervals, energy per unit of work, the evidence (measured/estimated) and a three-state verdict."""
-    runs = completed_training(frame)
+    runs = outside_tuning(completed_training(frame))
     warn_mixed_versions(runs, "energy table")
     values = ["energy_kwh", "accuracy", "mse", "step_ms", "j_per_train_unit", "j_per_eval_example"]
     stats = group_stats(runs, ENERGY_KEYS, values) if not runs.empty else None
@@ -490,7 +490,7 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
     flatter the method) against dense: retention % (accuracy ratio) or MSE increase % (regression) with 95 %
     intervals, the gain over the untrained model, chance level, a three-state verdict, and the paper's
     claim for that kind of task beside it; kinds we have not run still get a row."""
-    runs = completed_training(frame)
+    runs = outside_tuning(completed_training(frame))
     warn_mixed_versions(runs, "accuracy table")
     rows = []
     if not runs.empty:
@@ -606,6 +606,12 @@ def display_accuracy(table: pd.DataFrame) -> pd.DataFrame:
         out["paper_claim"] = row["paper_claim"]
         rows.append(out)
     return fill_missing(pd.DataFrame(rows))
+
+
+def outside_tuning(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of the paper's tables: not the tuned/untuned runs of ``python -m loraven.tune`` (two learning
+    rates of one method would be averaged into one level; they have their own table, analysis/tuned.py)."""
+    return runs[runs["tuning_role"].isna()] if "tuning_role" in runs else runs
 
 
 def params_text(value: Any) -> str:

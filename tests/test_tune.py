@@ -174,7 +174,9 @@ def test_tuned_table_shows_intervals_n_chosen_lr_and_params_and_skips_validation
     assert row["gain"] == pytest.approx(0.2) and row["gain_lo"] > 0
     shown = display_tuned(table).iloc[0]
     assert shown["trainable params"] == "1,000" and "(n=3)" in shown["tuned accuracy"]
-    assert 0.99 not in accuracy_table(frame)["mean"].tolist()
+    plain = runs_frame([_record(None, 0, 0.7, 3e-4), _record(None, 1, 0.99, 5e-3, split="validation")])
+    assert set(accuracy_table(frame)["level"]) == {"not measured"}  # tuning runs: their own table only
+    assert accuracy_table(plain)["mean"].dropna().tolist() == [0.7]  # a validation-scored trial never counts
 
 
 def test_tune_driver_searches_then_runs_tuned_and_untuned_seeds(tmp_path: Path, session_cache: Path) -> None:

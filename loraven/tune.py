@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -76,14 +77,19 @@ def run_sweep(args: list[str], log_path: Path, sweep_dir: Path, label: str) -> i
         log.flush()
         proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *args], stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        while True:
-            done = proc.poll() is not None
-            for pointer in sorted(set(sweep_dir.glob(f"*/{JOB_POINTER}")) - seen):
-                seen.add(pointer)
-                say(f"{label}: job {pointer.parent.name} {_job_line(pointer)}")
-            if done:
-                return int(proc.returncode)
-            time.sleep(POLL_S)
+        try:
+            while True:
+                done = proc.poll() is not None
+                for pointer in sorted(set(sweep_dir.glob(f"*/{JOB_POINTER}")) - seen):
+                    seen.add(pointer)
+                    say(f"{label}: job {pointer.parent.name} {_job_line(pointer)}")
+                if done:
+                    return int(proc.returncode)
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the sweep records its run as interrupted, then we stop
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=180)
+            raise
 
 
 def _job_line(pointer: Path) -> str:
@@ -144,8 +150,21 @@ def _params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return _tune(args)
+    except KeyboardInterrupt:
+        say("interrupted: the running sweep recorded its job as interrupted; run the same command to resume")
+        return 130
+
+
+def _tune(args: argparse.Namespace) -> int:
     out = Path(args.results) / FINAL_EXPERIMENT
     logs = out / "logs"
     summary: dict[str, Any] = {"methods": {}, "trials": args.trials, "seeds": args.seeds,

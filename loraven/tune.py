@@ -5,11 +5,11 @@ sweeps (each job a normal run in the results store, with resume and failure reco
 
 1. the search: ``run.py -m experiment=tune adapter=M`` — Hydra's Optuna sweeper, ``--trials`` trials over
    ``trainer.lr`` (log scale; ``--sizes`` adds the method's own size key), each scored on the *validation*
-   split; the study is ``<results>/tune_search/optuna.db``, so an interrupted search resumes;
+   split; the study is ``<results>/tune/optuna.db``, so an interrupted search resumes;
 2. the final runs: the best trial's config over ``--seeds`` on the *test* split (``tuning.role=tuned``), and
-   the same seeds at the default config (``tuning.role=untuned``) for comparison, in ``<results>/tune/``.
+   the same seeds at the default config (``tuning.role=untuned``) for comparison, in ``<results>/tuned/``.
 
-Both train on the same data (the training split minus the validation carve). ``<results>/tune/summary.json``
+Both train on the same data (the training split minus the validation carve). ``<results>/tuned/summary.json``
 holds each method's study, best trial and every trial; ``python -m analysis`` shows the "tuned" table.
 Anything after ``--`` is passed to every run (``-- model=tiny_llama trainer=smoke``).
 """
@@ -32,8 +32,8 @@ from loraven.cli import JOB_POINTER
 from loraven.search import storage_url, study_summary
 
 ROOT = Path(__file__).resolve().parents[1]
-SEARCH_EXPERIMENT = "tune_search"
-FINAL_EXPERIMENT = "tune"
+SEARCH_EXPERIMENT = "tune"
+FINAL_EXPERIMENT = "tuned"
 LR_SPACE = "tag(log, interval(1e-5, 1e-2))"
 POLL_S = 5.0
 

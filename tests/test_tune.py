@@ -147,7 +147,7 @@ def test_param_budget_below_the_smallest_rank_names_the_minimum() -> None:
 def _record(role: str | None, seed: int, acc: float, lr: float, split: str = "test") -> dict:
     return {
         "run_id": f"{role}-{seed}-{split}", "status": "completed", "reason": None, "created_at": "x",
-        "experiment": "tune", "seed": seed,
+        "experiment": "tuned", "seed": seed,
         "config": {"seed": seed, "trainer": {"lr": lr},
                    "tuning": {"role": role, "searched": ["trainer.lr"] if role == "tuned" else []}},
         "model": {"name": "m", "total_params": 10, "trainable_params": 1000},
@@ -193,11 +193,11 @@ def test_tune_driver_searches_then_runs_tuned_and_untuned_seeds(tmp_path: Path, 
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "lora: search done" in proc.stdout and "lora: tuned runs" in proc.stdout
-    summary = json.loads((store / "tune" / "summary.json").read_text())
+    summary = json.loads((store / "tuned" / "summary.json").read_text())
     best_lr = summary["methods"]["lora"]["best"]["params"]["trainer.lr"]
-    finals = [r for r in results(store / "tune")]
+    finals = results(store / "tuned")
     roles = pd.Series([r["config"]["tuning"]["role"] for r in finals]).value_counts().to_dict()
     assert roles == {"tuned": 2, "untuned": 2}
     assert {r["config"]["trainer"]["lr"] for r in finals if r["config"]["tuning"]["role"] == "tuned"} == {best_lr}
     assert all(r["metrics"]["split"] == "test" for r in finals)
-    assert all(r["metrics"]["split"] == "validation" for r in results(store / "tune_search"))
+    assert all(r["metrics"]["split"] == "validation" for r in results(store / "tune"))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from omegaconf import DictConfig, flag_override
 from loraven.adapters.base import ConfigError
 
 log = logging.getLogger("loraven.search")
+# optuna 2.x (what the sweeper pins) trips SQLAlchemy 1.4's "not 2.0-ready" banner on every import; we pin <2
+os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 
 MINIMIZED_METRICS = ("mse", "loss", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter")
 DEFAULT_METRIC = {"regression": "mse", "gsm8k": "exact_match"}  # every other task kind reports acc by default

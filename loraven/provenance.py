@@ -54,7 +54,7 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from loraven.adapters.base import ConfigError
+        from loraven.errors import ConfigError
 
         raise ConfigError(f"device={name!r} but no CUDA device is available; valid choices here: auto, cpu")
     return torch.device(name)

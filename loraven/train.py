@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from loraven.adapters.base import AdaptedModel
+from loraven.settings import trainer_settings
 from loraven.tasks import ClassicTask, LMTask, chat_pair
 
 FAULT_ENV = "LORAVEN_FAULT_INJECT"  # tests: "oom@3" simulated CUDA OOM at step 3; "error@N"; "nan@N" (NaN loss);
@@ -137,36 +138,74 @@ def batch_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], task: 
 # --------------------------------------------------------------------------- loop
 
 
+class TrainStep:
+    """One optimizer step exactly as the loop takes it, shared by the loop and the step-time benchmark.
+
+    forward + ``batch_loss`` (+ the adapter's regularisation) under autocast → backward → grad clip →
+    AdamW step → lr schedule step → zero_grad → ``adapted.after_optimizer_step``. Returns the detached
+    on-device loss (no host sync).
+    """
+
+    def __init__(self, adapted: AdaptedModel, cfg: Mapping[str, Any], device: torch.device,
+                 forward_model: torch.nn.Module | None = None) -> None:
+        from transformers import get_scheduler
+
+        cfg = trainer_settings(cfg)
+        self.adapted = adapted
+        self.forward_model = forward_model or adapted.model
+        self.params = list(adapted.trainable_parameters())
+        if not self.params:
+            raise ValueError("the adapter left no trainable parameters")
+        self.optimizer = torch.optim.AdamW(self.params, lr=float(cfg["lr"]),
+                                           weight_decay=float(cfg["weight_decay"]), betas=tuple(cfg["betas"]))
+        self.scheduler = get_scheduler(str(cfg["lr_scheduler"]), self.optimizer,
+                                       num_warmup_steps=int(cfg["warmup_steps"]),
+                                       num_training_steps=int(cfg["steps"]))
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                         and cfg["precision"] in ("auto", "bf16") else nullcontext())
+        self.grad_clip = float(cfg["grad_clip"]) if cfg.get("grad_clip") else None
+
+    def __call__(self, batch: Mapping[str, torch.Tensor], task: LMTask | ClassicTask | None, step: int,
+                 poison: bool = False) -> torch.Tensor:
+        """``poison``: multiply the loss by NaN (the fault injector's simulated divergence)."""
+        with self.autocast:
+            loss = batch_loss(self.forward_model, batch, task)
+            if poison:
+                loss = loss * float("nan")
+            extra = self.adapted.regularization_loss()
+            total = loss + extra if extra is not None else loss
+        total.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        detached = loss.detach()
+        self.adapted.after_optimizer_step(step, detached)
+        return detached
+
+    def last_lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+
 def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg: Mapping[str, Any],
           device: torch.device, log_fn=None, seed: int = 0, progress: bool = True) -> TrainStats:
     """Fine-tune ``adapted.model`` on ``task`` for ``cfg.steps`` optimizer steps."""
-    from transformers import get_scheduler
-
+    cfg = trainer_settings(cfg)
     model = adapted.model
     model.train()
-    params = list(adapted.trainable_parameters())
-    if not params:
-        raise ValueError("the adapter left no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)),
-                                  betas=tuple(cfg.get("betas", (0.9, 0.999))))
     steps = int(cfg["steps"])
-    scheduler = get_scheduler(str(cfg.get("lr_scheduler", "linear")), optimizer,
-                              num_warmup_steps=int(cfg.get("warmup_steps", 0)), num_training_steps=steps)
     rank, world = _dist_rank_world()
     batch_size = int(cfg["batch_size"])
     if isinstance(task, ClassicTask):
         batches = classic_batches(task, batch_size, seed, rank, world)
     else:
-        max_len = task.max_seq_len or int(cfg.get("max_seq_len", 128))  # a task's worked answers need their room
+        max_len = task.max_seq_len or int(cfg["max_seq_len"])  # a task's worked answers need their room
         model_max = getattr(tokenizer, "model_max_length", None)
         max_len = min(max_len, int(model_max)) if model_max and model_max < 1_000_000 else max_len
         batches = lm_batches(task, tokenizer, batch_size, max_len, seed, rank, world)
-    ddp = _maybe_ddp(model, device, world)
-    forward_model = ddp or model
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                and cfg.get("precision", "auto") in ("auto", "bf16") else nullcontext())
-    grad_clip = cfg.get("grad_clip")
-    log_every = max(1, int(cfg.get("log_every", 10)))
+    take_step = TrainStep(adapted, cfg, device, forward_model=_maybe_ddp(model, device, world))
+    log_every = max(1, int(cfg["log_every"]))
     fault = _parse_fault(os.environ.get(FAULT_ENV))
     stats = TrainStats()
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
@@ -187,21 +226,8 @@ def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg
             ev[0].record()
         if fault and fault[1] == step:
             _inject(fault[0])
-        with autocast:
-            loss = batch_loss(forward_model, batch, task)
-            if fault and fault[0] == "nan" and step >= fault[1]:
-                loss = loss * float("nan")  # simulated divergence
-            extra = adapted.regularization_loss()
-            total = loss + extra if extra is not None else loss
-        total.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, float(grad_clip))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        detached = loss.detach()
+        detached = take_step(batch, task, step, poison=bool(fault and fault[0] == "nan" and step >= fault[1]))
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
-        adapted.after_optimizer_step(step, detached)
         if device.type == "cuda":
             ev[1].record()
             cuda_events.append(ev)
@@ -219,7 +245,7 @@ def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg
             stats.loss_curve.append((step, value))
             bar.set_postfix(loss=f"{value:.4f}")
             if log_fn is not None and rank == 0:
-                log_fn({"train/loss": value, "train/lr": scheduler.get_last_lr()[0],
+                log_fn({"train/loss": value, "train/lr": take_step.last_lr(),
                         **{f"train/{k}": v for k, v in adapted.step_metrics().items()}}, step)
     bar.close()
     if device.type == "cuda":

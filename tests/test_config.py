@@ -10,8 +10,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from loraven.adapters.base import ConfigError, available_adapters, check_combination
+from loraven.adapters.base import available_adapters, check_combination
 from loraven.checks import check_config
+from loraven.errors import ConfigError
 from loraven.track import run_id_for
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

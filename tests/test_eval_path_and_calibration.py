@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from loraven.adapters.base import AdapterContext, ConfigError, apply_adapter
+from loraven.adapters.base import AdapterContext, apply_adapter
 from loraven.adapters.loraven.calibrate import calibrate, main, write
 from loraven.adapters.loraven.energy_model import EnergyModel
 from loraven.adapters.loraven.estimators import Workload
+from loraven.errors import ConfigError
 from loraven.models import build_tiny_llama
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import compose_cfg
 
-from loraven.adapters.base import ConfigError
 from loraven.checks import check_config
+from loraven.errors import ConfigError
 from loraven.evaluate import _stderr
 from loraven.job import run_job
 from loraven.models import tiny_tokenizer

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from loraven.adapters import AdapterContext, apply_adapter, get_adapter
-from loraven.adapters.base import ConfigError
 from loraven.adapters.lora_ar import ALLOCATION_FILE, LoraARAdapted
 from loraven.adapters.lora_ar.inject import check_patterns, inject, pattern_key, resolve_targets
+from loraven.errors import ConfigError
 from loraven.models import build_tiny_llama
 
 
@@ -67,7 +67,7 @@ def test_all_linear_excludes_the_output_head() -> None:
     assert len(targets) == 14 and "lm_head" not in targets
     assert list(resolve_targets(model, ["q_proj"])) == ["model.layers.0.self_attn.q_proj",
                                                         "model.layers.1.self_attn.q_proj"]
-    with pytest.raises(ConfigError, match="matched no linear module"):
+    with pytest.raises(ConfigError, match="matches no linear layer"):
         resolve_targets(model, ["qkv"])
 
 

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.lora_ar.allocate import allocate, composite_score, fit_budget, select_top
 from loraven.adapters.lora_ar.config import LoraARConfig
 from loraven.adapters.lora_ar.spectral import analyse_weights
+from loraven.errors import ConfigError
 
 
 def _heavy(n: int, m: int, gen: torch.Generator, power: float) -> torch.Tensor:

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from loraven.adapters.base import AdapterContext, ConfigError, IncompatibleCombination, apply_adapter
+from loraven.adapters.base import AdapterContext, apply_adapter
 from loraven.adapters.loraven import DynamicLowRankLayer
+from loraven.errors import ConfigError, IncompatibleCombination
 from loraven.models import build_mlp, build_tiny_llama
 
 SCHED = {"name": "linear", "update_every": 2, "min_steps_between_changes": 2}

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.loraven.hebbian import hebbian_update
 from loraven.adapters.loraven.layer import DynamicLowRankLayer
+from loraven.errors import ConfigError
 
 
 def _linear(i=20, o=12, seed=0, bias=True):

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.loraven.layer import DynamicLowRankLayer
 from loraven.adapters.loraven.lowrank_fn import LowRankMatmul
+from loraven.errors import ConfigError
 
 
 def _linear(i=20, o=12, seed=0, dtype=torch.float32):

@@ -4,11 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from loraven.adapters.base import AdapterContext, ConfigError, apply_adapter
+from loraven.adapters.base import AdapterContext, apply_adapter
 from loraven.adapters.loraven.energy_model import EnergyModel
 from loraven.adapters.loraven.estimators import Workload
 from loraven.adapters.loraven.events import EventMonitor
 from loraven.adapters.loraven.schedulers import bucket_set, to_bucket
+from loraven.errors import ConfigError
 
 D = 32
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 from loraven.models import _cache_valid, _sha256, load_model
 from loraven.tasks import build_task
 from loraven.tasks.arith import generate

@@ -320,9 +320,9 @@ import torch  # noqa: E402
 
 from loraven import job as job_module  # noqa: E402
 from loraven import track  # noqa: E402
-from loraven.adapters.base import ConfigError  # noqa: E402
 from loraven.checks import check_config  # noqa: E402
 from loraven.contract import SECTIONS, TOP_LEVEL  # noqa: E402
+from loraven.errors import ConfigError  # noqa: E402
 from loraven.track import FAILED_ATTEMPT, LOCK_NAME, Tracker  # noqa: E402
 
 

@@ -10,9 +10,10 @@ import pytest
 import yaml
 from conftest import CONF, FAST_CLASSIC, ROOT, compose_cfg, results, sweep_args
 
-from loraven.adapters.base import ConfigError, IncompatibleCombination, available_adapters, check_combination
+from loraven.adapters.base import available_adapters, check_combination
 from loraven.checks import check_config
 from loraven.contract import contract_violations
+from loraven.errors import ConfigError, IncompatibleCombination
 
 EXPERIMENTS = ("paper_energy", "paper_accuracy", "adapters")
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from torch import nn
 
-from loraven.adapters.base import AdaptedModel, AdapterContext, ConfigError, register_adapter
-from loraven.checks import check_rank_fits
+from loraven.adapters.base import AdaptedModel, AdapterContext, register_adapter
+from loraven.adapters.targets import resolve_targets, smallest_side
+from loraven.errors import ConfigError
 
 
 class PeftAdapted(AdaptedModel):
@@ -73,17 +74,32 @@ def wrap_with_peft(model: nn.Module, config) -> nn.Module:
         raise ConfigError(f"{err}. Linear module names in this model: {', '.join(names)}") from err
 
 
-@register_adapter("lora", schedulers=("static",))
-def apply_lora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
-               ctx: AdapterContext) -> AdaptedModel:
+def check_rank_fits(model: nn.Module, cfg: Mapping[str, Any]) -> None:
+    """A fixed rank ``r`` above a target layer's smaller side is a config error (peft would build it anyway)."""
+    rank = cfg.get("r")
+    if rank is None:
+        return
+    name, limit = smallest_side(resolve_targets(model, target_modules(cfg)))
+    if int(rank) > limit:
+        raise ConfigError(f"adapter.r={rank} exceeds layer {name} (smaller side {limit}); "
+                          f"valid: 1..{limit} for these target_modules")
+
+
+def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
+    """Benchmarks at matched rank r: ``r`` on every layer (uniform and budget are the same count here)."""
+    return {**cfg, "r": rank, "alpha": 2 * rank}
+
+
+_LORA_SPEC = {"check_fits": check_rank_fits, "match_rank": match_rank}
+
+
+@register_adapter("lora", schedulers=("static",), labels={"static": "LoRA"}, order=20, **_LORA_SPEC)
+def apply_lora(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
     """peft LoRA: W0 + (alpha/r)·B·A on the target modules."""
-    check_rank_fits(model, cfg)  # also run by the job right after loading, before base evaluation
-    return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=False)), "lora")
+    return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=False)))
 
 
-@register_adapter("dora", schedulers=("static",))
-def apply_dora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
-               ctx: AdapterContext) -> AdaptedModel:
+@register_adapter("dora", schedulers=("static",), labels={"static": "DoRA"}, order=21, **_LORA_SPEC)
+def apply_dora(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
     """peft DoRA (``use_dora=True``): LoRA direction plus a trained per-output magnitude vector."""
-    check_rank_fits(model, cfg)  # also run by the job right after loading, before base evaluation
-    return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=True)), "dora")
+    return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=True)))

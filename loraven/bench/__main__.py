@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from loraven.adapters.base import ConfigError
 from loraven.bench.job import SUITES, load_defaults, run_suites
+from loraven.errors import ConfigError
 
 
 def _csv(value: str) -> list[str]:

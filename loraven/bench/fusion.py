@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.loraven import fusion
 from loraven.bench.timing import dtype_name, round_robin
+from loraven.errors import ConfigError
 
 VARIANTS = ("original", "factored", "fused", "fused_precompute", "inplace", "dense")
 PAPER_SHAPES = ("32x512", "64x1024", "128x2048")

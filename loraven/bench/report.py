@@ -77,14 +77,16 @@ def train_step_table(rows: Sequence[dict[str, Any]]):
     first = rows[0]
     table = Table(title=f"train step — {first['model']}, batch {first['batch_size']}x{first['seq_len']}, "
                         f"r={first['rank']}, {first['device']} {first['dtype']}, {first['threads']} threads")
-    for col in ("method", "ms", "p10", "p90", "tokens/s", "peak MB", "trainable", "÷ full FT", "÷ LoRA"):
+    for col in ("method", "ms", "p10", "p90", "tokens/s", "peak MB", "trainable", "÷ full FT",
+                f"÷ {first.get('reference') or 'reference'}"):
         table.add_column(col, justify="right")
     for r in rows:
         if r.get("status") != "measured":
             table.add_row(r["method"], r.get("status", "-"), *["-"] * 7)
             continue
         table.add_row(r["method"], _f(r["ms"], 4), _f(r["ms_p10"], 4), _f(r["ms_p90"], 4), _f(r["tokens_per_s"]),
-                      _f(r.get("peak_mb"), 4), f"{r['trainable_params']:,}", _f(r["vs_full_ft"]), _f(r["vs_lora"]))
+                      _f(r.get("peak_mb"), 4), f"{r['trainable_params']:,}", _f(r["vs_full_ft"]),
+                      _f(r.get("vs_reference")))
     return table
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 
 
 @dataclass

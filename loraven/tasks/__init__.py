@@ -13,15 +13,14 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 
-TASK_KINDS = ("arith_mc", "local_mc", "lm_eval", "gsm8k", "digits", "regression", "text_cls")
 # options every LM task takes (how it is evaluated), on top of its own data keys
 LM_OPTIONS = ("limit", "metric", "filter", "num_fewshot", "max_gen_toks", "apply_chat_template", "max_seq_len",
               "max_train_docs")
@@ -40,7 +39,7 @@ def check_task_keys(cfg: Mapping[str, Any]) -> None:
     """An unknown key under ``task`` (``+task.include_pth=...``) is an error, never silently stored."""
     kind = cfg.get("kind")
     if kind not in TASK_KEYS:
-        raise ConfigError(f"unknown task kind {kind!r}; valid choices: {', '.join(TASK_KINDS)}")
+        raise ConfigError(f"unknown task kind {kind!r}; valid choices: {', '.join(TASK_KEYS)}")
     valid = set(TASK_KEYS[kind]) | {"kind"}
     for key in cfg:
         if key not in valid:
@@ -107,21 +106,32 @@ def build_task(cfg: Mapping[str, Any], data_root: Path) -> Task:
     """Build the task named by ``cfg.kind``; generated data go under ``data_root`` (a cache)."""
     check_task_keys(cfg)
     kind = cfg.get("kind")
-    if kind == "arith_mc":
-        return _arith_mc(cfg, data_root)
-    if kind == "local_mc":
-        return _local_mc(cfg, data_root)
-    if kind == "lm_eval":
-        return _registry_task(cfg)
-    if kind == "gsm8k":
-        from loraven.tasks.gsm8k import build_gsm8k
+    if kind not in TASK_BUILDERS:
+        raise ConfigError(f"unknown task kind {kind!r}; valid choices: {', '.join(TASK_BUILDERS)}")
+    return TASK_BUILDERS[str(kind)](cfg, data_root)
 
-        return build_gsm8k(cfg, data_root)
-    if kind in ("digits", "regression", "text_cls"):
-        from loraven.tasks.classic import build_classic
 
-        return build_classic(cfg)
-    raise ConfigError(f"unknown task kind {kind!r}; valid choices: {', '.join(TASK_KINDS)}")
+def _gsm8k(cfg: Mapping[str, Any], data_root: Path) -> Task:
+    from loraven.tasks.gsm8k import build_gsm8k
+
+    return build_gsm8k(cfg, data_root)
+
+
+def _classic(cfg: Mapping[str, Any], data_root: Path) -> Task:
+    from loraven.tasks.classic import build_classic
+
+    return build_classic(cfg)
+
+
+TASK_BUILDERS: dict[str, Callable[[Mapping[str, Any], Path], Task]] = {
+    "arith_mc": lambda cfg, root: _arith_mc(cfg, root),
+    "local_mc": lambda cfg, root: _local_mc(cfg, root),
+    "lm_eval": lambda cfg, root: _registry_task(cfg),
+    "gsm8k": _gsm8k,
+    "digits": _classic,
+    "regression": _classic,
+    "text_cls": _classic,
+}
 
 
 def check_tokenizer(task: Task, tokenizer: Any) -> None:

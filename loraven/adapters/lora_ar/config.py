@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.lora_ar.spectral import HILL_METHODS
+from loraven.errors import ConfigError
 
 RANK_SCALINGS = ("linear", "log", "sqrt")
 

@@ -20,38 +20,11 @@ from typing import Any
 
 from torch import nn
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.lora import peft_lora_config, wrap_with_peft
+from loraven.adapters.targets import resolve_targets
+from loraven.errors import ConfigError
 
-
-def _linear_classes() -> tuple[type, ...]:
-    try:
-        from transformers.pytorch_utils import Conv1D  # GPT-2 style (in, out) linear layers
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return (nn.Linear,)
-    return (nn.Linear, Conv1D)
-
-
-def resolve_targets(model: nn.Module, target_modules: str | Sequence[str]) -> dict[str, nn.Module]:
-    """Exact names of the linear modules to analyse, in model order, with peft's target semantics.
-
-    ``all-linear``: every ``nn.Linear``/``Conv1D`` except the model's output head
-    (``get_output_embeddings()``, e.g. ``lm_head``), as peft does. A list: modules whose name equals an
-    entry or ends with ``.<entry>``.
-    """
-    classes = _linear_classes()
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    found: dict[str, nn.Module] = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, classes) or module is head:
-            continue
-        if target_modules == "all-linear" or any(name == t or name.endswith(f".{t}") for t in target_modules):
-            found[name] = module
-    if not found:
-        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, classes)})
-        raise ConfigError(f"adapter.target_modules={target_modules!r} matched no linear module; "
-                          f"linear module names in this model: {', '.join(names) or '(none)'}")
-    return found
+__all__ = ["check_patterns", "inject", "pattern_key", "resolve_targets", "verify", "weight_of"]
 
 
 def weight_of(module: nn.Module):

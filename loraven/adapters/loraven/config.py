@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.loraven.layer import MODES
+from loraven.errors import ConfigError
 
 SCHEDULERS = ("static", "linear", "energy")
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.loraven.estimators import LatencyEstimator, Workload, bytes_moved, flops
+from loraven.errors import ConfigError
 
 
 @dataclass

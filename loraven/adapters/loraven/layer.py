@@ -36,10 +36,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.loraven import fusion
 from loraven.adapters.loraven.gate import GateNetwork
 from loraven.adapters.loraven.lowrank_fn import LowRankMatmul
+from loraven.errors import ConfigError
 
 MODES = ("adapter", "replace")
 PATHS = ("factored", "three_matmul", "fused", "inplace")

@@ -47,7 +47,7 @@ EVENT_HEADER = ["step", "module", "event", "old_rank", "new_rank"]
 class LoRAvenModel(AdaptedModel):
     def __init__(self, model: nn.Module, layers: dict[str, DynamicLowRankLayer], acfg: AdapterConfig,
                  scfg: SchedulerConfig, seed: int = 0, total_steps: int = 0) -> None:
-        super().__init__(model, "loraven", scfg.name)
+        super().__init__(model)
         self.layers = layers
         self.acfg, self.scfg = acfg, scfg
         cap = max(1, int(total_steps) // 4) if total_steps and total_steps > 0 else None

@@ -335,6 +335,8 @@ def _execute(
     result["adapter"].update({"ranks": adapted.ranks(), **adapted.summary()})
     result["time"] = {
         "train_s": timer.phases["train"],
+        "train_cpu_s": timer.cpu["train"],  # every thread of this process (compute + meter + W&B threads)
+        "train_helper_cpu_s": timer.helper_cpu["train"],  # child processes (W&B's service)
         "eval_s": timer.phases["eval"],
         "load_s": timer.phases["load"],
         "total_s": time.perf_counter() - start,

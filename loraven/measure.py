@@ -29,19 +29,44 @@ def sync(device: torch.device) -> None:
 
 @dataclass
 class PhaseTimes:
+    """Wall time per phase, and CPU seconds per phase: this process's (every thread: compute, the meter's
+    sampling thread, W&B's) and its helper processes' (W&B's service). CPU seconds say what the harness itself
+    costs even on a VM whose wall times swing with other tenants' load."""
+
     phases: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    helper_cpu: dict[str, float] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def phase(self, name: str, device: torch.device | None = None) -> Iterator[None]:
         if device is not None:
             sync(device)
-        start = time.perf_counter()
+        start, cpu_start, helpers_start = time.perf_counter(), time.process_time(), helper_cpu_seconds()
         try:
             yield
         finally:
             if device is not None:
                 sync(device)
             self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu_start
+            self.helper_cpu[name] = self.helper_cpu.get(name, 0.0) + helper_cpu_seconds() - helpers_start
+
+
+def helper_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's live child processes (W&B's service, a launcher's helpers)."""
+    try:
+        import psutil
+
+        total = 0.0
+        for child in psutil.Process().children(recursive=True):
+            try:
+                times = child.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+    except Exception:  # psutil missing or /proc unreadable: the figure is optional
+        return 0.0
 
 
 RESOLUTION_FACTOR = 10  # a phase shorter than 10 sampling intervals is below the meter's resolution

@@ -301,7 +301,7 @@ def warn_mixed_versions(frame: pd.DataFrame, what: str) -> None:
 
 
 def read_csv_beside(run_dir: str | None, name: str) -> pd.DataFrame | None:
-    """A run's side table (rank_trace.csv, lora_ar_allocation.csv); None (with a warning) if unreadable."""
+    """A run's side table (rank_trace.csv, a method's *_allocation.csv); None (with a warning) if unreadable."""
     if not run_dir:
         return None
     path = Path(run_dir) / name

@@ -395,7 +395,7 @@ def test_cli_writes_tables_and_figures_without_blank_cells(tmp_path: Path) -> No
         "speedup_vs_size.png",
         "energy_vs_accuracy.png",
         "rank_trace.png",
-        "lora_ar_allocation.png",
+        "rank_allocation.png",
         "time_memory.png",
     }
 

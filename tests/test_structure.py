@@ -154,6 +154,7 @@ def test_a_new_method_runs_end_to_end_with_no_edit_elsewhere(toy_method: str, tm
     cfg = compose_config(["model=tiny_llama", "trainer=smoke", "tracking=none", "energy=none", "task.n_test=8",
                           f"results_dir={tmp_path}/results"])
     cfg["adapter"] = {"name": toy_method, "target_modules": "all-linear"}
+    cfg["scheduler"] = {"name": "static"}
     result = run_job(cfg, progress=False)
     assert result["status"] == "completed", result.get("reason")
     assert result["adapter"]["label"] == "toy rank-1" and set(result["adapter"]["ranks"].values()) == {1}

@@ -143,3 +143,16 @@ def test_chance_from_the_recorded_number_of_choices(tmp_path: Path) -> None:
     assert chance_of(record) == pytest.approx(0.25) and chance_known(record)
     assert not chance_known({"metrics": {"accuracy": 0.3}, "config": {"task": {}}})
     assert chance_known({"metrics": {"chance": None}}) and chance_of({"metrics": {"chance": None}}) != 0.25
+
+
+def test_a_pareto_front_needs_both_differences_resolved() -> None:
+    """Cheaper (resolved) but only noisily better: no trade-off to draw. Both resolved: a real trade-off."""
+    from analysis.figures import trade_off_resolved
+
+    cheap_worse = ((5.0, 4.5, 5.5, 10), (0.640, 0.630, 0.650, 10))
+    dear_noisy = ((12.0, 11.0, 13.0, 10), (0.630, 0.605, 0.655, 10))  # y interval overlaps the other's
+    dear_better = ((12.0, 11.0, 13.0, 10), (0.600, 0.595, 0.605, 10))
+    assert not trade_off_resolved(cheap_worse, dear_noisy)
+    assert trade_off_resolved(cheap_worse, dear_better)
+    same_cost = ((5.2, 4.6, 5.8, 10), (0.600, 0.595, 0.605, 10))
+    assert not trade_off_resolved(cheap_worse, same_cost)  # quality resolved, cost not: no trade-off either

@@ -16,9 +16,8 @@ from typing import Any
 
 import torch
 
-from loraven import provenance
+from loraven import CONF_DIR, provenance
 from loraven.adapters.base import ConfigError
-from loraven.bench.methods import CONF_DIR
 from loraven.bench.timing import dtype_name, resolve_device, resolve_dtype, set_threads
 
 log = logging.getLogger("loraven.bench")

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from loraven import CONF_DIR
 from loraven.adapters.base import AdaptedModel, AdapterContext, ConfigError, apply_adapter, available_adapters
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MODELS = ("smollm2", "tiny")
 LORA_AR_MODES = ("uniform", "budget")
 METHODS = ("none", "lora", "dora", "lora_ar", "loraven_static", "loraven_linear", "loraven_energy")

@@ -7,7 +7,6 @@ keeps sweeps lean; ``include_defaults=False`` keeps our local task names from co
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 from typing import Any
@@ -36,27 +35,25 @@ def evaluate_lm(model: nn.Module, tokenizer: Any, task: LMTask, batch_size: int 
     """lm-eval's ``simple_evaluate`` with the task's own config; the score is ``results[task]["metric,filter"]``."""
     from lm_eval import simple_evaluate
 
-    from loraven.tasks.registry import task_manager
+    from loraven.tasks.registry import quiet_lm_eval, task_manager
 
     device = next(model.parameters()).device
     generative = task.output_type != "multiple_choice"
     bs = generation_batch_size(device, batch_size) if generative else batch_size
-    lm = progress_lm(model, tokenizer, bs, device, desc=f"eval {task.name}")
     manager = task_manager(task.include_path, include_defaults=task.include_defaults)
-    quiet = logging.getLogger("lm_eval")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # "pretrained is not a str" warnings are expected for in-memory models
-    try:
-        out = simple_evaluate(
-            model=lm, tasks=list(task.eval_specs or task.eval_tasks), task_manager=manager, limit=task.eval_limit,
-            num_fewshot=task.num_fewshot, apply_chat_template=task.apply_chat_template,
-            gen_kwargs={"max_gen_toks": task.max_gen_toks} if task.max_gen_toks else None,
-            log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-            fewshot_random_seed=seed, verbosity="WARNING",
-        )
-    finally:
-        quiet.setLevel(level)
-        lm.close_progress()
+    with quiet_lm_eval():
+        lm = progress_lm(model, tokenizer, bs, device, desc=f"eval {task.name}")
+        try:
+            # verbosity=None: a level here would make lm-eval reset its logger and add a handler of its own
+            out = simple_evaluate(
+                model=lm, tasks=list(task.eval_specs or task.eval_tasks), task_manager=manager,
+                limit=task.eval_limit, num_fewshot=task.num_fewshot, apply_chat_template=task.apply_chat_template,
+                gen_kwargs={"max_gen_toks": task.max_gen_toks} if task.max_gen_toks else None,
+                log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                fewshot_random_seed=seed, verbosity=None,
+            )
+        finally:
+            lm.close_progress()
     per_task = {}
     key, stderr_key = f"{task.metric},{task.filter}", f"{task.metric}_stderr,{task.filter}"
     for name in task.eval_tasks:

@@ -305,7 +305,7 @@ def combine(
     out.update(train.detail)
     out["phases"] = {name: r.as_dict() for name, r in readings.items()}
     out["scope"] = "train phase (eval phase under phases.eval)"
-    # "unit", not "token": key names ending in _token are redacted as credentials (loraven.track.SECRET_PATTERN)
+    # "unit", not "token": key names ending in _token are redacted as credentials (loraven.track.is_credential_key)
     out["j_per_train_unit"] = _per_unit(train, train_units)
     out["train_unit"] = train_unit
     out["j_per_eval_example"] = _per_unit(readings.get("eval"), eval_examples)

@@ -1,4 +1,4 @@
-"""Where the configs live and the trainer's defaults: read from ``conf/trainer/default.yaml``, the one source.
+"""The trainer's defaults: read from ``loraven/conf/trainer/default.yaml``, the one source.
 
 Code used to fall back to its own values when a key was missing (``max_seq_len`` 128 in the loop and the
 checks while the YAML said 64); now a trainer config given as a plain mapping (tests, the benchmarks, a
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from loraven import CONF_DIR
 
 
 @lru_cache(maxsize=1)

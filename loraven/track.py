@@ -1,6 +1,6 @@
 """The results store (one writer, atomic files) and the W&B tracker.
 
-Store layout: ``<results_dir>/<experiment>/<run_id>/result.json`` (+ config.yaml, rank traces, ...).
+Store layout: ``<results_dir>/<experiment>/<run_id>/result.json`` (+ config.json, rank traces, the W&B run, ...).
 ``run_id`` is a stable hash of the config's semantic keys, so the same config (seed included) always
 lands in the same folder and a finished run is never repeated.
 """
@@ -334,6 +334,23 @@ class WandbTracker(Tracker):
 
     def finish(self, exit_code: int = 0) -> None:
         self._guard("finish", self.run.finish, exit_code=exit_code)
+
+
+def wandb_run_folder(run_dir: Path) -> Path | None:
+    """The newest W&B run folder under a result's folder (``wandb/offline-run-...`` or ``wandb/run-...``).
+
+    ``WandbTracker`` passes the result's folder as ``dir``, so W&B writes ``<run_dir>/wandb/<run folder>`` and
+    points ``wandb/latest-run`` at the newest one; ``wandb sync <run folder>`` uploads an offline one.
+    """
+    wandb_dir = Path(run_dir) / "wandb"
+    latest = wandb_dir / "latest-run"
+    if latest.is_symlink() and latest.resolve().is_dir():
+        return wandb_dir / latest.resolve().name
+    try:
+        runs = [p for p in wandb_dir.iterdir() if p.is_dir() and p.name.startswith(("offline-run-", "run-"))]
+    except OSError:
+        return None
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
 
 
 def _wandb_logged_in() -> bool:

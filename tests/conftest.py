@@ -1,4 +1,4 @@
-"""Shared fixtures: compose the real config (conf/) and run ``run.py`` as a user would, small and offline."""
+"""Shared fixtures: compose the real config (loraven/conf/) and run ``run.py`` as a user would, small and offline."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from loraven import CONF_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR  # the packaged configs (loraven/conf/), as run.py reads them
 # the fastest real path: a digits MLP for a few steps, no meters, no tracker
 FAST_CLASSIC = ["model=mlp_digits", "task=digits", "trainer=classic", "trainer.steps=20", "energy=none",
                 "tracking=none"]

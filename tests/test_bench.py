@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from loraven import CONF_DIR
 from loraven.adapters.loraven import fusion as kernels
 from loraven.bench.fusion import VARIANTS, crossover, make_case, parse_shape, ranks_for, run_fusion, variants
 from loraven.bench.inference import run_inference
@@ -27,7 +28,7 @@ ROW_KEYS = (*BENCH_ROW, "ms_p10", "ms_p90", "threads", "repeats")
 
 
 def _cfg(tmp_path: Path, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=paper_speedup", f"results_dir={tmp_path}",
                                                        *overrides])
     return OmegaConf.to_container(cfg, resolve=True)

@@ -3,19 +3,18 @@ and bad values fail early with a message naming the value and the valid choices.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
+from loraven import CONF_DIR
 from loraven.adapters.base import available_adapters, check_combination
 from loraven.checks import check_config
 from loraven.errors import ConfigError
 from loraven.track import run_id_for
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONF_DIR
 GROUPS = ["model", "adapter", "scheduler", "task", "trainer", "energy", "tracking"]
 
 
@@ -32,7 +31,7 @@ def _options(group: str) -> list[str]:
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_group_option_composes(group: str) -> None:
     options = _options(group)
-    assert options, f"conf/{group} has no options"
+    assert options, f"loraven/conf/{group} has no options"
     for option in options:
         cfg = _compose([f"{group}={option}"])
         assert cfg[group], f"{group}={option} composed to an empty section"

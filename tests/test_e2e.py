@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
+from loraven import CONF_DIR
 from loraven.contract import contract_violations
 from loraven.job import run_job
 from loraven.models import build_tiny_llama
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cfg(tmp_path: Path, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["model=tiny_llama", "trainer=smoke", "adapter=lora",
                                                        f"results_dir={tmp_path / 'results'}", *overrides])
     return OmegaConf.to_container(cfg, resolve=True)

@@ -1,7 +1,7 @@
 """Energy-budget allocation: independent of layer names and order, and within budget (property tests).
 
 Also: every scheduler decides after the first optimizer step, and short runs of ``linear`` and ``energy``
-(the real conf/scheduler configs on the tiny Llama, 4 steps as trainer=smoke) give different rank traces.
+(the real loraven/conf/scheduler configs on the tiny Llama, 4 steps as trainer=smoke) give different rank traces.
 """
 
 import math

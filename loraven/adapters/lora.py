@@ -63,10 +63,14 @@ def peft_lora_config(cfg: Mapping[str, Any], **overrides: Any):
 
 
 def wrap_with_peft(model: nn.Module, config) -> nn.Module:
+    import warnings
+
     from peft import get_peft_model
 
     try:
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():  # peft reads transformers' deprecated alias; its FutureWarning is not ours
+            warnings.filterwarnings("ignore", r".*`is_gradient_checkpointing` is deprecated", FutureWarning)
+            return get_peft_model(model, config)
     except ValueError as err:  # peft's "Target modules ... not found" etc.
         if "target" not in str(err).lower():  # e.g. a dropout error: the layer names would only bury it
             raise ConfigError(str(err).splitlines()[0]) from err

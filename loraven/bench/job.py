@@ -18,7 +18,7 @@ import torch
 from loraven import provenance
 from loraven.bench.timing import dtype_name, resolve_device, resolve_dtype, set_threads
 from loraven.errors import ConfigError
-from loraven.settings import CONF_DIR
+from loraven import CONF_DIR
 
 log = logging.getLogger("loraven.bench")
 

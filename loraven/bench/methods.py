@@ -26,7 +26,7 @@ from loraven.adapters.base import (
     registered_specs,
 )
 from loraven.errors import ConfigError
-from loraven.settings import CONF_DIR
+from loraven import CONF_DIR
 
 MODELS = ("smollm2", "tiny")
 

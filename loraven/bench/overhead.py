@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from loraven.settings import CONF_DIR
+from loraven import CONF_DIR
 
 BARE = ("energy=none", "tracking=none")
 FULL = ("energy=codecarbon", "tracking=wandb")

@@ -15,7 +15,7 @@ RANK_SCALINGS = ("linear", "log", "sqrt")
 
 @dataclass
 class LoraARConfig:
-    """Defaults follow the LoRA-AR README (see conf/adapter/lora_ar.yaml for each trade-off)."""
+    """Defaults follow the LoRA-AR README (see loraven/conf/adapter/lora_ar.yaml for each trade-off)."""
 
     name: str = "lora_ar"
     r_min: int = 4

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from loraven.adapters.base import (
+    _REGISTRY,
     AdaptedModel,
     AdapterContext,
-    _REGISTRY,
     available_adapters,
     display_label,
     get_adapter,

@@ -15,10 +15,9 @@ from typing import Any
 
 import torch
 
-from loraven import provenance
+from loraven import CONF_DIR, provenance
 from loraven.bench.timing import dtype_name, resolve_device, resolve_dtype, set_threads
 from loraven.errors import ConfigError
-from loraven import CONF_DIR
 
 log = logging.getLogger("loraven.bench")
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from loraven import CONF_DIR
 from loraven.adapters.base import (
     RANK_MATCH_MODES,
     AdaptedModel,
@@ -26,7 +27,6 @@ from loraven.adapters.base import (
     registered_specs,
 )
 from loraven.errors import ConfigError
-from loraven import CONF_DIR
 
 MODELS = ("smollm2", "tiny")
 

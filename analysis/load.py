@@ -98,6 +98,18 @@ def _num(value: Any) -> float:
     return out
 
 
+def tuned_params(result: Mapping[str, Any]) -> str | None:
+    """The hyperparameters a search chose for this run, as ``key=value`` text (``config.tuning.searched``)."""
+    keys = _get(result, "config.tuning.searched") or []
+    if not keys:
+        return None
+    return ", ".join(f"{k}={_short(_get(result, f'config.{k}'))}" for k in keys)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def seed_of(result: Mapping[str, Any]) -> Any:
     seed = result.get("seed")
     return _get(result, "config.seed") if seed is None else seed
@@ -225,6 +237,10 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "r_max": _num(_get(r, "adapter.r_max")),
                 "n_decisions": _num(_get(r, "adapter.n_decisions")),
                 "trainable_params": _num(_get(r, "model.trainable_params")),
+                "split": _get(r, "metrics.split") or "test",  # records before issue 17 were all test
+                "lr": _num(_get(r, "config.trainer.lr")),
+                "tuning_role": _get(r, "config.tuning.role"),
+                "tuned_params": tuned_params(r),
                 **{f"env_{k}": _get(r, f"env.{k}") for k in (*VERSION_KEYS, "device")},
                 "bench": is_bench(r),
                 "run_dir": r.get(RUN_DIR_KEY),
@@ -272,6 +288,10 @@ _COLUMNS = (
     "r_max",
     "n_decisions",
     "trainable_params",
+    "split",
+    "lr",
+    "tuning_role",
+    "tuned_params",
     "env_torch",
     "env_transformers",
     "env_peft",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import tables
+from analysis import tables, tuned
 from analysis.figures import all_figures
 from analysis.load import runs_frame
 from analysis.meeting import write_meeting_report
@@ -67,6 +67,7 @@ NOTES = {
     "accuracy": "§5.3: every non-dense level vs dense of the same experiment/model/task "
     "(no best-of selection); retention % = accuracy ÷ dense accuracy; MSE increase % for regression; "
     "value [95 % interval] (n); chance = within 2 stderr of metrics.chance.",
+    "tuned": tuned.NOTE,
 }
 
 
@@ -85,6 +86,7 @@ def build_report(
         "speedup": (tables.speedup_table(records), tables.display_speedup),
         "energy": (tables.energy_table(frame), tables.display_energy),
         "accuracy": (tables.accuracy_table(frame), tables.display_accuracy),
+        "tuned": (tuned.tuned_table(frame), tuned.display_tuned),
     }
     for name, (numeric, display) in built.items():
         report.frames[name] = numeric

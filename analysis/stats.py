@@ -12,8 +12,10 @@ NOT_REPORTED = "not reported"
 
 
 def completed_training(frame: pd.DataFrame) -> pd.DataFrame:
-    """Runs that count towards means: completed, not microbenchmarks (failed/skipped stay in runs.csv)."""
-    return frame[(frame["status"] == "completed") & ~frame["bench"].astype(bool)]
+    """Runs that count towards means: completed, not microbenchmarks (failed/skipped stay in runs.csv), scored
+    on the test split (search trials scored on validation never mix with reported numbers)."""
+    split = frame["split"] if "split" in frame else pd.Series("test", index=frame.index)
+    return frame[(frame["status"] == "completed") & ~frame["bench"].astype(bool) & (split.fillna("test") == "test")]
 
 
 def group_stats(frame: pd.DataFrame, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:

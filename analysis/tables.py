@@ -283,9 +283,9 @@ def energy_table(frame: pd.DataFrame) -> pd.DataFrame:
     """§5.2: each level's energy and quality (mean ± std over seeds), reduction % and retention % vs the
     dense run of the same experiment/model/task *measured with the same method* (never mixed) with 95 %
     intervals, energy per unit of work, the evidence (measured/estimated) and a three-state verdict."""
-    runs = completed_training(frame)
+    runs = outside_tuning(completed_training(frame))
     warn_mixed_versions(runs, "energy table")
-    values = ["energy_kwh", "accuracy", "mse", "step_ms", "j_per_train_unit", "j_per_eval_example"]
+    values = ["energy_kwh", "accuracy", "mse", "step_ms", "j_per_train_unit", "j_per_eval_example", "trainable_params"]
     stats = group_stats(runs, ENERGY_KEYS, values) if not runs.empty else None
     rows = []
     for row in [] if stats is None else stats.to_dict("records"):
@@ -357,6 +357,7 @@ def energy_table(frame: pd.DataFrame) -> pd.DataFrame:
         "below_resolution",
         "accuracy_mean",
         "accuracy_std",
+        "trainable_params_mean",
         "chance",
         "mse_mean",
         "mse_std",
@@ -427,6 +428,7 @@ def display_energy(table: pd.DataFrame) -> pd.DataFrame:
         out["J / train unit"] = fmt(row["j_per_train_unit_mean"], 3)
         out["J / eval example"] = fmt(row["j_per_eval_example_mean"], 3)
         out["accuracy"] = mean_std(row["accuracy_mean"], row["accuracy_std"], row["n"])
+        out["trainable params"] = params_text(row["trainable_params_mean"])
         out["chance"] = row["chance"]
         out["mse"] = mean_std(row["mse_mean"], row["mse_std"], row["n"])
         pair = _pair_n(row)
@@ -445,6 +447,7 @@ def display_energy(table: pd.DataFrame) -> pd.DataFrame:
                     "J / train unit",
                     "J / eval example",
                     "accuracy",
+                    "trainable params",
                     "chance",
                     "mse",
                 )
@@ -490,7 +493,7 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
     flatter the method) against dense: retention % (accuracy ratio) or MSE increase % (regression) with 95 %
     intervals, the gain over the untrained model, chance level, a three-state verdict, and the paper's
     claim for that kind of task beside it; kinds we have not run still get a row."""
-    runs = completed_training(frame)
+    runs = outside_tuning(completed_training(frame))
     warn_mixed_versions(runs, "accuracy table")
     rows = []
     if not runs.empty:
@@ -515,6 +518,8 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
                 "dense_std": b[f"{value}_std"] if b is not None else math.nan,
                 "mean": row[f"{value}_mean"],
                 "std": row[f"{value}_std"],
+                "trainable_params": group["trainable_params"].mean(),
+                "dense_trainable_params": base["trainable_params"].mean() if len(base) else math.nan,
                 "chance": chance_state(group),
                 "dense_chance": chance_state(base) if len(base) else NOT_MEASURED,
             }
@@ -562,10 +567,12 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
         "seeds",
         "mean",
         "std",
+        "trainable_params",
         "chance",
         "dense_n",
         "dense_mean",
         "dense_std",
+        "dense_trainable_params",
         "dense_chance",
         *intervals,
         "verdict",
@@ -590,8 +597,10 @@ def display_accuracy(table: pd.DataFrame) -> pd.DataFrame:
         out = {k: row[k] for k in (*ACC_KEYS, "kind", "metric")} | {"n": count(row["n"])}
         out["LoRAven level"] = out.pop("level")
         out["value"] = mean_std(row["mean"], row["std"], row["n"])
+        out["trainable params"] = params_text(row["trainable_params"])
         out["chance"] = row["chance"]
         out["dense"] = mean_std(row["dense_mean"], row["dense_std"], row["dense_n"])
+        out["dense params"] = params_text(row["dense_trainable_params"])
         pair = _pair_n(row)
         out["retention %"] = _shown(row, "retention_pct", pair)
         out["MSE increase %"] = _shown(row, "mse_increase_pct", pair)
@@ -600,6 +609,19 @@ def display_accuracy(table: pd.DataFrame) -> pd.DataFrame:
         out["paper_claim"] = row["paper_claim"]
         rows.append(out)
     return fill_missing(pd.DataFrame(rows))
+
+
+def outside_tuning(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of the paper's tables: not the tuned/untuned runs of ``python -m loraven.tune`` (two learning
+    rates of one method would be averaged into one level; they have their own table, analysis/tuned.py)."""
+    return runs[runs["tuning_role"].isna()] if "tuning_role" in runs else runs
+
+
+def params_text(value: Any) -> str:
+    """A trainable-parameter count with thousands separators; missing → "not measured"."""
+    if isinstance(value, (int, float)) and not math.isnan(float(value)):
+        return f"{int(round(float(value))):,}"
+    return NOT_MEASURED
 
 
 # ----------------------------------------------------------------------------------------- runs.csv

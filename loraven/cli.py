@@ -78,12 +78,15 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
         refuse_sweep_without_multirun()  # before anything is imported or loaded
     from loraven.errors import ConfigError
     from loraven.hub import configure_hub_access
+    from loraven.search import check_trial, current_sweeper
 
     os.environ.setdefault("WANDB_MODE", str(cfg.get("tracking", {}).get("mode", "offline")))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if multirun:  # joblib/loky workers: W&B's default process start fails ("cannot find context for 'loky'")
         os.environ.setdefault("WANDB_START_METHOD", "thread")
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    sweeper = current_sweeper() if multirun else None
+    check_trial(resolved, sweeper)  # raised, not recorded: an Optuna search must stop, not score the test split
     configure_hub_access(resolved)
     main_process = init_distributed() == 0
     try:
@@ -327,15 +330,10 @@ def _write_pointer(result: dict[str, Any]) -> None:
 
 
 def objective(result: dict[str, Any]) -> float | None:
-    """What a Hydra sweeper (Optuna) maximises: accuracy, or −MSE for regression."""
-    metrics = _section(result, "metrics")
-    if result.get("status") != "completed":
-        return None
-    if metrics.get("accuracy") is not None:
-        return float(metrics["accuracy"])
-    if metrics.get("mse") is not None:
-        return -float(metrics["mse"])
-    return None
+    """What a Hydra sweeper (Optuna) reads: see :func:`loraven.search.objective` (None = a failed trial)."""
+    from loraven.search import objective as search_objective
+
+    return search_objective(result)
 
 
 def _section(result: dict[str, Any], name: str) -> dict[str, Any]:
@@ -352,6 +350,8 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
         "adapter": adapter.get("type"),
         "scheduler": adapter.get("scheduler"),
         "seed": result.get("seed"),
+        "lr": (_section(result, "config").get("trainer") or {}).get("lr"),
+        "split": metrics.get("split"),
         "task": metrics.get("task"),
         "accuracy": metrics.get("accuracy"),
         "stderr": metrics.get("accuracy_stderr"),
@@ -438,6 +438,8 @@ def print_summary(result: dict[str, Any], cfg: dict[str, Any] | None = None) -> 
         "adapter",
         "scheduler",
         "task",
+        "split",
+        "lr",
         "accuracy",
         "stderr",
         "base",

@@ -72,7 +72,7 @@ def evaluate_lm(model: nn.Module, tokenizer: Any, task: LMTask, batch_size: int 
         "accuracy_stderr": None if None in stderrs else (
             stderrs[0] if len(stderrs) == 1 else math.sqrt(sum(s**2 for s in stderrs)) / len(stderrs)),
         "n": int(sum(v["n"] or 0 for v in per_task.values())),
-        "chance": task.chance, "output_type": task.output_type, "eval_batch_size": bs,
+        "chance": task.chance, "output_type": task.output_type, "eval_batch_size": bs, "split": task.eval_split,
     }
     if generative:
         metrics["max_gen_toks"] = task.max_gen_toks
@@ -164,10 +164,11 @@ def evaluate_classic(model: nn.Module, task: ClassicTask) -> dict[str, Any]:
     if task.regression:
         mse = torch.mean((pred.squeeze(-1).float() - y.float()) ** 2).item()
         return {"task": task.name, "metric": "mse", "accuracy": None, "accuracy_stderr": None, "n": n,
-                "mse": mse, "chance": None}
+                "mse": mse, "chance": None, "split": task.eval_split}
     acc = (pred.argmax(-1) == y).float().mean().item()
     return {"task": task.name, "metric": "acc", "accuracy": acc,
-            "accuracy_stderr": math.sqrt(acc * (1 - acc) / max(n - 1, 1)), "n": n, "chance": majority_rate(task)}
+            "accuracy_stderr": math.sqrt(acc * (1 - acc) / max(n - 1, 1)), "n": n, "chance": majority_rate(task),
+            "split": task.eval_split}
 
 
 def majority_rate(task: ClassicTask) -> float:

@@ -22,7 +22,14 @@ from typing import Any
 import torch
 
 from loraven import measure, provenance
-from loraven.adapters.base import AdapterContext, apply_adapter, check_combination, check_fits, display_label
+from loraven.adapters.base import (
+    AdapterContext,
+    apply_adapter,
+    check_combination,
+    check_fits,
+    display_label,
+    fit_param_budget,
+)
 from loraven.checks import check_config
 from loraven.contract import empty_sections
 from loraven.errors import ConfigError, IncompatibleCombination
@@ -307,6 +314,7 @@ def _execute(
     total_params = sum(p.numel() for p in loaded.model.parameters())
     ctx = AdapterContext(total_steps=int(cfg["trainer"]["steps"]), seed=seed)
     with timer.phase("adapt", device):
+        _, budget = fit_param_budget(loaded.model, cfg["adapter"])  # what adapter.param_budget chose, recorded
         adapted = apply_adapter(loaded.model, cfg["adapter"], cfg["scheduler"], ctx)
         adapted.model.to(device)
     result["model"] = {
@@ -332,7 +340,10 @@ def _execute(
     metrics.update(base)
     metrics["loss"] = stats.final_loss
     result["metrics"] = metrics
-    result["adapter"].update({"ranks": adapted.ranks(), **adapted.summary()})
+    result["adapter"].update({"ranks": adapted.ranks(), **adapted.summary(), **budget})
+    if budget and not budget.get("budget_applied"):
+        _warn(result, f"adapter.param_budget={budget['param_budget']} does not apply to adapter="
+                      f"{cfg['adapter']['name']}: it trained {result['model']['trainable_params']} parameters")
     result["time"] = {
         "train_s": timer.phases["train"],
         "train_cpu_s": timer.cpu["train"],  # every thread of this process (compute + meter + W&B threads)

@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from loraven.cli import JOB_POINTER, _fmt, console
+from loraven.search import is_optuna
 
 log = logging.getLogger("loraven.sweep")
 
@@ -75,14 +76,15 @@ class SweepSummary(Callback):
         expected = sum(1 for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()) if sweep_dir.is_dir() else 0
         counts = Counter(j["status"] + (" (resumed)" if j.get("_resumed") else "") for j in jobs)
         table = Table(title=f"sweep {sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-        for col in ("#", "status", "adapter", "scheduler", "seed", "accuracy", "mse", "train_s", "kwh", "reason"):
+        shown = ("adapter", "scheduler", "seed", "lr", "split", "accuracy", "mse", "train_s", "kwh")
+        for col in ("#", "status", *shown, "reason"):
             table.add_column(col)
         for i, job in enumerate(jobs):
             s = job.get("summary", {})
             table.add_row(
                 str(i),
                 str(job["status"]) + (" (resumed)" if job.get("_resumed") else ""),
-                *(_fmt(s.get(k)) for k in ("adapter", "scheduler", "seed", "accuracy", "mse", "train_s", "kwh")),
+                *(_fmt(s.get(k)) for k in shown),
                 # a terminal gets the first 80 characters of a reason; a log file keeps all of it
                 (job.get("reason") or "")[: 80 if sys.stderr.isatty() else None],
             )
@@ -95,5 +97,14 @@ class SweepSummary(Callback):
         missing = expected - len(jobs)
         if missing > 0:
             log.error("%d job(s) left no record (crashed before writing one)", missing)
+        if is_optuna(config.hydra.sweeper) and not missing:
+            # a search expects some trials to fail (a rate too high diverges): each was told to Optuna as FAIL
+            # and the search went on; the search itself failed only if no trial completed
+            if failed:
+                print(f"loraven search: {len(failed)} trial(s) failed and were recorded FAIL in the study",
+                      file=sys.stderr)
+            if jobs and not any(j["status"] == "completed" for j in jobs):
+                raise SystemExit(1)
+            return
         if failed or missing > 0:
             raise SystemExit(1)

@@ -94,6 +94,9 @@ AdapterFactory = Callable[[nn.Module, Mapping[str, Any], AdapterContext], Adapte
 FitCheck = Callable[[nn.Module, Mapping[str, Any]], None]
 RankMatcher = Callable[[dict[str, Any], int, str], dict[str, Any]]
 RANK_MATCH_MODES = ("uniform", "budget")
+# (model, adapter config, budget) -> the config keys that bring the method's trainable count to <= budget
+BudgetFitter = Callable[[nn.Module, Mapping[str, Any], int], dict[str, Any]]
+PARAM_BUDGET_KEY = "param_budget"  # adapter.param_budget: a trainable-parameter count every method is fitted to
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,8 @@ class AdapterSpec:
     baseline: bool = False
     check_fits: FitCheck | None = None
     match_rank: RankMatcher | None = None
+    fit_budget: BudgetFitter | None = None  # None: the method has no rank to fit (full fine-tuning)
+    size_space: tuple[str, str] | None = None  # (config key, Hydra sweep) that loraven.tune --sizes searches
 
     def label(self, scheduler: str | None = None) -> str:
         """Display label of this method under ``scheduler`` (``name+scheduler`` when none is declared)."""
@@ -149,6 +154,8 @@ def register_adapter(
     baseline: bool = False,
     check_fits: FitCheck | None = None,
     match_rank: RankMatcher | None = None,
+    fit_budget: BudgetFitter | None = None,
+    size_space: tuple[str, str] | None = None,
 ):
     """Decorator: register ``factory`` as adapter ``name`` (see :class:`AdapterSpec` for the fields)."""
 
@@ -165,6 +172,8 @@ def register_adapter(
             baseline=baseline,
             check_fits=check_fits,
             match_rank=match_rank,
+            fit_budget=fit_budget,
+            size_space=size_space,
         )
         return factory
 
@@ -234,10 +243,50 @@ def check_fits(model: nn.Module, adapter_cfg: Mapping[str, Any]) -> None:
 def apply_adapter(
     model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any], ctx: AdapterContext
 ) -> AdaptedModel:
-    """Apply the method ``adapter_cfg.name`` under ``scheduler_cfg`` (handed to it as ``ctx.scheduler``)."""
+    """Apply the method ``adapter_cfg.name`` under ``scheduler_cfg`` (handed to it as ``ctx.scheduler``); an
+    ``adapter.param_budget`` is first turned into the method's size keys (:func:`fit_param_budget`)."""
     name = str(adapter_cfg["name"])
     check_combination(name, str(scheduler_cfg["name"]))
-    return get_adapter(name).factory(model, adapter_cfg, replace(ctx, scheduler=dict(scheduler_cfg)))
+    fitted, _ = fit_param_budget(model, adapter_cfg)
+    return get_adapter(name).factory(model, fitted, replace(ctx, scheduler=dict(scheduler_cfg)))
+
+
+def fit_param_budget(model: nn.Module, adapter_cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the adapter config the method is built from, what the budget did) for ``adapter.param_budget``.
+
+    Without a budget the config is returned unchanged (minus the key). With one, the method's registered
+    ``fit_budget`` picks its size keys so its trainable-parameter count is the largest that fits the budget;
+    a method without one (full fine-tuning) trains what it trains, and the info says the budget did not apply.
+    """
+    cfg = {str(k): v for k, v in adapter_cfg.items() if k != PARAM_BUDGET_KEY}
+    budget = adapter_cfg.get(PARAM_BUDGET_KEY)
+    if budget is None:
+        return cfg, {}
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigError(f"adapter.param_budget={budget!r}; valid: null or a trainable-parameter count >= 1")
+    spec = get_adapter(str(cfg["name"]))
+    if spec.fit_budget is None:
+        return cfg, {"param_budget": budget, "budget_applied": False}
+    chosen = spec.fit_budget(model, cfg, int(budget))
+    return {**cfg, **chosen}, {"param_budget": budget, "budget_applied": True, "budget_fit": chosen}
+
+
+def linear_targets(model: nn.Module, target_modules: str | list[str] | tuple[str, ...]) -> list[tuple[str, nn.Linear]]:
+    """The nn.Linear layers a low-rank method adapts (the shared resolver, :mod:`loraven.adapters.targets`): the
+    shapes a budget is counted on."""
+    from loraven.adapters.targets import resolve_targets
+
+    return list(resolve_targets(model, target_modules, classes=(nn.Linear,)).items())
+
+
+def rank_for_budget(budget: int, per_rank: int, fixed: int, key: str, limit: int) -> int:
+    """The largest rank r with ``fixed + r·per_rank <= budget``, within 1..limit; one clear error if even r=1
+    does not fit (the message names the smallest budget that does)."""
+    r = (budget - fixed) // per_rank if per_rank > 0 else 0
+    if r < 1:
+        raise ConfigError(f"adapter.param_budget={budget} is below this method's smallest size "
+                          f"({key}=1 needs {fixed + per_rank} trainable parameters)")
+    return int(min(r, limit))
 
 
 def _load_builtin() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from loraven.adapters.base import AdaptedModel, AdapterContext, register_adapter
+from loraven.adapters.base import AdaptedModel, AdapterContext, linear_targets, rank_for_budget, register_adapter
 from loraven.adapters.targets import resolve_targets, smallest_side
 from loraven.errors import ConfigError
 
@@ -94,16 +94,37 @@ def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
     return {**cfg, "r": rank, "alpha": 2 * rank}
 
 
-_LORA_SPEC = {"check_fits": check_rank_fits, "match_rank": match_rank}
+def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int, dora: bool) -> dict[str, Any]:
+    """``r`` for a trainable-parameter budget: LoRA trains r·(in+out) per target layer (A and B); DoRA adds
+    its magnitude vector (out) per layer. ``alpha`` keeps the configured alpha/r, so the update's scale
+    (hence the learning rate that suits it) does not change with the fitted rank."""
+    layers = linear_targets(model, target_modules(cfg))
+    if not layers:
+        raise ConfigError(f"adapter.target_modules={cfg.get('target_modules')!r} matches no Linear layer")
+    per_rank = sum(m.in_features + m.out_features for _, m in layers)
+    fixed = sum(m.out_features for _, m in layers) if dora else 0
+    limit = min(min(m.in_features, m.out_features) for _, m in layers)
+    r = rank_for_budget(budget, per_rank, fixed, "adapter.r", limit)
+    r0 = int(cfg.get("r", 8))
+    alpha = float(cfg.get("alpha", 2 * r0)) * r / r0
+    return {"r": r, "alpha": alpha}
 
 
-@register_adapter("lora", schedulers=("static",), labels={"static": "LoRA"}, order=20, **_LORA_SPEC)
+SIZE_SPACE = ("adapter.r", "choice(4,8,16)")
+
+
+_LORA_SPEC = {"check_fits": check_rank_fits, "match_rank": match_rank, "size_space": SIZE_SPACE}
+
+
+@register_adapter("lora", schedulers=("static",), labels={"static": "LoRA"}, order=20,
+                  fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=False), **_LORA_SPEC)
 def apply_lora(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
     """peft LoRA: W0 + (alpha/r)·B·A on the target modules."""
     return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=False)))
 
 
-@register_adapter("dora", schedulers=("static",), labels={"static": "DoRA"}, order=21, **_LORA_SPEC)
+@register_adapter("dora", schedulers=("static",), labels={"static": "DoRA"}, order=21,
+                  fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=True), **_LORA_SPEC)
 def apply_dora(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
     """peft DoRA (``use_dora=True``): LoRA direction plus a trained per-output magnitude vector."""
     return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=True)))

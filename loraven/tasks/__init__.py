@@ -20,18 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from loraven.errors import ConfigError
+from loraven.tasks.splits import (
+    DEFAULT_DATA_SEED,
+    SPLIT_KEYS,
+    check_split_options,
+    eval_split_of,
+    lm_splits,
+    split_fingerprint,
+)
 
 # options every LM task takes (how it is evaluated), on top of its own data keys
 LM_OPTIONS = ("limit", "metric", "filter", "num_fewshot", "max_gen_toks", "apply_chat_template", "max_seq_len",
-              "max_train_docs")
+              "max_train_docs", *SPLIT_KEYS)
 TASK_KEYS = {
     "arith_mc": ("seed", "n_train", "n_test", "n_choices", *LM_OPTIONS),
-    "local_mc": ("name", "train_file", "test_file", *LM_OPTIONS),
+    "local_mc": ("name", "seed", "train_file", "test_file", *LM_OPTIONS),
     "lm_eval": ("names", "include_path", "data_files", "dataset_path", "dataset_name", "dataset_kwargs", *LM_OPTIONS),
     "gsm8k": ("seed", "eval_fraction", *LM_OPTIONS),
-    "digits": ("seed", "test_fraction"),
-    "regression": ("seed", "test_fraction"),
-    "text_cls": ("seed", "test_fraction", "n_samples", "n_features", "min_words", "max_words"),
+    "digits": ("seed", "test_fraction", *SPLIT_KEYS),
+    "regression": ("seed", "test_fraction", *SPLIT_KEYS),
+    "text_cls": ("seed", "test_fraction", "n_samples", "n_features", "min_words", "max_words", *SPLIT_KEYS),
 }
 
 
@@ -46,6 +54,7 @@ def check_task_keys(cfg: Mapping[str, Any]) -> None:
             close = difflib.get_close_matches(str(key), sorted(valid), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"task.{key} is not an option of task={kind}{hint}; valid: {', '.join(sorted(valid))}")
+    check_split_options(cfg)
 
 
 @dataclass
@@ -73,6 +82,7 @@ class LMTask:
     apply_chat_template: bool = False
     max_seq_len: int | None = None  # the data's own need (worked answers); overrides trainer.max_seq_len
     include_defaults: bool = True
+    eval_split: str = "test"  # test | validation (task.eval_split): what evaluate() scores, metrics.split
 
     @property
     def metric_key(self) -> str:
@@ -93,6 +103,7 @@ class ClassicTask:
     info: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     kind: str = "classic"
+    eval_split: str = "test"  # x_test/y_test hold the *evaluated* split: test, or validation (task.eval_split)
 
     @property
     def metric(self) -> str:
@@ -180,12 +191,19 @@ def write_splits(folder: Path, docs: Mapping[str, list[dict]]) -> dict[str, str]
     return files
 
 
-def _render_mc_task(task_name: str, docs: Mapping[str, list[dict]], data_root: Path, fingerprint: str) -> Path:
-    """Write the split files and the lm-eval YAML (from the shipped template) into a cache folder."""
+def _render_mc_task(task_name: str, docs: Mapping[str, list[dict]], data_root: Path, fingerprint: str,
+                    cfg: Mapping[str, Any], seed: int) -> Path:
+    """Write the split files and the lm-eval YAML (from the shipped template) into a cache folder.
+
+    ``docs`` are {train, test}; the files written are train (minus any validation carve) and the evaluated
+    split only (:func:`splits.lm_splits`), and the YAML's ``test_split`` names that split.
+    """
     folder = data_root / f"{task_name}-{fingerprint}"
-    write_splits(folder, docs)
+    split = eval_split_of(cfg)
+    write_splits(folder, lm_splits(docs, cfg, seed))
     template = resources.files("loraven.tasks").joinpath("templates/arith_mc.yaml").read_text()
-    yaml_text = template.replace("__TASK_NAME__", task_name).replace("__DATA_DIR__", str(folder.resolve()))
+    yaml_text = (template.replace("__TASK_NAME__", task_name).replace("__DATA_DIR__", str(folder.resolve()))
+                 .replace("__EVAL_SPLIT__", split))
     _write_atomic(folder / f"{task_name}.yaml", yaml_text)
     return folder
 
@@ -198,8 +216,8 @@ def _arith_mc(cfg: Mapping[str, Any], data_root: Path) -> LMTask:
         docs = generate(params["seed"], params["n_train"], params["n_test"], params["n_choices"])
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    fingerprint = _fingerprint({"kind": "arith_mc", **params})
-    folder = _render_mc_task("arith_mc", docs, data_root, fingerprint)
+    fingerprint = _fingerprint({"kind": "arith_mc", **params, **split_fingerprint(cfg)})
+    folder = _render_mc_task("arith_mc", docs, data_root, fingerprint, cfg, params["seed"])
     return lm_eval_task(cfg, ["arith_mc"], str(folder), fingerprint, include_defaults=False)
 
 
@@ -248,9 +266,10 @@ def _local_mc(cfg: Mapping[str, Any], data_root: Path) -> LMTask:
     """Your own multiple-choice data: two JSONL files with ``question``, ``choices``, ``label``."""
     docs = {"train": _read_jsonl(cfg.get("train_file"), "train_file"),
             "test": _read_jsonl(cfg.get("test_file"), "test_file")}
-    fingerprint = _fingerprint(docs)
+    seed = int(cfg.get("seed", DEFAULT_DATA_SEED))
+    fingerprint = _fingerprint({"docs": docs, **split_fingerprint(cfg)} if split_fingerprint(cfg) else docs)
     name = str(cfg.get("name", "local_mc"))
-    folder = _render_mc_task(name, docs, data_root, fingerprint)
+    folder = _render_mc_task(name, docs, data_root, fingerprint, cfg, seed)
     return lm_eval_task(cfg, [name], str(folder), fingerprint, include_defaults=False)
 
 
@@ -260,6 +279,9 @@ def _registry_task(cfg: Mapping[str, Any]) -> LMTask:
     from loraven.tasks.registry import data_overrides
 
     names = [str(n) for n in (cfg.get("names") or [])]
+    if split_fingerprint(cfg):  # a registry task's own "validation" is often what lm-eval reports as its score
+        raise ConfigError("task=lm_eval does not carve a validation split (task.eval_split/validation_fraction); "
+                          "search on task=arith_mc, local_mc or gsm8k, or give your own split files as local_mc")
     if not names:
         raise ConfigError("task=lm_eval needs task.names=[...] (lm-eval task names, e.g. [arc_easy])")
     include = cfg.get("include_path")
@@ -290,6 +312,7 @@ def lm_eval_task(cfg: Mapping[str, Any], names: list[str], include_path: str | N
     limit = cfg.get("limit")
     output_types = {t.OUTPUT_TYPE for t in tasks.values()}
     options = {k: cfg.get(k) for k in ("num_fewshot", "max_gen_toks", "apply_chat_template", "limit", "max_seq_len")}
+    options.update(split_fingerprint(cfg))
     return LMTask(
         name="+".join(names) if len(names) > 1 else names[0],
         train_pairs=registry.train_pairs(tasks, int(cfg.get("max_train_docs") or 2000)),
@@ -302,5 +325,6 @@ def lm_eval_task(cfg: Mapping[str, Any], names: list[str], include_path: str | N
         apply_chat_template=bool(cfg.get("apply_chat_template") or False),
         max_seq_len=None if cfg.get("max_seq_len") is None else int(cfg["max_seq_len"]),
         include_defaults=include_defaults,
+        eval_split=eval_split_of(cfg),
         fingerprint=_fingerprint({"task": fingerprint, "metric": metric, "filter": filter_name, **options}),
     )

@@ -25,6 +25,7 @@ import torch
 
 from loraven.errors import ConfigError
 from loraven.tasks import ClassicTask
+from loraven.tasks.splits import carve_indices, eval_split_of, split_fingerprint, validation_fraction_of
 
 CLASSIC_KINDS = ("digits", "regression", "text_cls")
 
@@ -59,6 +60,11 @@ def build_classic(cfg: Mapping[str, Any]) -> ClassicTask:
     else:
         raise ConfigError(f"unknown classic task kind {kind!r}; valid choices: {', '.join(CLASSIC_KINDS)}")
     train_idx, test_idx = split_indices(len(y), test_fraction, seed)
+    kept, held = carve_indices(len(train_idx), validation_fraction_of(cfg), seed)
+    train_idx, val_idx = train_idx[kept], train_idx[held]
+    split = eval_split_of(cfg)
+    if split == "validation":  # scored on the carve; the test rows are never touched
+        test_idx = val_idx
     x_train, x_test = standardise(x[train_idx], x[test_idx])
     y_train, y_test = y[train_idx], y[test_idx]
     if regression:
@@ -66,7 +72,8 @@ def build_classic(cfg: Mapping[str, Any]) -> ClassicTask:
         y_train, y_test = (y_train - mean) / std, (y_test - mean) / std
     out_features = 1 if regression else int(y.max()) + 1
     fingerprint = hashlib.sha256(json.dumps(
-        {"kind": kind, "seed": seed, "test_fraction": test_fraction, **params}, sort_keys=True).encode()
+        {"kind": kind, "seed": seed, "test_fraction": test_fraction, **params, **split_fingerprint(cfg)},
+        sort_keys=True).encode()
     ).hexdigest()[:12]
     y_dtype = torch.float32 if regression else torch.long
     return ClassicTask(
@@ -75,7 +82,7 @@ def build_classic(cfg: Mapping[str, Any]) -> ClassicTask:
         y_test=torch.as_tensor(y_test, dtype=y_dtype), regression=regression,
         info={"in_features": int(x.shape[1]), "out_features": out_features, "regression": regression,
               "n_train": len(train_idx), "n_test": len(test_idx)},
-        fingerprint=fingerprint,
+        fingerprint=fingerprint, eval_split=split,
     )
 
 

@@ -141,13 +141,16 @@ def allocate(spectra: pd.DataFrame, cfg: LoraARConfig) -> Allocation:
     cont = interpolate_ranks(table.loc[sel, "score"].to_numpy(), cfg.r_min, cfg.r_max, cfg.rank_scaling)
     lo = np.minimum(cfg.r_min, side[sel])
     hi = np.minimum(cfg.r_max, side[sel])
-    info: dict[str, Any] = {"budget_mode": cfg.budget_rank is not None, "budget_rank": cfg.budget_rank}
-    if cfg.budget_rank is None:
+    budgeted = cfg.budget_rank is not None or cfg.budget_params is not None
+    info: dict[str, Any] = {"budget_mode": budgeted, "budget_rank": cfg.budget_rank,
+                            "budget_params": cfg.budget_params}
+    if not budgeted:
         chosen = np.clip(np.floor(cont + 0.5), lo, hi).astype(np.int64)
     else:
         outs = table["out_features"].to_numpy(dtype=np.int64)
         dora_out = outs if cfg.use_dora else np.zeros_like(outs)
-        target_total = float(cfg.budget_rank * cost.sum() + dora_out.sum())
+        target_total = (float(cfg.budget_params) if cfg.budget_params is not None  # a count (param_budget)
+                        else float(cfg.budget_rank * cost.sum() + dora_out.sum()))
         target = target_total - float(dora_out[sel].sum())
         relaxed = []
         if float((hi * cost[sel]).sum()) < target:

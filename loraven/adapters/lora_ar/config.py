@@ -29,6 +29,7 @@ class LoraARConfig:
     eigenvalue_threshold: float = 1e-5
     tracy_widom: bool = True
     budget_rank: int | None = None
+    budget_params: int | None = None  # set by adapter.param_budget (a trainable count); wins over budget_rank
     target_modules: str | list[str] = "all-linear"
     dropout: float = 0.0
     use_dora: bool = False
@@ -68,6 +69,9 @@ class LoraARConfig:
         b = self.budget_rank
         if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
             raise ConfigError(f"adapter.budget_rank={self.budget_rank!r}; valid: null or an integer >= 1")
+        p = self.budget_params
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int) or p < 1):
+            raise ConfigError(f"adapter.budget_params={p!r}; valid: null or a parameter count >= 1")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"adapter.dropout={self.dropout}; valid: [0, 1)")
         if isinstance(self.target_modules, str):

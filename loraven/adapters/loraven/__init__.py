@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from loraven.adapters.base import AdapterContext, register_adapter
+from loraven.adapters.base import AdapterContext, linear_targets, rank_for_budget, register_adapter
 from loraven.adapters.loraven.config import AdapterConfig, SchedulerConfig, adapter_config
 from loraven.adapters.loraven.layer import DynamicLowRankLayer
 from loraven.adapters.loraven.model import LoRAvenModel
@@ -71,11 +71,32 @@ def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
     return {**cfg, "r_max": rank, "r_min": min(int(cfg.get("r_min", 2)), rank), "alpha": 2 * rank}
 
 
+def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[str, Any]:
+    """``r_max`` for a trainable-parameter budget (adapter mode): each layer trains U (out×r_max), S (r_max) and
+    V (in×r_max), allocated at r_max whatever the active rank. ``alpha`` keeps the configured alpha/r_max (the
+    update's scale). Replace mode trains the other weights too and the gate adds its own network: neither is
+    fitted, each is one clear error."""
+    acfg = adapter_config(cfg)
+    if acfg.mode != "adapter" or acfg.gate:
+        raise ConfigError(f"adapter.param_budget fits LoRAven's adapter mode without a gate; got "
+                          f"adapter.mode={acfg.mode}, adapter.gate={acfg.gate} (set param_budget=null)")
+    layers = linear_targets(model, acfg.target_modules)
+    if not layers:
+        raise ConfigError(f"adapter.target_modules={acfg.target_modules!r} matches no Linear layer")
+    per_rank = sum(m.in_features + m.out_features + 1 for _, m in layers)
+    limit = min(min(m.in_features, m.out_features) for _, m in layers)
+    r_max = rank_for_budget(budget, per_rank, 0, "adapter.r_max", limit)
+    r0 = limit if acfg.r_max == "full" else int(acfg.r_max)
+    alpha = float(acfg.alpha if acfg.alpha is not None else 2 * r0) * r_max / r0
+    return {"r_max": r_max, "alpha": alpha}
+
+
 LEVELS = {"static": "fixed low-rank", "linear": "dynamic", "energy": "full LoRAven"}  # the paper's §5.2 levels
 
 
 @register_adapter("loraven", schedulers=("static", "linear", "energy"), labels=LEVELS, order=10,
-                  check_fits=check_rank_fits, match_rank=match_rank)
+                  check_fits=check_rank_fits, match_rank=match_rank, fit_budget=budget_fit,
+                  size_space=("adapter.r_max", "choice(4,8,16)"))
 def apply_loraven(model: nn.Module, adapter_cfg: Mapping[str, Any], ctx: AdapterContext) -> LoRAvenModel:
     """LoRAven: dynamic-rank U·diag(S)·Vᵀ layers (adapter beside frozen W0, or replacing W) + scheduler."""
     acfg = adapter_config(adapter_cfg)

@@ -53,6 +53,7 @@ PAPER_ACCURACY: dict[str, dict[str, object]] = {
     "regression": {"value": 2.0, "unit": "MSE increase %", "claim": "<2 % MSE increase (regression)"},
 }
 
+
 def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 

@@ -342,8 +342,11 @@ def _execute(
     result["metrics"] = metrics
     result["adapter"].update({"ranks": adapted.ranks(), **adapted.summary(), **budget})
     if budget and not budget.get("budget_applied"):
-        _warn(result, f"adapter.param_budget={budget['param_budget']} does not apply to adapter="
-                      f"{cfg['adapter']['name']}: it trained {result['model']['trainable_params']} parameters")
+        _warn(
+            result,
+            f"adapter.param_budget={budget['param_budget']} does not apply to adapter="
+            f"{cfg['adapter']['name']}: it trained {result['model']['trainable_params']} parameters",
+        )
     result["time"] = {
         "train_s": timer.phases["train"],
         "train_cpu_s": timer.cpu["train"],  # every thread of this process (compute + meter + W&B threads)
@@ -435,5 +438,10 @@ def base_metrics(cfg: Mapping[str, Any], loaded: LoadedModel, task, eval_bs: int
 
 def _base_fields(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The untrained model's score with its stderr and n, so a gain over base gets an interval too."""
-    return {"base_accuracy": metrics["accuracy"], "base_accuracy_stderr": metrics.get("accuracy_stderr"),
-            "base_n": metrics.get("n"), "base_mse": metrics.get("mse"), "base_scores": metrics.get("scores")}
+    return {
+        "base_accuracy": metrics["accuracy"],
+        "base_accuracy_stderr": metrics.get("accuracy_stderr"),
+        "base_n": metrics.get("n"),
+        "base_mse": metrics.get("mse"),
+        "base_scores": metrics.get("scores"),
+    }

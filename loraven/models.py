@@ -91,17 +91,25 @@ def _dtype(name: str) -> torch.dtype:
 # --------------------------------------------------------------------------- tiny / MLP models
 
 
-def build_tiny_llama(seed: int = 0, hidden_size: int = 64, layers: int = 2, heads: int = 4,
-                     intermediate_size: int = 128) -> tuple[nn.Module, Any]:
+def build_tiny_llama(
+    seed: int = 0, hidden_size: int = 64, layers: int = 2, heads: int = 4, intermediate_size: int = 128
+) -> tuple[nn.Module, Any]:
     """A random-init Llama (~0.3M params) with a real byte-level tokenizer, for fast tests."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = tiny_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-        max_position_embeddings=256, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
@@ -119,8 +127,9 @@ def tiny_tokenizer():
         vocab.setdefault(ch, len(vocab))
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>",
-                                  eos_token="</s>", unk_token="<unk>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
     tok.model_max_length = 256
     # ChatML-shaped, like the default SmolLM2-Instruct, so chat-template tasks run on the test model too
     tok.chat_template = TINY_CHAT_TEMPLATE
@@ -250,8 +259,11 @@ def convert_smollm2(target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _find_gguf()
-    print(f"[loraven] converting {gguf.name} to a safetensors cache in {target} (once, ~1 min on 2 cores)...",
-          file=sys.stderr, flush=True)
+    print(
+        f"[loraven] converting {gguf.name} to a safetensors cache in {target} (once, ~1 min on 2 cores)...",
+        file=sys.stderr,
+        flush=True,
+    )
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -267,7 +279,8 @@ def convert_smollm2(target: Path) -> None:
         tok.save_pretrained(tmp)
         files = {
             str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)}
-            for p in sorted(tmp.rglob("*")) if p.is_file()
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
         }
         (tmp / "loraven_manifest.json").write_text(json.dumps({"source": SMOLLM2_WHEEL, "files": files}))
         if target.exists():

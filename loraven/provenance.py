@@ -11,8 +11,16 @@ from typing import Any
 
 import torch
 
-PACKAGES = {"torch": "torch", "transformers": "transformers", "peft": "peft", "lm_eval": "lm_eval",
-            "codecarbon": "codecarbon", "wandb": "wandb", "hydra": "hydra-core", "accelerate": "accelerate"}
+PACKAGES = {
+    "torch": "torch",
+    "transformers": "transformers",
+    "peft": "peft",
+    "lm_eval": "lm_eval",
+    "codecarbon": "codecarbon",
+    "wandb": "wandb",
+    "hydra": "hydra-core",
+    "accelerate": "accelerate",
+}
 
 
 def _git(args: list[str], cwd: Path) -> str | None:

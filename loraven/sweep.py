@@ -101,8 +101,10 @@ class SweepSummary(Callback):
             # a search expects some trials to fail (a rate too high diverges): each was told to Optuna as FAIL
             # and the search went on; the search itself failed only if no trial completed
             if failed:
-                print(f"loraven search: {len(failed)} trial(s) failed and were recorded FAIL in the study",
-                      file=sys.stderr)
+                print(
+                    f"loraven search: {len(failed)} trial(s) failed and were recorded FAIL in the study",
+                    file=sys.stderr,
+                )
             if jobs and not any(j["status"] == "completed" for j in jobs):
                 raise SystemExit(1)
             return

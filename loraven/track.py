@@ -156,8 +156,9 @@ class ResultsStore:
         """
         problems = contract_violations(result)
         if problems:  # a bug in the harness, never the user's: refuse to write a record load() would distrust
-            raise ContractViolation(f"run {result.get('run_id')}: record breaks the results contract: "
-                                    + "; ".join(problems[:5]))
+            raise ContractViolation(
+                f"run {result.get('run_id')}: record breaks the results contract: " + "; ".join(problems[:5])
+            )
         run_dir = self.run_dir(experiment, str(result["run_id"]))
         path = run_dir / "result.json"
         if result.get("status") != "completed" and self._has_completed(path):

@@ -57,8 +57,9 @@ class TrainStats:
 # --------------------------------------------------------------------------- batches
 
 
-def lm_batches(task: LMTask, tokenizer: Any, batch_size: int, max_len: int, seed: int, rank: int = 0,
-               world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+def lm_batches(
+    task: LMTask, tokenizer: Any, batch_size: int, max_len: int, seed: int, rank: int = 0, world: int = 1
+) -> Iterator[dict[str, torch.Tensor]]:
     """Endless shuffled batches of (context, continuation) with loss on the continuation only.
 
     Context and continuation are encoded separately and concatenated, as lm-eval scores them. With
@@ -81,15 +82,15 @@ def lm_batches(task: LMTask, tokenizer: Any, batch_size: int, max_len: int, seed
     while True:
         order = torch.randperm(len(encoded), generator=gen).tolist()
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            chosen = [encoded[i] for i in order[start:start + batch_size]][rank::world]
+            chosen = [encoded[i] for i in order[start : start + batch_size]][rank::world]
             width = max(len(ids) for ids, _ in chosen)
             input_ids = torch.full((len(chosen), width), pad, dtype=torch.long)
             labels = torch.full((len(chosen), width), -100, dtype=torch.long)
             mask = torch.zeros((len(chosen), width), dtype=torch.long)
             for row, (ids, n_cont) in enumerate(chosen):
-                input_ids[row, :len(ids)] = torch.tensor(ids)
-                mask[row, :len(ids)] = 1
-                labels[row, len(ids) - n_cont:len(ids)] = torch.tensor(ids[len(ids) - n_cont:])
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                mask[row, : len(ids)] = 1
+                labels[row, len(ids) - n_cont : len(ids)] = torch.tensor(ids[len(ids) - n_cont :])
             yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
@@ -100,16 +101,18 @@ def fit_batch_size(batch_size: int, rows: int, world: int = 1) -> int:
     none, forever (a hang, not an error). Clamping keeps short datasets (a small local_mc file) usable.
     """
     if batch_size > rows:
-        log.warning("trainer.batch_size=%d is larger than the %d training rows; using batch_size=%d",
-                    batch_size, rows, rows)
+        log.warning(
+            "trainer.batch_size=%d is larger than the %d training rows; using batch_size=%d", batch_size, rows, rows
+        )
         batch_size = rows
     if batch_size < world:
         raise ValueError(f"batch of {batch_size} rows cannot be split over {world} data-parallel processes")
     return batch_size
 
 
-def classic_batches(task: ClassicTask, batch_size: int, seed: int, rank: int = 0,
-                    world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+def classic_batches(
+    task: ClassicTask, batch_size: int, seed: int, rank: int = 0, world: int = 1
+) -> Iterator[dict[str, torch.Tensor]]:
     gen = torch.Generator().manual_seed(seed)
     n = task.x_train.shape[0]
     if n == 0:
@@ -118,7 +121,7 @@ def classic_batches(task: ClassicTask, batch_size: int, seed: int, rank: int = 0
     while True:
         order = torch.randperm(n, generator=gen)
         for start in range(0, n - batch_size + 1, batch_size):
-            idx = order[start:start + batch_size][rank::world]
+            idx = order[start : start + batch_size][rank::world]
             yield {"x": task.x_train[idx], "y": task.y_train[idx]}
 
 
@@ -146,8 +149,13 @@ class TrainStep:
     on-device loss (no host sync).
     """
 
-    def __init__(self, adapted: AdaptedModel, cfg: Mapping[str, Any], device: torch.device,
-                 forward_model: torch.nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        adapted: AdaptedModel,
+        cfg: Mapping[str, Any],
+        device: torch.device,
+        forward_model: torch.nn.Module | None = None,
+    ) -> None:
         from transformers import get_scheduler
 
         cfg = trainer_settings(cfg)
@@ -156,17 +164,25 @@ class TrainStep:
         self.params = list(adapted.trainable_parameters())
         if not self.params:
             raise ValueError("the adapter left no trainable parameters")
-        self.optimizer = torch.optim.AdamW(self.params, lr=float(cfg["lr"]),
-                                           weight_decay=float(cfg["weight_decay"]), betas=tuple(cfg["betas"]))
-        self.scheduler = get_scheduler(str(cfg["lr_scheduler"]), self.optimizer,
-                                       num_warmup_steps=int(cfg["warmup_steps"]),
-                                       num_training_steps=int(cfg["steps"]))
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                         and cfg["precision"] in ("auto", "bf16") else nullcontext())
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]), betas=tuple(cfg["betas"])
+        )
+        self.scheduler = get_scheduler(
+            str(cfg["lr_scheduler"]),
+            self.optimizer,
+            num_warmup_steps=int(cfg["warmup_steps"]),
+            num_training_steps=int(cfg["steps"]),
+        )
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if device.type == "cuda" and cfg["precision"] in ("auto", "bf16")
+            else nullcontext()
+        )
         self.grad_clip = float(cfg["grad_clip"]) if cfg.get("grad_clip") else None
 
-    def __call__(self, batch: Mapping[str, torch.Tensor], task: LMTask | ClassicTask | None, step: int,
-                 poison: bool = False) -> torch.Tensor:
+    def __call__(
+        self, batch: Mapping[str, torch.Tensor], task: LMTask | ClassicTask | None, step: int, poison: bool = False
+    ) -> torch.Tensor:
         """``poison``: multiply the loss by NaN (the fault injector's simulated divergence)."""
         with self.autocast:
             loss = batch_loss(self.forward_model, batch, task)
@@ -188,8 +204,16 @@ class TrainStep:
         return float(self.scheduler.get_last_lr()[0])
 
 
-def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg: Mapping[str, Any],
-          device: torch.device, log_fn=None, seed: int = 0, progress: bool = True) -> TrainStats:
+def train(
+    adapted: AdaptedModel,
+    task: LMTask | ClassicTask,
+    tokenizer: Any,
+    cfg: Mapping[str, Any],
+    device: torch.device,
+    log_fn=None,
+    seed: int = 0,
+    progress: bool = True,
+) -> TrainStats:
     """Fine-tune ``adapted.model`` on ``task`` for ``cfg.steps`` optimizer steps."""
     cfg = trainer_settings(cfg)
     model = adapted.model
@@ -210,8 +234,14 @@ def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg
     stats = TrainStats()
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     cuda_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
-    bar = tqdm(total=steps, desc="train", unit="step", disable=not progress or rank != 0, dynamic_ncols=True,
-               mininterval=0.5 if sys.stderr.isatty() else 15.0)  # a log file gets a line every 15 s, not 10/s
+    bar = tqdm(
+        total=steps,
+        desc="train",
+        unit="step",
+        disable=not progress or rank != 0,
+        dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 15.0,
+    )  # a log file gets a line every 15 s, not 10/s
     start_all = time.perf_counter()
     for step in range(1, steps + 1):
         batch = next(batches)
@@ -245,8 +275,14 @@ def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg
             stats.loss_curve.append((step, value))
             bar.set_postfix(loss=f"{value:.4f}")
             if log_fn is not None and rank == 0:
-                log_fn({"train/loss": value, "train/lr": take_step.last_lr(),
-                        **{f"train/{k}": v for k, v in adapted.step_metrics().items()}}, step)
+                log_fn(
+                    {
+                        "train/loss": value,
+                        "train/lr": take_step.last_lr(),
+                        **{f"train/{k}": v for k, v in adapted.step_metrics().items()},
+                    },
+                    step,
+                )
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -284,8 +284,10 @@ def rank_for_budget(budget: int, per_rank: int, fixed: int, key: str, limit: int
     does not fit (the message names the smallest budget that does)."""
     r = (budget - fixed) // per_rank if per_rank > 0 else 0
     if r < 1:
-        raise ConfigError(f"adapter.param_budget={budget} is below this method's smallest size "
-                          f"({key}=1 needs {fixed + per_rank} trainable parameters)")
+        raise ConfigError(
+            f"adapter.param_budget={budget} is below this method's smallest size "
+            f"({key}=1 needs {fixed + per_rank} trainable parameters)"
+        )
     return int(min(r, limit))
 
 

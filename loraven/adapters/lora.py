@@ -31,7 +31,7 @@ class PeftAdapted(AdaptedModel):
 def _strip_peft_prefix(name: str) -> str:
     for prefix in ("base_model.model.", "base_model."):
         if name.startswith(prefix):
-            return name[len(prefix):]
+            return name[len(prefix) :]
     return name
 
 
@@ -85,8 +85,9 @@ def check_rank_fits(model: nn.Module, cfg: Mapping[str, Any]) -> None:
         return
     name, limit = smallest_side(resolve_targets(model, target_modules(cfg)))
     if int(rank) > limit:
-        raise ConfigError(f"adapter.r={rank} exceeds layer {name} (smaller side {limit}); "
-                          f"valid: 1..{limit} for these target_modules")
+        raise ConfigError(
+            f"adapter.r={rank} exceeds layer {name} (smaller side {limit}); valid: 1..{limit} for these target_modules"
+        )
 
 
 def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
@@ -116,15 +117,27 @@ SIZE_SPACE = ("adapter.r", "choice(4,8,16)")
 _LORA_SPEC = {"check_fits": check_rank_fits, "match_rank": match_rank, "size_space": SIZE_SPACE}
 
 
-@register_adapter("lora", schedulers=("static",), labels={"static": "LoRA"}, order=20,
-                  fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=False), **_LORA_SPEC)
+@register_adapter(
+    "lora",
+    schedulers=("static",),
+    labels={"static": "LoRA"},
+    order=20,
+    fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=False),
+    **_LORA_SPEC,
+)
 def apply_lora(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
     """peft LoRA: W0 + (alpha/r)·B·A on the target modules."""
     return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=False)))
 
 
-@register_adapter("dora", schedulers=("static",), labels={"static": "DoRA"}, order=21,
-                  fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=True), **_LORA_SPEC)
+@register_adapter(
+    "dora",
+    schedulers=("static",),
+    labels={"static": "DoRA"},
+    order=21,
+    fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=True),
+    **_LORA_SPEC,
+)
 def apply_dora(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
     """peft DoRA (``use_dora=True``): LoRA direction plus a trained per-output magnitude vector."""
     return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=True)))

@@ -36,11 +36,23 @@ def merged_copy(adapted) -> nn.Module:
     return clone.model
 
 
-def run_inference(methods: Sequence[str] | None = None, *, model: str = "smollm2", layers: int | None = None,
-                  batch_size: int = 16, seq_len: int = 64, rank: int = 16, warmup: int = 1, repeats: int = 3,
-                  device: torch.device | None = None, dtype: torch.dtype = torch.float32,
-                  threads: int | None = None, rank_mode: str = "uniform", seed: int = 0,
-                  log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_inference(
+    methods: Sequence[str] | None = None,
+    *,
+    model: str = "smollm2",
+    layers: int | None = None,
+    batch_size: int = 16,
+    seq_len: int = 64,
+    rank: int = 16,
+    warmup: int = 1,
+    repeats: int = 3,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    threads: int | None = None,
+    rank_mode: str = "uniform",
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Rows (method, variant ∈ base|unmerged|merged, ms, p10, p90, vs_base, max_abs_diff merged−unmerged)."""
     device = device or torch.device("cpu")
     methods = list(methods or adapter_methods())
@@ -69,8 +81,15 @@ def run_inference(methods: Sequence[str] | None = None, *, model: str = "smollm2
         timings = round_robin(fns, repeats=repeats, warmup=warmup, device=device)
         outputs = {key: fn() for key, fn in fns.items()}
     base_ms = timings["base/base"].median
-    common = {"model": model_name, "rank": rank, "batch_size": batch_size, "seq_len": seq_len,
-              "device": device_name(device), "dtype": dtype_name(dtype), "threads": threads or torch.get_num_threads()}
+    common = {
+        "model": model_name,
+        "rank": rank,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "device": device_name(device),
+        "dtype": dtype_name(dtype),
+        "threads": threads or torch.get_num_threads(),
+    }
     rows = []
     for key, timing in timings.items():
         method, variant = key.split("/")
@@ -78,8 +97,11 @@ def run_inference(methods: Sequence[str] | None = None, *, model: str = "smollm2
         if variant == "merged":
             row["max_abs_diff"] = float((outputs[key] - outputs[f"{method}/unmerged"]).abs().max())
         rows.append(row)
-    rows += [{"method": m, "variant": v, **common, "status": "not registered"} for m in skipped
-             for v in ("unmerged", "merged")]
+    rows += [
+        {"method": m, "variant": v, **common, "status": "not registered"}
+        for m in skipped
+        for v in ("unmerged", "merged")
+    ]
     return rows
 
 

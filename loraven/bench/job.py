@@ -49,8 +49,14 @@ def run_suites(bench: Mapping[str, Any], log_fn: Callable[[str], None] | None = 
     device = resolve_device(bench.get("device", "auto"))
     dtype = resolve_dtype(bench.get("dtype", "auto"), device)
     threads = set_threads(bench.get("threads", "auto"))
-    out: dict[str, Any] = {"bench_settings": {"device": provenance.device_name(device), "dtype": dtype_name(dtype),
-                                              "threads": threads, "suites": suites_of(bench)}}
+    out: dict[str, Any] = {
+        "bench_settings": {
+            "device": provenance.device_name(device),
+            "dtype": dtype_name(dtype),
+            "threads": threads,
+            "suites": suites_of(bench),
+        }
+    }
     for suite in out["bench_settings"]["suites"]:
         section, runner = SUITE_RUNNERS[suite]
         out[section] = runner(bench, dict(bench.get(suite) or {}), device, dtype, threads, log_fn)
@@ -61,42 +67,68 @@ def _fusion(bench, sub, device, dtype, threads, log_fn):
     from loraven.bench.fusion import VARIANTS, run_fusion
 
     return run_fusion(
-        list(bench.get("shapes") or []), bench.get("ranks", "auto"), repeats=int(bench.get("repeats", 20)),
-        warmup=int(bench.get("warmup", 3)), device=device, dtype=dtype, threads=threads,
-        variant_names=list(bench.get("variants") or VARIANTS), max_gflop=bench.get("max_gflop", "auto"),
-        min_sample_ms=float(bench.get("min_sample_ms", 2.0)), log=log_fn)
+        list(bench.get("shapes") or []),
+        bench.get("ranks", "auto"),
+        repeats=int(bench.get("repeats", 20)),
+        warmup=int(bench.get("warmup", 3)),
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        variant_names=list(bench.get("variants") or VARIANTS),
+        max_gflop=bench.get("max_gflop", "auto"),
+        min_sample_ms=float(bench.get("min_sample_ms", 2.0)),
+        log=log_fn,
+    )
 
 
 def _train_step(bench, sub, device, dtype, threads, log_fn):
     from loraven.bench.train_step import run_train_step
 
-    return run_train_step(**_lm_kwargs(sub), lr=float(sub.get("lr", 1e-4)), profile=bool(sub.get("profile", True)),
-                          device=device, dtype=_lm_dtype(sub, device), threads=threads, log=log_fn)
+    return run_train_step(
+        **_lm_kwargs(sub),
+        lr=float(sub.get("lr", 1e-4)),
+        profile=bool(sub.get("profile", True)),
+        device=device,
+        dtype=_lm_dtype(sub, device),
+        threads=threads,
+        log=log_fn,
+    )
 
 
 def _inference(bench, sub, device, dtype, threads, log_fn):
     from loraven.bench.inference import run_inference
 
-    return run_inference(**_lm_kwargs(sub), device=device, dtype=_lm_dtype(sub, device), threads=threads,
-                         log=log_fn)
+    return run_inference(**_lm_kwargs(sub), device=device, dtype=_lm_dtype(sub, device), threads=threads, log=log_fn)
 
 
 def _overhead(bench, sub, device, dtype, threads, log_fn):
     from loraven.bench.overhead import run_overhead
 
     return run_overhead(
-        model=str(sub.get("model", "tiny_llama")), adapter=sub.get("adapter"),
-        steps=int(sub.get("steps", 60)), repeats=int(sub.get("repeats", 3)), warmup=int(sub.get("warmup", 1)),
-        extra_overrides=list(sub.get("overrides") or []), log=log_fn)
+        model=str(sub.get("model", "tiny_llama")),
+        adapter=sub.get("adapter"),
+        steps=int(sub.get("steps", 60)),
+        repeats=int(sub.get("repeats", 3)),
+        warmup=int(sub.get("warmup", 1)),
+        extra_overrides=list(sub.get("overrides") or []),
+        log=log_fn,
+    )
 
 
 def _rank_cost(bench, sub, device, dtype, threads, log_fn):
     from loraven.bench.rank_cost import run_rank_cost
 
     return run_rank_cost(
-        dim=int(sub.get("dim", 2048)), batch=int(sub.get("batch", 128)), fractions=sub.get("fractions"),
-        repeats=int(sub.get("repeats", 10)), warmup=int(sub.get("warmup", 2)), device=device, dtype=dtype,
-        threads=threads, log=log_fn)
+        dim=int(sub.get("dim", 2048)),
+        batch=int(sub.get("batch", 128)),
+        fractions=sub.get("fractions"),
+        repeats=int(sub.get("repeats", 10)),
+        warmup=int(sub.get("warmup", 2)),
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        log=log_fn,
+    )
 
 
 # suite name → (result section, runner(bench, its sub-section, device, dtype, threads, log))

@@ -67,8 +67,13 @@ def is_available(method: str) -> bool:
     return method in bench_methods()
 
 
-def build_base(model: str = "smollm2", layers: int | None = None, device: torch.device | None = None,
-               dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[nn.Module, str]:
+def build_base(
+    model: str = "smollm2",
+    layers: int | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> tuple[nn.Module, str]:
     """The base LM (eval mode, frozen) and its name.
 
     ``smollm2``: real SmolLM2-135M weights on CPU; on GPU the same architecture random-initialised (step
@@ -105,8 +110,15 @@ def build_base(model: str = "smollm2", layers: int | None = None, device: torch.
     return net.to(device=device, dtype=dtype).eval(), name
 
 
-def apply_method(base: nn.Module, method: str, rank: int, device: torch.device, seed: int = 0,
-                 rank_mode: str = "uniform", total_steps: int = 100) -> AdaptedModel:
+def apply_method(
+    base: nn.Module,
+    method: str,
+    rank: int,
+    device: torch.device,
+    seed: int = 0,
+    rank_mode: str = "uniform",
+    total_steps: int = 100,
+) -> AdaptedModel:
     """A fresh copy of ``base`` with ``method`` applied (base is never modified)."""
     adapter_cfg, scheduler_cfg = method_configs(method, rank, rank_mode)
     torch.manual_seed(seed)
@@ -116,8 +128,9 @@ def apply_method(base: nn.Module, method: str, rank: int, device: torch.device, 
     return adapted
 
 
-def token_batch(vocab_size: int, batch_size: int, seq_len: int, device: torch.device,
-                seed: int = 0) -> dict[str, torch.Tensor]:
+def token_batch(
+    vocab_size: int, batch_size: int, seq_len: int, device: torch.device, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """A fixed-length random-token batch, loss on every token: batch_size × seq_len tokens exactly."""
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, vocab_size, (batch_size, seq_len), generator=gen)
@@ -135,5 +148,4 @@ def param_bytes(model: nn.Module) -> int:
 
 
 def optimizer_bytes(state: Mapping[Any, Mapping[str, Any]]) -> int:
-    return sum(v.numel() * v.element_size() for s in state.values() for v in s.values()
-               if isinstance(v, torch.Tensor))
+    return sum(v.numel() * v.element_size() for s in state.values() for v in s.values() if isinstance(v, torch.Tensor))

@@ -151,6 +151,12 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> list[f
     import numpy as np
     from scipy.stats import bootstrap
 
-    res = bootstrap((np.asarray(values, dtype=float),), np.median, confidence_level=confidence,
-                    method="percentile", n_resamples=9999, random_state=0)
+    res = bootstrap(
+        (np.asarray(values, dtype=float),),
+        np.median,
+        confidence_level=confidence,
+        method="percentile",
+        n_resamples=9999,
+        random_state=0,
+    )
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]

@@ -44,8 +44,9 @@ class _Stepper:
     """One method's model and the training loop's own :class:`~loraven.train.TrainStep` on a fixed batch
     (constant lr: a benchmark has no schedule to follow), callable with no arguments."""
 
-    def __init__(self, adapted, batch: dict[str, torch.Tensor], lr: float, grad_clip: float | None,
-                 device: torch.device) -> None:
+    def __init__(
+        self, adapted, batch: dict[str, torch.Tensor], lr: float, grad_clip: float | None, device: torch.device
+    ) -> None:
         self.adapted = adapted
         self.batch = batch
         self.step_no = 0
@@ -59,8 +60,9 @@ class _Stepper:
         return self.take_step(self.batch, None, self.step_no)  # task=None → the LM (next-token) loss
 
 
-def step_memory_and_profile(step: Callable[[], Any], device: torch.device,
-                            top: int = 10) -> tuple[int, list[dict[str, Any]]]:
+def step_memory_and_profile(
+    step: Callable[[], Any], device: torch.device, top: int = 10
+) -> tuple[int, list[dict[str, Any]]]:
     """Peak bytes allocated during one step above the bytes live before it, and the top ops by self time."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -76,23 +78,43 @@ def step_memory_and_profile(step: Callable[[], Any], device: torch.device,
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - before
     else:
-        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
+        events = sorted(
+            (e.start_ns(), e.nbytes())
+            for e in prof.profiler.kineto_results.events()
+            if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+        )
         peak = max(itertools.accumulate(n for _, n in events), default=0)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     averages = sorted(prof.key_averages(), key=lambda a: getattr(a, key, 0.0), reverse=True)
     total = sum(getattr(a, key, 0.0) for a in averages) or 1.0
-    ops = [{"op": a.key, "self_ms": getattr(a, key) / 1000.0, "share": getattr(a, key) / total, "calls": a.count}
-           for a in averages[:top]]
+    ops = [
+        {"op": a.key, "self_ms": getattr(a, key) / 1000.0, "share": getattr(a, key) / total, "calls": a.count}
+        for a in averages[:top]
+    ]
     return max(int(peak), 0), ops
 
 
-def run_train_step(methods: Sequence[str] | None = None, *, model: str = "smollm2", layers: int | None = None,
-                   batch_size: int = 16, seq_len: int = 64, rank: int = 16, warmup: int = 1, repeats: int = 3,
-                   device: torch.device | None = None, dtype: torch.dtype = torch.float32, threads: int | None = None,
-                   lr: float = 1e-4, grad_clip: float | None = 1.0, rank_mode: str = "uniform",
-                   reference: str | None = None, profile: bool = True, seed: int = 0,
-                   log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_train_step(
+    methods: Sequence[str] | None = None,
+    *,
+    model: str = "smollm2",
+    layers: int | None = None,
+    batch_size: int = 16,
+    seq_len: int = 64,
+    rank: int = 16,
+    warmup: int = 1,
+    repeats: int = 3,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    threads: int | None = None,
+    lr: float = 1e-4,
+    grad_clip: float | None = 1.0,
+    rank_mode: str = "uniform",
+    reference: str | None = None,
+    profile: bool = True,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """One row per method: step ms (median, p10, p90), tokens/s, peak memory, trainable params, ratios.
 
     ``methods``: benchmark method names (default: every registered one); ``reference``: the method the
@@ -107,17 +129,28 @@ def run_train_step(methods: Sequence[str] | None = None, *, model: str = "smollm
     steppers: dict[str, _Stepper] = {}
     rows: dict[str, dict[str, Any]] = {}
     for method in methods:
-        row = {"method": method, "model": model_name, "rank": rank, "batch_size": batch_size, "seq_len": seq_len,
-               "device": device_name(device), "dtype": dtype_name(dtype), "threads": threads or torch.get_num_threads(),
-               "total_params": total_params}
+        row = {
+            "method": method,
+            "model": model_name,
+            "rank": rank,
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "device": device_name(device),
+            "dtype": dtype_name(dtype),
+            "threads": threads or torch.get_num_threads(),
+            "total_params": total_params,
+        }
         rows[method] = row
         if not is_available(method):
             row["status"] = "not registered"
             continue
         adapted = apply_method(base, method, rank, device, seed, rank_mode)
         steppers[method] = _Stepper(adapted, batch, lr, grad_clip, device)
-        row.update(status="measured", trainable_params=adapted.trainable_param_count(),
-                   ranks=sorted(set(adapted.ranks().values())))
+        row.update(
+            status="measured",
+            trainable_params=adapted.trainable_param_count(),
+            ranks=sorted(set(adapted.ranks().values())),
+        )
     del base
     if log:
         log(f"train_step: {', '.join(steppers)} on {model_name}, batch {batch_size}x{seq_len}, r={rank}")
@@ -131,8 +164,12 @@ def run_train_step(methods: Sequence[str] | None = None, *, model: str = "smollm
         row["resident_mb"] = resident / 2**20
         if profile:
             step_peak, ops = step_memory_and_profile(stepper, device)
-            row.update(step_peak_mb=step_peak / 2**20, peak_mb=(resident + step_peak) / 2**20, top_ops=ops,
-                       memory_method="cuda-max-allocated" if device.type == "cuda" else "torch-profiler-live-tensors")
+            row.update(
+                step_peak_mb=step_peak / 2**20,
+                peak_mb=(resident + step_peak) / 2**20,
+                top_ops=ops,
+                memory_method="cuda-max-allocated" if device.type == "cuda" else "torch-profiler-live-tensors",
+            )
         if log:
             log(f"  {method}: {timing.median:.1f} ms/step (p10 {timing.p10:.1f}, p90 {timing.p90:.1f})")
     add_ratios(list(rows.values()), reference)

@@ -184,10 +184,15 @@ def quiet_lm_eval() -> Iterator[None]:
         top.setLevel(logging.WARNING)
         for logger in loggers:  # a logger's filter sees only its own records, so each module's logger gets it
             logger.addFilter(noise)
-    patched = [(mod, "tqdm", functools.partial(mod.tqdm, disable=True))
-               for mod in (lm_eval.api.task, lm_eval.api.model) if hasattr(mod, "tqdm")]
-    patched += [(lm_eval.evaluator, "get_git_commit_hash", lambda: None),
-                (lm_eval.evaluator, "add_env_info", lambda storage: None)]
+    patched = [
+        (mod, "tqdm", functools.partial(mod.tqdm, disable=True))
+        for mod in (lm_eval.api.task, lm_eval.api.model)
+        if hasattr(mod, "tqdm")
+    ]
+    patched += [
+        (lm_eval.evaluator, "get_git_commit_hash", lambda: None),
+        (lm_eval.evaluator, "add_env_info", lambda storage: None),
+    ]
     saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patched if hasattr(mod, name)]
     for mod, name, value in patched:
         if hasattr(mod, name):

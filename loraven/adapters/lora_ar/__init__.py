@@ -36,8 +36,7 @@ __all__ = ["ALLOCATION_FILE", "LoraARAdapted", "LoraARConfig", "apply_lora_ar", 
 class LoraARAdapted(PeftAdapted):
     """A peft LoRA model plus the spectral allocation that shaped it."""
 
-    def __init__(self, model: nn.Module, allocation: Allocation, cfg: LoraARConfig,
-                 analysis_s: float) -> None:
+    def __init__(self, model: nn.Module, allocation: Allocation, cfg: LoraARConfig, analysis_s: float) -> None:
         super().__init__(model)
         self.allocation = allocation
         self.cfg = cfg
@@ -76,9 +75,12 @@ def plan_allocation(model: nn.Module, cfg: LoraARConfig) -> tuple[Allocation, fl
     """Analyse the target weights of ``model`` and allocate ranks; returns (allocation, seconds spent)."""
     start = time.perf_counter()
     targets = resolve_targets(model, cfg.target_modules)
-    spectra = analyse_weights({n: weight_of(m) for n, m in targets.items()}, hill_method=cfg.hill_method,
-                              eigenvalue_threshold=float(cfg.eigenvalue_threshold),
-                              tracy_widom=cfg.tracy_widom)
+    spectra = analyse_weights(
+        {n: weight_of(m) for n, m in targets.items()},
+        hill_method=cfg.hill_method,
+        eigenvalue_threshold=float(cfg.eigenvalue_threshold),
+        tracy_widom=cfg.tracy_widom,
+    )
     alloc = allocate(spectra, cfg)
     return alloc, time.perf_counter() - start
 
@@ -97,12 +99,23 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[st
     return {"budget_params": int(budget), "budget_rank": None}
 
 
-@register_adapter("lora_ar", schedulers=("static",), labels={"static": "LoRA-AR"}, order=22, match_rank=match_rank,
-                  fit_budget=budget_fit, size_space=("adapter.budget_rank", "choice(4,8,16)"))
+@register_adapter(
+    "lora_ar",
+    schedulers=("static",),
+    labels={"static": "LoRA-AR"},
+    order=22,
+    match_rank=match_rank,
+    fit_budget=budget_fit,
+    size_space=("adapter.budget_rank", "choice(4,8,16)"),
+)
 def apply_lora_ar(model: nn.Module, adapter_cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
     """LoRA-AR: per-module LoRA ranks from Hill α and MP spikes of the pretrained weights (then static)."""
     cfg = LoraARConfig.from_mapping(adapter_cfg)
     alloc, analysis_s = plan_allocation(model, cfg)
-    wrapped = inject(model, alloc.ranks, alloc.alphas,
-                     {"dropout": cfg.dropout, "use_dora": cfg.use_dora, "use_rslora": cfg.use_rslora})
+    wrapped = inject(
+        model,
+        alloc.ranks,
+        alloc.alphas,
+        {"dropout": cfg.dropout, "use_dora": cfg.use_dora, "use_rslora": cfg.use_rslora},
+    )
     return LoraARAdapted(wrapped, alloc, cfg, analysis_s)

@@ -51,12 +51,12 @@ def check_patterns(keys: Mapping[str, str], names: Sequence[str]) -> None:
     for name, key in keys.items():
         hits = [n for n in names if re.match(rf"(.*\.)?({key})$", n)]
         if hits != [name]:
-            raise ConfigError(f"rank_pattern key {key!r} for {name!r} matches {hits}; "
-                              f"expected exactly [{name!r}]")
+            raise ConfigError(f"rank_pattern key {key!r} for {name!r} matches {hits}; expected exactly [{name!r}]")
 
 
-def inject(model: nn.Module, ranks: Mapping[str, int], alphas: Mapping[str, float],
-           adapter_cfg: Mapping[str, Any]) -> nn.Module:
+def inject(
+    model: nn.Module, ranks: Mapping[str, int], alphas: Mapping[str, float], adapter_cfg: Mapping[str, Any]
+) -> nn.Module:
     """Wrap ``model`` with peft LoRA: exactly the modules in ``ranks``, each with its rank and alpha.
 
     ``adapter_cfg`` supplies dropout / use_dora / use_rslora. Raises ConfigError if peft adapted a
@@ -72,7 +72,10 @@ def inject(model: nn.Module, ranks: Mapping[str, int], alphas: Mapping[str, floa
     check_patterns(keys, all_names)
     base = {k: adapter_cfg[k] for k in ("dropout", "use_dora", "use_rslora") if k in adapter_cfg}
     config = peft_lora_config(
-        base, r=max(ranks.values()), lora_alpha=max(alphas.values()), target_modules=list(ranks),
+        base,
+        r=max(ranks.values()),
+        lora_alpha=max(alphas.values()),
+        target_modules=list(ranks),
         rank_pattern={keys[n]: int(r) for n, r in ranks.items()},
         alpha_pattern={keys[n]: float(alphas[n]) for n in ranks},
     )
@@ -103,11 +106,13 @@ def verify(model: nn.Module, ranks: Mapping[str, int], alphas: Mapping[str, floa
     layers = injected_layers(model)
     extra, absent = sorted(set(layers) - set(ranks)), sorted(set(ranks) - set(layers))
     if extra or absent:
-        raise ConfigError(f"peft adapted a different module set than allocated: unexpected {extra[:5]}, "
-                          f"missing {absent[:5]}")
-    wrong = [(n, int(m.r["default"]), ranks[n], float(m.lora_alpha["default"]), alphas[n])
-             for n, m in layers.items()
-             if int(m.r["default"]) != ranks[n] or float(m.lora_alpha["default"]) != float(alphas[n])]
+        raise ConfigError(
+            f"peft adapted a different module set than allocated: unexpected {extra[:5]}, missing {absent[:5]}"
+        )
+    wrong = [
+        (n, int(m.r["default"]), ranks[n], float(m.lora_alpha["default"]), alphas[n])
+        for n, m in layers.items()
+        if int(m.r["default"]) != ranks[n] or float(m.lora_alpha["default"]) != float(alphas[n])
+    ]
     if wrong:
-        raise ConfigError("peft built other ranks/alphas than allocated (module, r, want, alpha, want): "
-                          f"{wrong[:5]}")
+        raise ConfigError(f"peft built other ranks/alphas than allocated (module, r, want, alpha, want): {wrong[:5]}")

@@ -42,13 +42,22 @@ def inject(model: nn.Module, cfg: AdapterConfig) -> dict[str, DynamicLowRankLaye
         limit = min(base.in_features, base.out_features)
         r_max = limit if cfg.r_max == "full" else int(cfg.r_max)
         if r_max > limit:
-            raise ConfigError(f"adapter.r_max={r_max} exceeds layer {name} ({base.out_features}x"
-                              f"{base.in_features}); valid: 1..{limit} or 'full'")
+            raise ConfigError(
+                f"adapter.r_max={r_max} exceeds layer {name} ({base.out_features}x"
+                f"{base.in_features}); valid: 1..{limit} or 'full'"
+            )
         layer = DynamicLowRankLayer(
-            base, r_max=r_max, r_init=None if cfg.r_init is None else min(int(cfg.r_init), r_max),
-            r_min=min(int(cfg.r_min), r_max), mode=cfg.mode, alpha=cfg.alpha, dropout=float(cfg.dropout),
-            nan_guard=cfg.nan_guard, gate_blocks=int(cfg.gate_blocks) if cfg.gate else 0,
-            gradient_checkpointing=cfg.gradient_checkpointing)
+            base,
+            r_max=r_max,
+            r_init=None if cfg.r_init is None else min(int(cfg.r_init), r_max),
+            r_min=min(int(cfg.r_min), r_max),
+            mode=cfg.mode,
+            alpha=cfg.alpha,
+            dropout=float(cfg.dropout),
+            nan_guard=cfg.nan_guard,
+            gate_blocks=int(cfg.gate_blocks) if cfg.gate else 0,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+        )
         setattr(parent, child, layer)
         layers[name] = layer
     return layers
@@ -62,8 +71,9 @@ def check_rank_fits(model: nn.Module, adapter_cfg: Mapping[str, Any]) -> None:
     targets = resolve_targets(model, adapter_cfg.get("target_modules", "all-linear"), classes=(nn.Linear,))
     name, limit = smallest_side(targets)
     if int(r_max) > limit:
-        raise ConfigError(f"adapter.r_max={r_max} exceeds layer {name} (smaller side {limit}); "
-                          f"valid: 1..{limit} or 'full'")
+        raise ConfigError(
+            f"adapter.r_max={r_max} exceeds layer {name} (smaller side {limit}); valid: 1..{limit} or 'full'"
+        )
 
 
 def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
@@ -78,8 +88,10 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[st
     fitted, each is one clear error."""
     acfg = adapter_config(cfg)
     if acfg.mode != "adapter" or acfg.gate:
-        raise ConfigError(f"adapter.param_budget fits LoRAven's adapter mode without a gate; got "
-                          f"adapter.mode={acfg.mode}, adapter.gate={acfg.gate} (set param_budget=null)")
+        raise ConfigError(
+            f"adapter.param_budget fits LoRAven's adapter mode without a gate; got "
+            f"adapter.mode={acfg.mode}, adapter.gate={acfg.gate} (set param_budget=null)"
+        )
     layers = linear_targets(model, acfg.target_modules)
     if not layers:
         raise ConfigError(f"adapter.target_modules={acfg.target_modules!r} matches no Linear layer")
@@ -94,9 +106,16 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[st
 LEVELS = {"static": "fixed low-rank", "linear": "dynamic", "energy": "full LoRAven"}  # the paper's §5.2 levels
 
 
-@register_adapter("loraven", schedulers=("static", "linear", "energy"), labels=LEVELS, order=10,
-                  check_fits=check_rank_fits, match_rank=match_rank, fit_budget=budget_fit,
-                  size_space=("adapter.r_max", "choice(4,8,16)"))
+@register_adapter(
+    "loraven",
+    schedulers=("static", "linear", "energy"),
+    labels=LEVELS,
+    order=10,
+    check_fits=check_rank_fits,
+    match_rank=match_rank,
+    fit_budget=budget_fit,
+    size_space=("adapter.r_max", "choice(4,8,16)"),
+)
 def apply_loraven(model: nn.Module, adapter_cfg: Mapping[str, Any], ctx: AdapterContext) -> LoRAvenModel:
     """LoRAven: dynamic-rank U·diag(S)·Vᵀ layers (adapter beside frozen W0, or replacing W) + scheduler."""
     acfg = adapter_config(adapter_cfg)

@@ -32,8 +32,9 @@ def test_multirun_gives_each_adapter_its_scheduler_then_resumes(tmp_path: Path, 
     assert all(not contract_violations(r) for r in rows)
     assert "loraven sweep summary: 2 completed" in proc.stderr
     # the same sweep again: same configs → same run_ids → nothing re-trained, counted as resumed
-    again = run_cli(args[:1] + args[1:-2] + [f"hydra.sweep.dir={tmp_path}/multirun2", f"hydra.run.dir={tmp_path}/o"],
-                    tmp_path)
+    again = run_cli(
+        args[:1] + args[1:-2] + [f"hydra.sweep.dir={tmp_path}/multirun2", f"hydra.run.dir={tmp_path}/o"], tmp_path
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "loraven sweep summary: 2 completed (resumed)" in again.stderr
     assert {r["run_id"] for r in results(tmp_path / "res")} == {r["run_id"] for r in rows}
@@ -41,16 +42,29 @@ def test_multirun_gives_each_adapter_its_scheduler_then_resumes(tmp_path: Path, 
 
 
 def test_incompatible_pair_is_an_error_alone_and_a_skip_in_a_sweep(tmp_path: Path, run_cli) -> None:
-    single = run_cli(["adapter=lora", "scheduler=energy", *FAST_CLASSIC, f"results_dir={tmp_path}/one",
-                      *sweep_args(tmp_path)], tmp_path)
+    single = run_cli(
+        ["adapter=lora", "scheduler=energy", *FAST_CLASSIC, f"results_dir={tmp_path}/one", *sweep_args(tmp_path)],
+        tmp_path,
+    )
     assert single.returncode != 0
     first = single.stderr.strip().splitlines()[0]
     assert "scheduler=energy" in first and "static" in first, single.stderr[-2000:]
     assert not list((tmp_path / "one").rglob("result.json"))
     # joblib launcher, 2 workers: one completed, one skipped with its reason; skip is not a failure
-    sweep = run_cli(["-m", "adapter=lora", "scheduler=static,energy", "hydra/launcher=joblib",
-                     "hydra.launcher.n_jobs=2", *FAST_CLASSIC, "energy=codecarbon", f"results_dir={tmp_path}/res",
-                     *sweep_args(tmp_path)], tmp_path)
+    sweep = run_cli(
+        [
+            "-m",
+            "adapter=lora",
+            "scheduler=static,energy",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            *FAST_CLASSIC,
+            "energy=codecarbon",
+            f"results_dir={tmp_path}/res",
+            *sweep_args(tmp_path),
+        ],
+        tmp_path,
+    )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     rows = {r["status"]: r for r in results(tmp_path / "res")}
     assert set(rows) == {"completed", "skipped"}
@@ -61,16 +75,38 @@ def test_incompatible_pair_is_an_error_alone_and_a_skip_in_a_sweep(tmp_path: Pat
 
 
 def test_submitit_local_sweep_summary(tmp_path: Path, run_cli) -> None:
-    proc = run_cli(["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "adapter=none,lora",
-                    *FAST_CLASSIC, f"results_dir={tmp_path}/res", *sweep_args(tmp_path)], tmp_path, timeout=400)
+    proc = run_cli(
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=10",
+            "adapter=none,lora",
+            *FAST_CLASSIC,
+            f"results_dir={tmp_path}/res",
+            *sweep_args(tmp_path),
+        ],
+        tmp_path,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     assert _pairs(results(tmp_path / "res")) == {("none", "static", "completed"), ("lora", "static", "completed")}
     assert "loraven sweep summary: 2 completed" in proc.stderr
 
 
 def test_paper_energy_runs_its_four_levels(tmp_path: Path, run_cli) -> None:
-    proc = run_cli(["-m", "experiment=paper_energy", "seed=0", "trainer.steps=20", "energy=none", "tracking=none",
-                    f"results_dir={tmp_path}/res", *sweep_args(tmp_path)], tmp_path)
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=paper_energy",
+            "seed=0",
+            "trainer.steps=20",
+            "energy=none",
+            "tracking=none",
+            f"results_dir={tmp_path}/res",
+            *sweep_args(tmp_path),
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = results(tmp_path / "res")
     assert {r["experiment"] for r in rows} == {"paper_energy"}
@@ -78,14 +114,19 @@ def test_paper_energy_runs_its_four_levels(tmp_path: Path, run_cli) -> None:
     assert done == {("none", "static"), ("loraven", "static"), ("loraven", "linear"), ("loraven", "energy")}
     skipped = [r for r in rows if r["status"] == "skipped"]
     assert {r["adapter"]["scheduler"] for r in skipped} == {"linear", "energy"} and all(r["reason"] for r in skipped)
-    assert all(r["adapter"].get("mode") == "replace" for r in rows if r["adapter"]["type"] == "loraven"
-               and r["status"] == "completed")
+    assert all(
+        r["adapter"].get("mode") == "replace"
+        for r in rows
+        if r["adapter"]["type"] == "loraven" and r["status"] == "completed"
+    )
 
 
 def _grid(params: dict[str, str]) -> list[list[str]]:
     keys = list(params)
-    return [[f"{k}={v}" for k, v in zip(keys, combo, strict=True)]
-            for combo in itertools.product(*(str(params[k]).split(",") for k in keys))]
+    return [
+        [f"{k}={v}" for k, v in zip(keys, combo, strict=True)]
+        for combo in itertools.product(*(str(params[k]).split(",") for k in keys))
+    ]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -165,8 +206,16 @@ def test_wandb_one_run_per_job_grouped_and_tagged(tmp_path: Path, monkeypatch) -
     monkeypatch.setenv("LORAVEN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     for seed in (0, 1):
-        cfg = compose_cfg([*FAST_CLASSIC, "tracking=wandb", "adapter=lora", f"seed={seed}",
-                           "experiment_name=wbtest", f"results_dir={tmp_path}/res"])
+        cfg = compose_cfg(
+            [
+                *FAST_CLASSIC,
+                "tracking=wandb",
+                "adapter=lora",
+                f"seed={seed}",
+                "experiment_name=wbtest",
+                f"results_dir={tmp_path}/res",
+            ]
+        )
         assert run_job(cfg, multirun=True, progress=False)["status"] == "completed"
         assert wandb.run is None  # finished, nothing leaks into the next job
     assert len(calls) == 2

@@ -23,8 +23,12 @@ def _tiny(layers: int = 12):
 def test_pattern_key_matches_only_its_own_module_in_peft() -> None:
     from peft.utils.other import get_pattern_key
 
-    names = ["model.layers.1.self_attn.q_proj", "model.layers.11.self_attn.q_proj",
-             "base.model.layers.1.self_attn.q_proj", "model.layers.1xself_attn.q_proj"]
+    names = [
+        "model.layers.1.self_attn.q_proj",
+        "model.layers.11.self_attn.q_proj",
+        "base.model.layers.1.self_attn.q_proj",
+        "model.layers.1xself_attn.q_proj",
+    ]
     keys = [pattern_key(n) for n in names]
     for name, key in zip(names, keys, strict=True):
         assert get_pattern_key(keys, name) == key
@@ -45,8 +49,11 @@ def test_each_dotted_digit_name_gets_its_own_rank_after_peft_injection() -> None
     ranks = {n: 2 + i for i, n in enumerate(names)}  # layers.1 -> 3, layers.11 -> 13
     alphas = {n: 3.0 * r for n, r in ranks.items()}
     wrapped = inject(model, ranks, alphas, {})
-    built = {name.removeprefix("base_model.model."): m for name, m in wrapped.named_modules()
-             if hasattr(m, "lora_A") and isinstance(getattr(m, "r", None), dict)}
+    built = {
+        name.removeprefix("base_model.model."): m
+        for name, m in wrapped.named_modules()
+        if hasattr(m, "lora_A") and isinstance(getattr(m, "r", None), dict)
+    }
     assert set(built) == set(names)
     for name in names:
         assert built[name].r["default"] == ranks[name]
@@ -65,8 +72,10 @@ def test_all_linear_excludes_the_output_head() -> None:
     model = _tiny(2)
     targets = resolve_targets(model, "all-linear")
     assert len(targets) == 14 and "lm_head" not in targets
-    assert list(resolve_targets(model, ["q_proj"])) == ["model.layers.0.self_attn.q_proj",
-                                                        "model.layers.1.self_attn.q_proj"]
+    assert list(resolve_targets(model, ["q_proj"])) == [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.1.self_attn.q_proj",
+    ]
     with pytest.raises(ConfigError, match="matches no linear layer"):
         resolve_targets(model, ["qkv"])
 
@@ -79,8 +88,12 @@ def test_registry_applies_lora_ar_end_to_end(tmp_path) -> None:
             with torch.no_grad():
                 u, _, vh = torch.linalg.svd(p, full_matrices=False)
                 p.copy_((u * torch.arange(1, 33).pow(-1.0)) @ vh)
-    adapted = apply_adapter(model, {"name": "lora_ar", "top_n_percentile": 1.0, "r_min": 2, "r_max": 16},
-                            {"name": "static"}, AdapterContext())
+    adapted = apply_adapter(
+        model,
+        {"name": "lora_ar", "top_n_percentile": 1.0, "r_min": 2, "r_max": 16},
+        {"name": "static"},
+        AdapterContext(),
+    )
     assert isinstance(adapted, LoraARAdapted)
 
     trainable = [n for n, p in adapted.model.named_parameters() if p.requires_grad]
@@ -108,8 +121,9 @@ def test_registry_applies_lora_ar_end_to_end(tmp_path) -> None:
 
 def test_registry_partial_selection_and_budget() -> None:
     model = _tiny(4)
-    adapted = apply_adapter(model, {"name": "lora_ar", "budget_rank": 4, "use_dora": True},
-                            {"name": "static"}, AdapterContext())
+    adapted = apply_adapter(
+        model, {"name": "lora_ar", "budget_rank": 4, "use_dora": True}, {"name": "static"}, AdapterContext()
+    )
     ranks = adapted.ranks()
     assert len(ranks) == 14  # ⌈0.5·28⌉
     summary = adapted.summary()

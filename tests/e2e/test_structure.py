@@ -27,11 +27,16 @@ from loraven.adapters.base import (
 from loraven.adapters.targets import output_head, resolve_targets
 from loraven.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The package is also called loraven: these literals name the package (logger, cache folder, W&B project),
 # not the method.
-PACKAGE_NAME_USES = {("loraven/cli.py", "loraven"), ("loraven/job.py", "loraven"), ("loraven/train.py", "loraven"),
-                     ("loraven/models.py", "loraven"), ("loraven/track.py", "loraven")}
+PACKAGE_NAME_USES = {
+    ("loraven/cli.py", "loraven"),
+    ("loraven/job.py", "loraven"),
+    ("loraven/train.py", "loraven"),
+    ("loraven/models.py", "loraven"),
+    ("loraven/track.py", "loraven"),
+}
 
 
 def _method_literals(path: Path, names: set[str]) -> list[tuple[int, str]]:
@@ -40,12 +45,17 @@ def _method_literals(path: Path, names: set[str]) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             text = node.value
-            if text in names or any(text.startswith(f"{n}_") and text[len(n) + 1:] in ("static", "linear", "energy")
-                                    for n in names):
+            if text in names or any(
+                text.startswith(f"{n}_") and text[len(n) + 1 :] in ("static", "linear", "energy") for n in names
+            ):
                 hits.append((node.lineno, text))
         elif isinstance(node, (ast.Name, ast.Attribute, ast.arg, ast.FunctionDef)):
-            ident = getattr(node, "id", None) or getattr(node, "attr", None) or getattr(node, "arg", None) or \
-                getattr(node, "name", None)
+            ident = (
+                getattr(node, "id", None)
+                or getattr(node, "attr", None)
+                or getattr(node, "arg", None)
+                or getattr(node, "name", None)
+            )
             if ident and any(f"{n}_" in ident or ident.endswith(f"_{n}") for n in names if "_" in n):
                 hits.append((node.lineno, ident))
     return hits
@@ -59,10 +69,12 @@ def test_no_method_name_outside_the_adapters_package() -> None:
         rel = path.relative_to(ROOT).as_posix()
         if rel.startswith("loraven/adapters/"):
             continue
-        leaks += [f"{rel}:{line}: {text!r}" for line, text in _method_literals(path, names)
-                  if (rel, text) not in PACKAGE_NAME_USES]
-    assert not leaks, "method names outside loraven/adapters (move them into the registry entry):\n" + "\n".join(
-        leaks)
+        leaks += [
+            f"{rel}:{line}: {text!r}"
+            for line, text in _method_literals(path, names)
+            if (rel, text) not in PACKAGE_NAME_USES
+        ]
+    assert not leaks, "method names outside loraven/adapters (move them into the registry entry):\n" + "\n".join(leaks)
 
 
 def test_the_leak_check_finds_a_planted_name(tmp_path: Path) -> None:
@@ -138,21 +150,31 @@ def _apply_rank1(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) 
 
 @pytest.fixture
 def toy_method():
-    register_adapter("toy_rank1", labels={"static": "toy rank-1"}, order=50,
-                     match_rank=lambda cfg, rank, mode: dict(cfg))(_apply_rank1)
+    register_adapter(
+        "toy_rank1", labels={"static": "toy rank-1"}, order=50, match_rank=lambda cfg, rank, mode: dict(cfg)
+    )(_apply_rank1)
     yield "toy_rank1"
     _REGISTRY.pop("toy_rank1", None)
 
 
-def test_a_new_method_runs_end_to_end_with_no_edit_elsewhere(toy_method: str, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_method_runs_end_to_end_with_no_edit_elsewhere(
+    toy_method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from analysis.load import load_results, runs_frame
     from loraven.bench import methods
     from loraven.bench.overhead import compose_config
     from loraven.job import run_job
 
-    cfg = compose_config(["model=tiny_llama", "trainer=smoke", "tracking=none", "energy=none", "task.n_test=8",
-                          f"results_dir={tmp_path}/results"])
+    cfg = compose_config(
+        [
+            "model=tiny_llama",
+            "trainer=smoke",
+            "tracking=none",
+            "energy=none",
+            "task.n_test=8",
+            f"results_dir={tmp_path}/results",
+        ]
+    )
     cfg["adapter"] = {"name": toy_method, "target_modules": "all-linear"}
     cfg["scheduler"] = {"name": "static"}
     result = run_job(cfg, progress=False)

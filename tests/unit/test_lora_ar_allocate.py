@@ -68,8 +68,15 @@ def _synthetic_table(n: int = 40, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     outs = rng.choice([64, 128, 256], size=n)
     ins = rng.choice([64, 128], size=n)
-    return pd.DataFrame(dict(module=[f"m.{i}" for i in range(n)], out_features=outs, in_features=ins,
-                             alpha_hill=rng.uniform(1.5, 6.0, n), spikes=rng.integers(0, 40, n)))
+    return pd.DataFrame(
+        dict(
+            module=[f"m.{i}" for i in range(n)],
+            out_features=outs,
+            in_features=ins,
+            alpha_hill=rng.uniform(1.5, 6.0, n),
+            spikes=rng.integers(0, 40, n),
+        )
+    )
 
 
 @pytest.mark.parametrize("scaling", ["linear", "log", "sqrt"])
@@ -82,8 +89,10 @@ def test_rank_scalings_span_the_range_monotonically(scaling: str) -> None:
 
 
 def test_scalings_differ_in_the_expected_direction() -> None:
-    mean = {s: allocate(_synthetic_table(), LoraARConfig(top_n_percentile=1.0, rank_scaling=s)).table["rank"]
-            .mean() for s in ("linear", "log", "sqrt")}
+    mean = {
+        s: allocate(_synthetic_table(), LoraARConfig(top_n_percentile=1.0, rank_scaling=s)).table["rank"].mean()
+        for s in ("linear", "log", "sqrt")
+    }
     assert mean["log"] < mean["linear"] < mean["sqrt"]
 
 
@@ -97,8 +106,7 @@ def test_ranks_capped_at_layer_side() -> None:
 @pytest.mark.parametrize("budget", [4, 8, 16])
 @pytest.mark.parametrize("fraction", [0.5, 1.0])
 @pytest.mark.parametrize("use_dora", [False, True])
-def test_budget_mode_matches_uniform_lora_parameter_count(budget: int, fraction: float,
-                                                          use_dora: bool) -> None:
+def test_budget_mode_matches_uniform_lora_parameter_count(budget: int, fraction: float, use_dora: bool) -> None:
     """Tolerance: one rank-1 update of the largest layer, max(in+out) parameters (see fit_budget)."""
     table = _synthetic_table()
     alloc = allocate(table, LoraARConfig(top_n_percentile=fraction, budget_rank=budget, use_dora=use_dora))
@@ -121,8 +129,10 @@ def test_budget_mode_relaxes_bounds_when_needed() -> None:
     alloc = allocate(table, LoraARConfig(top_n_percentile=0.25, r_max=8, budget_rank=16))
     assert alloc.info["bounds_relaxed"] == ["r_max"]
     assert alloc.table["rank"].max() > 8
-    assert abs(alloc.info["param_ratio"] - 1) <= (table["in_features"] + table["out_features"]).max() / \
-        alloc.info["target_params"]
+    assert (
+        abs(alloc.info["param_ratio"] - 1)
+        <= (table["in_features"] + table["out_features"]).max() / alloc.info["target_params"]
+    )
 
 
 def test_fit_budget_stays_within_tolerance() -> None:
@@ -135,20 +145,23 @@ def test_fit_budget_stays_within_tolerance() -> None:
     assert ranks.min() >= 4 and ranks.max() <= 64
 
 
-@pytest.mark.parametrize("bad, fragment", [
-    (dict(r_min=8, r_max=4), "r_min=8"),
-    (dict(r_min=0), "r_min=0"),
-    (dict(top_n_percentile=0.0), "top_n_percentile=0.0"),
-    (dict(top_n_percentile=1.5), "(0, 1]"),
-    (dict(rank_scaling="cubic"), "linear, log, sqrt"),
-    (dict(hill_method="mle"), "median, ks"),
-    (dict(w_hill=-0.1), "w_hill=-0.1"),
-    (dict(w_hill=0.0, w_spikes=0.0), "positive sum"),
-    (dict(budget_rank=0), "budget_rank=0"),
-    (dict(alpha_factor=0), "alpha_factor=0"),
-    (dict(eigenvalue_threshold=2.0), "eigenvalue_threshold=2.0"),
-    (dict(tracy_widom="yes"), "true, false"),
-])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        (dict(r_min=8, r_max=4), "r_min=8"),
+        (dict(r_min=0), "r_min=0"),
+        (dict(top_n_percentile=0.0), "top_n_percentile=0.0"),
+        (dict(top_n_percentile=1.5), "(0, 1]"),
+        (dict(rank_scaling="cubic"), "linear, log, sqrt"),
+        (dict(hill_method="mle"), "median, ks"),
+        (dict(w_hill=-0.1), "w_hill=-0.1"),
+        (dict(w_hill=0.0, w_spikes=0.0), "positive sum"),
+        (dict(budget_rank=0), "budget_rank=0"),
+        (dict(alpha_factor=0), "alpha_factor=0"),
+        (dict(eigenvalue_threshold=2.0), "eigenvalue_threshold=2.0"),
+        (dict(tracy_widom="yes"), "true, false"),
+    ],
+)
 def test_config_rejects_bad_values(bad: dict, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace("]", r"\]")):
         LoraARConfig(**bad)

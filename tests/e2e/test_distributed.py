@@ -14,9 +14,26 @@ from loraven.job import run_job
 
 def test_two_cpu_processes_match_one(tmp_path: Path, session_cache: Path, monkeypatch) -> None:
     overrides = [*FAST_LM, "trainer.steps=6", "trainer.batch_size=8", "trainer.log_every=3", "adapter=lora"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-           "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
-           str(ROOT / "run.py"), *overrides, f"results_dir={tmp_path}/ddp", *sweep_args(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--multi_gpu",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29533",
+        str(ROOT / "run.py"),
+        *overrides,
+        f"results_dir={tmp_path}/ddp",
+        *sweep_args(tmp_path),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=cli_env(session_cache), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     # (accelerate 1.x on a CPU-only machine: --multi_gpu starts the processes; --cpu would start just one)

@@ -19,13 +19,21 @@ from loraven.contract import contract_violations
 from loraven.job import run_job
 from loraven.models import build_tiny_llama
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(tmp_path: Path, *overrides: str) -> dict:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["model=tiny_llama", "trainer=smoke", "adapter=lora",
-                                                       f"results_dir={tmp_path / 'results'}", *overrides])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "model=tiny_llama",
+                "trainer=smoke",
+                "adapter=lora",
+                f"results_dir={tmp_path / 'results'}",
+                *overrides,
+            ],
+        )
     return OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -64,8 +72,11 @@ def test_tiny_run_writes_the_full_contract(tmp_path: Path) -> None:
 def test_lora_trainable_params_are_exact(tmp_path: Path) -> None:
     result = run_job(_cfg(tmp_path, "tracking=none", "energy=none", "adapter.r=4"), progress=False)
     base, _ = build_tiny_llama()
-    expected = sum(4 * (m.in_features + m.out_features) for name, m in base.named_modules()
-                   if isinstance(m, nn.Linear) and not name.endswith("lm_head"))
+    expected = sum(
+        4 * (m.in_features + m.out_features)
+        for name, m in base.named_modules()
+        if isinstance(m, nn.Linear) and not name.endswith("lm_head")
+    )
     assert result["model"]["trainable_params"] == expected
     assert result["model"]["total_params"] == sum(p.numel() for p in base.parameters())
 
@@ -95,8 +106,16 @@ def test_completed_run_is_not_repeated_unless_forced(tmp_path: Path) -> None:
 
 
 def test_training_reduces_the_loss(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "adapter=none", "tracking=none", "energy=none", "trainer.steps=30", "trainer.batch_size=8",
-               "trainer.lr=3e-3", "trainer.log_every=5")
+    cfg = _cfg(
+        tmp_path,
+        "adapter=none",
+        "tracking=none",
+        "energy=none",
+        "trainer.steps=30",
+        "trainer.batch_size=8",
+        "trainer.lr=3e-3",
+        "trainer.log_every=5",
+    )
     curve = run_job(cfg, progress=False)["train"]["loss_curve"]
     assert curve[-1][1] < curve[0][1] * 0.8, curve
 
@@ -106,9 +125,14 @@ def test_real_smollm2_smoke_run_from_the_command_line(tmp_path: Path) -> None:
     """The README's main command on the real embedded model, shortened with trainer=smoke."""
     env = {**os.environ, "WANDB_MODE": "offline"}
     env.pop("LORAVEN_CACHE", None)  # share the real model cache across runs (conversion is ~40 s once)
-    out = subprocess.run([sys.executable, "run.py", "trainer=smoke", f"results_dir={tmp_path / 'r'}",
-                          f"hydra.run.dir={tmp_path / 'h'}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=900)
+    out = subprocess.run(
+        [sys.executable, "run.py", "trainer=smoke", f"results_dir={tmp_path / 'r'}", f"hydra.run.dir={tmp_path / 'h'}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     (path,) = (tmp_path / "r" / "default").glob("*/result.json")
     result = json.loads(path.read_text())
@@ -123,9 +147,22 @@ def test_real_smollm2_smoke_run_from_the_command_line(tmp_path: Path) -> None:
 def test_real_smollm2_other_adapters(tmp_path: Path, adapter: str) -> None:
     env = {**os.environ, "WANDB_MODE": "offline"}
     env.pop("LORAVEN_CACHE", None)
-    out = subprocess.run([sys.executable, "run.py", f"adapter={adapter}", "trainer=smoke", "tracking=none",
-                          f"results_dir={tmp_path / 'r'}", f"hydra.run.dir={tmp_path / 'h'}"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            f"adapter={adapter}",
+            "trainer=smoke",
+            "tracking=none",
+            f"results_dir={tmp_path / 'r'}",
+            f"hydra.run.dir={tmp_path / 'h'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     (path,) = (tmp_path / "r" / "default").glob("*/result.json")
     result = json.loads(path.read_text())

@@ -103,8 +103,12 @@ def test_tracy_widom_margin_raises_the_edge() -> None:
 
 def test_batched_eigenvalues_match_single_svd() -> None:
     gen = torch.Generator().manual_seed(1)
-    weights = [torch.randn(48, 32, generator=gen), torch.randn(32, 48, generator=gen),
-               torch.randn(16, 16, generator=gen, dtype=torch.float64), torch.randn(48, 32, generator=gen)]
+    weights = [
+        torch.randn(48, 32, generator=gen),
+        torch.randn(32, 48, generator=gen),
+        torch.randn(16, 16, generator=gen, dtype=torch.float64),
+        torch.randn(48, 32, generator=gen),
+    ]
     batched = esd_eigenvalues(weights, max_batch_elems=48 * 32 * 2)  # forces chunking of the 48x32 group
     for w, eigs in zip(weights, batched, strict=True):
         ref = torch.linalg.svdvals(w.double()).square() / max(w.shape)

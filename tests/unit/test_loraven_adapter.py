@@ -68,8 +68,12 @@ def test_replace_mode_on_mlp_keeps_head_and_bias_trainable():
     torch.manual_seed(0)
     model = build_mlp(16, [24, 20], 3)
     x = torch.randn(5, 16)
-    adapted = apply_adapter(model, {"name": "loraven", "mode": "replace", "r_max": "full", "r_init": 6},
-                            {"name": "static"}, AdapterContext())
+    adapted = apply_adapter(
+        model,
+        {"name": "loraven", "mode": "replace", "r_max": "full", "r_init": 6},
+        {"name": "static"},
+        AdapterContext(),
+    )
     assert set(adapted.ranks()) == {"0", "2"} and adapted.ranks()["0"] == 6
     assert isinstance(model[4], nn.Linear) and model[4].weight.requires_grad  # output head not replaced
     assert model[0].bias.requires_grad and model[0].r_max == 16
@@ -83,13 +87,25 @@ def test_replace_mode_on_mlp_keeps_head_and_bias_trainable():
 
 def test_targets_and_bad_config():
     model, _ = build_tiny_llama(seed=0)
-    adapted = apply_adapter(model, {"name": "loraven", "target_modules": ["q_proj", "v_proj"], "r_max": 4},
-                            {"name": "static"}, AdapterContext())
-    assert sorted(adapted.ranks()) == ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
-                                       "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
+    adapted = apply_adapter(
+        model,
+        {"name": "loraven", "target_modules": ["q_proj", "v_proj"], "r_max": 4},
+        {"name": "static"},
+        AdapterContext(),
+    )
+    assert sorted(adapted.ranks()) == [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.v_proj",
+        "model.layers.1.self_attn.q_proj",
+        "model.layers.1.self_attn.v_proj",
+    ]
     assert isinstance(model.model.layers[0].self_attn.q_proj, DynamicLowRankLayer)
-    for adapter_cfg in ({"name": "loraven", "target_modules": ["nope"]}, {"name": "loraven", "mode": "x"},
-                        {"name": "loraven", "r_max": 1000}, {"name": "loraven", "unknown_key": 1}):
+    for adapter_cfg in (
+        {"name": "loraven", "target_modules": ["nope"]},
+        {"name": "loraven", "mode": "x"},
+        {"name": "loraven", "r_max": 1000},
+        {"name": "loraven", "unknown_key": 1},
+    ):
         with pytest.raises(ConfigError):
             apply_adapter(build_tiny_llama(seed=0)[0], adapter_cfg, {"name": "static"}, AdapterContext())
     with pytest.raises(IncompatibleCombination):
@@ -98,10 +114,16 @@ def test_targets_and_bad_config():
 
 def test_energy_scheduler_with_events_on_tiny_llama(tmp_path):
     model, _ = build_tiny_llama(seed=0)
-    sched = {"name": "energy", "update_every": 1, "min_steps_between_changes": 0,
-             "budget": {"fraction": 0.2}, "events": {"target_loss": 0.0, "error_threshold": 0.1}}
-    adapted = apply_adapter(model, {"name": "loraven", "r_max": 8, "hebbian": True, "gate": True},
-                            sched, AdapterContext())
+    sched = {
+        "name": "energy",
+        "update_every": 1,
+        "min_steps_between_changes": 0,
+        "budget": {"fraction": 0.2},
+        "events": {"target_loss": 0.0, "error_threshold": 0.1},
+    }
+    adapted = apply_adapter(
+        model, {"name": "loraven", "r_max": 8, "hebbian": True, "gate": True}, sched, AdapterContext()
+    )
     opt = torch.optim.AdamW(list(adapted.trainable_parameters()), lr=1e-2)
     x = _batch(1)
     for step in range(1, 5):

@@ -23,14 +23,15 @@ from loraven.bench.train_step import run_train_step
 from loraven.contract import BENCH_ROW, contract_violations
 from loraven.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROW_KEYS = (*BENCH_ROW, "ms_p10", "ms_p90", "threads", "repeats")
 
 
 def _cfg(tmp_path: Path, *overrides: str) -> dict:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["experiment=paper_speedup", f"results_dir={tmp_path}",
-                                                       *overrides])
+        cfg = compose(
+            config_name="config", overrides=["experiment=paper_speedup", f"results_dir={tmp_path}", *overrides]
+        )
     return OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -74,8 +75,12 @@ def test_fusion_cap_skips_large_shapes_and_bad_input_is_a_config_error() -> None
 
 def test_round_robin_interleaves_and_percentiles() -> None:
     calls: list[str] = []
-    timings = round_robin({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1,
-                          device=torch.device("cpu"))
+    timings = round_robin(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        repeats=3,
+        warmup=1,
+        device=torch.device("cpu"),
+    )
     assert calls == ["a", "b"] * 4
     assert all(len(t.samples_ms) == 3 for t in timings.values())
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 10) == pytest.approx(1.4)
@@ -83,9 +88,27 @@ def test_round_robin_interleaves_and_percentiles() -> None:
 
 def test_cli_fusion_runs(tmp_path: Path) -> None:
     out = tmp_path / "rows.json"
-    proc = subprocess.run([sys.executable, "-m", "loraven.bench", "fusion", "--shapes", "4x16,8x32", "--ranks", "4",
-                           "--repeats", "2", "--warmup", "1", "--json", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loraven.bench",
+            "fusion",
+            "--shapes",
+            "4x16,8x32",
+            "--ranks",
+            "4",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "orig/fused" in proc.stdout
     rows = json.loads(out.read_text())["bench"]
@@ -99,8 +122,15 @@ def test_experiment_selects_the_bench_job(tmp_path: Path) -> None:
 
 
 def test_bench_job_writes_a_completed_result(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "job=bench", "experiment_name=paper_speedup", "bench.shapes=[4x16]", "bench.ranks=[4]",
-               "bench.repeats=2", "bench.warmup=1")
+    cfg = _cfg(
+        tmp_path,
+        "job=bench",
+        "experiment_name=paper_speedup",
+        "bench.shapes=[4x16]",
+        "bench.ranks=[4]",
+        "bench.repeats=2",
+        "bench.warmup=1",
+    )
     result = run_bench_job(cfg)
     path = tmp_path / "paper_speedup" / result["run_id"] / "result.json"
     on_disk = json.loads(path.read_text())
@@ -126,8 +156,7 @@ def test_train_step_on_tiny_llama() -> None:
 
 
 def test_inference_merged_matches_unmerged() -> None:
-    rows = run_inference(["lora", "loraven_static"], model="tiny", batch_size=2, seq_len=8, rank=4, warmup=0,
-                         repeats=1)
+    rows = run_inference(["lora", "loraven_static"], model="tiny", batch_size=2, seq_len=8, rank=4, warmup=0, repeats=1)
     merged = [r for r in rows if r["variant"] == "merged"]
     assert {r["method"] for r in merged} == {"lora", "loraven_static"}
     assert all(r["max_abs_diff"] < 1e-4 for r in merged)
@@ -138,8 +167,16 @@ def test_rank_cost_rows_follow_the_contract_and_run_from_the_cli() -> None:
     from loraven.bench.__main__ import main
     from loraven.bench.rank_cost import run_rank_cost
 
-    rows = run_rank_cost(dim=64, batch=8, fractions=[1.0, 0.5], repeats=2, warmup=1, device=torch.device("cpu"),
-                         dtype=torch.float32, threads=1)
+    rows = run_rank_cost(
+        dim=64,
+        batch=8,
+        fractions=[1.0, 0.5],
+        repeats=2,
+        warmup=1,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        threads=1,
+    )
     by_variant = {r["variant"]: r for r in rows}
     assert set(by_variant) == {"rank=32", "rank=16", "dense nn.Linear"}
     assert by_variant["rank=32"]["ratio_to_full_rank"] == 1.0

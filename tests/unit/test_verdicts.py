@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_store import level_row, write_run
 from scipy import stats
-from test_analysis import level_row, write_run
 
 from analysis import accuracy_table, energy_table, load_results, runs_frame, speedup_table
 from analysis import intervals as iv

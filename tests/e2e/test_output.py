@@ -25,12 +25,21 @@ def _fake_run(results: Path, experiment: str = "default", run_id: str = "abc123"
     """A stored result.json (and a W&B run folder as W&B lays it out) without running anything."""
     run_dir = results / experiment / run_id
     run_dir.mkdir(parents=True)
-    result = {"run_id": run_id, "status": "completed", "reason": None, "created_at": "2026-11-24T20:00:00+00:00",
-              "adapter": {"type": "lora", "scheduler": "static"}, "metrics": {"task": "arith_mc", "accuracy": 0.5}}
+    result = {
+        "run_id": run_id,
+        "status": "completed",
+        "reason": None,
+        "created_at": "2026-11-24T20:00:00+00:00",
+        "adapter": {"type": "lora", "scheduler": "static"},
+        "metrics": {"task": "arith_mc", "accuracy": 0.5},
+    }
     (run_dir / "result.json").write_text(json.dumps(result))
     if wandb:
-        folder = run_dir / "wandb" / f"{wandb}-run-20261124_200000-x1y2z3" if wandb == "offline" else (
-            run_dir / "wandb" / "run-20261124_200000-x1y2z3")
+        folder = (
+            run_dir / "wandb" / f"{wandb}-run-20261124_200000-x1y2z3"
+            if wandb == "offline"
+            else (run_dir / "wandb" / "run-20261124_200000-x1y2z3")
+        )
         folder.mkdir(parents=True)
         (run_dir / "wandb" / "latest-run").symlink_to(folder.name)
     cfg = {"results_dir": str(results), "experiment_name": experiment, "tracking": {"name": "wandb"}}
@@ -69,17 +78,25 @@ def test_a_run_ends_with_its_paths_and_lm_eval_noise_is_quieted(tmp_path: Path, 
     exact ``wandb sync`` command; lm-eval's expected warnings and per-call bars are gone, our eval bar stays."""
     results = tmp_path / "r"
     args = [a for a in FAST_LM if a != "tracking=none"]
-    proc = run_cli([*args, "adapter=lora", "tracking=wandb", f"results_dir={results}", f"hydra.run.dir={tmp_path}/h"],
-                   tmp_path, env={"WANDB_MODE": "offline", "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets"),
-                                  "PYTHONWARNINGS": "always"})  # every warning shown: only the scoped filters act
+    proc = run_cli(
+        [*args, "adapter=lora", "tracking=wandb", f"results_dir={results}", f"hydra.run.dir={tmp_path}/h"],
+        tmp_path,
+        env={"WANDB_MODE": "offline", "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets"), "PYTHONWARNINGS": "always"},
+    )  # every warning shown: only the scoped filters act
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = results.glob("default/*/result.json")
     lines = proc.stderr.splitlines()
     folder = path.parent / "wandb" / os.readlink(path.parent / "wandb" / "latest-run")
     assert folder.name.startswith("offline-run-") and folder.is_dir()
     assert lines[-3:] == [f"result: {path}", f"W&B offline run: {folder}", f"upload it with: wandb sync {folder}"]
-    for noise in ("Passed an already-initialized model", "is not of type `str`", "is_gradient_checkpointing",
-                  "Building contexts", "Generating train split", "fatal: not a git repository"):
+    for noise in (
+        "Passed an already-initialized model",
+        "is not of type `str`",
+        "is_gradient_checkpointing",
+        "Building contexts",
+        "Generating train split",
+        "fatal: not a git repository",
+    ):
         assert noise not in proc.stderr, noise
     assert "eval arith_mc" in proc.stderr  # our own progress bar stays
 
@@ -119,8 +136,11 @@ def _sweep_dir(tmp_path: Path, reason: str) -> Path:
         job = sweep / str(i)
         job.mkdir(parents=True)
         summary = {"adapter": "loraven", "scheduler": "energy", "seed": i, "accuracy": 0.91234, "train_s": 12.5}
-        (job / JOB_POINTER).write_text(json.dumps({"run_id": f"r{i}", "status": status, "reason": why,
-                                                   "experiment": "paper_energy", "summary": summary}))
+        (job / JOB_POINTER).write_text(
+            json.dumps(
+                {"run_id": f"r{i}", "status": status, "reason": why, "experiment": "paper_energy", "summary": summary}
+            )
+        )
     return sweep
 
 
@@ -131,8 +151,13 @@ def test_sweep_table_in_a_log_file_is_never_wrapped_or_cut(tmp_path: Path, capsy
 
     reason = "RuntimeError: " + " ".join(f"word{i}" for i in range(40)) + " THE-END"  # ~300 characters
     sweep = _sweep_dir(tmp_path / "a very long folder name to make the title longer than eighty columns", reason)
-    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}, "results_dir": str(tmp_path / "results"),
-                               "tracking": {"name": "wandb", "mode": "offline"}})
+    config = OmegaConf.create(
+        {
+            "hydra": {"sweep": {"dir": str(sweep)}},
+            "results_dir": str(tmp_path / "results"),
+            "tracking": {"name": "wandb", "mode": "offline"},
+        }
+    )
     with pytest.raises(SystemExit):  # one job failed
         SweepSummary().on_multirun_end(config)
     err = capsys.readouterr().err  # captured: not a TTY, as in a log file
@@ -157,8 +182,11 @@ def test_a_sweep_experiment_without_multirun_says_how_to_run_it(tmp_path: Path, 
 
 
 def test_every_experiment_with_sweeper_params_is_a_sweep_and_paper_speedup_is_not() -> None:
-    sweeps = {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")
-              if compose_cfg([f"experiment={p.stem}"], hydra_cfg=True)["hydra"]["sweeper"].get("params")}
+    sweeps = {
+        p.stem
+        for p in (CONF_DIR / "experiment").glob("*.yaml")
+        if compose_cfg([f"experiment={p.stem}"], hydra_cfg=True)["hydra"]["sweeper"].get("params")
+    }
     assert sweeps == {"adapters", "gsm8k", "paper_accuracy", "paper_energy"}
 
 
@@ -185,8 +213,24 @@ def test_the_configs_ship_in_the_wheel_and_resolve_from_an_installed_copy(tmp_pa
         shutil.copy(ROOT / name, src / name)
     for pkg in ("loraven", "analysis"):
         shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", ".",
-                            "-w", str(tmp_path / "dist")], cwd=src, capture_output=True, text=True, timeout=300)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            ".",
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("loraven-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -204,8 +248,9 @@ def test_the_configs_ship_in_the_wheel_and_resolve_from_an_installed_copy(tmp_pa
         " 'r': method_configs('lora', 4)[0]['r']}))"
     )
     env = {**cli_env(tmp_path / "cache"), "PYTHONPATH": str(site)}
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(got["conf"]) == site / "loraven" / "conf"

@@ -7,17 +7,15 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from fake_store import bench_rows, energy_store, write_run
 from nbclient import NotebookClient
-from test_analysis import bench_rows, energy_store, write_run
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "paper_figures.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "paper_figures.ipynb"
 
 
 def test_paper_figures_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results = energy_store(tmp_path / "results")
-    write_run(
-        results, "paper_speedup", "b0", task=None, bench=bench_rows("128x2048", original=0.5, fused=0.2)
-    )
+    write_run(results, "paper_speedup", "b0", task=None, bench=bench_rows("128x2048", original=0.5, fused=0.2))
     out = tmp_path / "reports"
     monkeypatch.setenv("LORAVEN_RESULTS", str(results))
     monkeypatch.setenv("LORAVEN_REPORT_OUT", str(out))
@@ -30,7 +28,7 @@ def test_paper_figures_notebook_executes(tmp_path: Path, monkeypatch: pytest.Mon
     assert not [o for o in outputs if o.output_type == "error"]
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "paper (reported)" in markdown and "45.49" in markdown and "verdict" in markdown
-    assert "claim reproduced" not in markdown  # the three-state words replaced it (tests/test_verdicts.py)
+    assert "claim reproduced" not in markdown  # the three-state words replaced it (tests/unit/test_verdicts.py)
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 5
     assert {p.name for p in (out / "tables").iterdir()} >= {
         "energy.md",

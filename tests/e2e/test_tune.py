@@ -46,8 +46,10 @@ def test_three_trial_search_gives_three_learning_rates_a_best_trial_and_resumes(
     best = yaml.safe_load((tmp_path / "multirun" / "optimization_results.yaml").read_text())
     assert best["best_params"]["trainer.lr"] == study.best_params["trainer.lr"]
     # the same command resumes the study: n_trials is its total, so one more trial runs for n_trials=4
-    more = run_cli([*args, "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={tmp_path}/again",
-                    f"hydra.run.dir={tmp_path}/outputs"], tmp_path)
+    more = run_cli(
+        [*args, "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={tmp_path}/again", f"hydra.run.dir={tmp_path}/outputs"],
+        tmp_path,
+    )
     assert more.returncode == 0, more.stderr[-3000:]
     assert len(_study(store).trials) == 4 and len(results(store)) == 4
     assert len(list((tmp_path / "again").glob("*/loraven_job.json"))) == 1
@@ -58,33 +60,55 @@ def test_a_diverging_trial_is_failed_in_the_study_and_the_search_goes_on(tmp_pat
     proc = run_cli(
         # a seeded random sampler draws 3e-3, 1e30, 1e-3: a trial runs after the divergence. (Not the
         # grid sampler: the plugin lets a FAIL on the grid's last point escape as "Study.stop ... outside".)
-        [*SEARCH, "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=2", "hydra.sweeper.n_trials=3",
-         "trainer.grad_clip=null", "trainer.lr=choice(1e30,1e-3,3e-3)", f"results_dir={store}",
-         *sweep_args(tmp_path)],
+        [
+            *SEARCH,
+            "hydra/sweeper/sampler=random",
+            "hydra.sweeper.sampler.seed=2",
+            "hydra.sweeper.n_trials=3",
+            "trainer.grad_clip=null",
+            "trainer.lr=choice(1e30,1e-3,3e-3)",
+            f"results_dir={store}",
+            *sweep_args(tmp_path),
+        ],
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]  # a search with a completed trial succeeded
     assert "1 trial(s) failed and were recorded FAIL" in proc.stderr
     trials = _study(store).trials
     assert [(t.params["trainer.lr"], t.state.name, t.value is None) for t in trials] == [
-        (3e-3, "COMPLETE", False), (1e30, "FAIL", True), (1e-3, "COMPLETE", False)]  # FAIL, never a score of 0
+        (3e-3, "COMPLETE", False),
+        (1e30, "FAIL", True),
+        (1e-3, "COMPLETE", False),
+    ]  # FAIL, never a score of 0
     rows = {r["config"]["trainer"]["lr"]: r for r in results(store)}
     assert rows[1e30]["status"] == "failed" and rows[1e30]["reason"].startswith("diverged")
 
 
 def test_a_search_never_reads_the_test_split(tmp_path: Path, run_cli) -> None:
     # a trial forced onto the test split stops the search before anything runs, with one message
-    proc = run_cli([*SEARCH, "hydra.sweeper.n_trials=2", "trainer.lr=tag(log, interval(1e-4, 1e-2))",
-                    "task.eval_split=test", f"results_dir={tmp_path}/r", *sweep_args(tmp_path)], tmp_path)
+    proc = run_cli(
+        [
+            *SEARCH,
+            "hydra.sweeper.n_trials=2",
+            "trainer.lr=tag(log, interval(1e-4, 1e-2))",
+            "task.eval_split=test",
+            f"results_dir={tmp_path}/r",
+            *sweep_args(tmp_path),
+        ],
+        tmp_path,
+    )
     assert proc.returncode != 0 and "must not read the test split" in proc.stderr
     assert not list((tmp_path / "r").rglob("result.json"))
     # in validation mode the test documents are not even written for lm-eval
-    cfg = compose_cfg(["task.n_train=200", "task.n_test=20", "task.validation_fraction=0.1",
-                       "task.eval_split=validation"])
+    cfg = compose_cfg(
+        ["task.n_train=200", "task.n_test=20", "task.validation_fraction=0.1", "task.eval_split=validation"]
+    )
     task = build_task(cfg["task"], tmp_path / "data")
     folder = Path(task.include_path)
     assert task.eval_split == "validation" and sorted(p.name for p in folder.glob("*.jsonl")) == [
-        "train.jsonl", "validation.jsonl"]
+        "train.jsonl",
+        "validation.jsonl",
+    ]
     assert "test_split: validation" in (folder / "arith_mc.yaml").read_text()
     # the objective is the run's own metric; a failed run gives no value (a FAIL trial), not 0
     assert objective({"status": "completed", "metrics": {"accuracy": 0.4}}) == 0.4
@@ -109,16 +133,21 @@ def test_validation_split_is_carved_from_training_data_disjoint_and_seeded() -> 
     train_idx, test_idx = split_indices(100, 0.2, 3)
     kept, held = carve_indices(len(train_idx), 0.1, 3)
     assert not set(train_idx[held]) & set(test_idx) and not set(train_idx[held]) & set(train_idx[kept])
-    digits = build_task(compose_cfg([*FAST_CLASSIC, "task.validation_fraction=0.1", "task.eval_split=validation"])
-                        ["task"], Path("unused"))
+    digits = build_task(
+        compose_cfg([*FAST_CLASSIC, "task.validation_fraction=0.1", "task.eval_split=validation"])["task"],
+        Path("unused"),
+    )
     assert digits.eval_split == "validation" and digits.info["n_test"] == round(0.1 * (1797 - 359))
 
 
-@pytest.mark.parametrize("overrides, words", [
-    (["task.eval_split=valid"], ["task.eval_split='valid'", "test, validation"]),
-    (["task.eval_split=validation"], ["validation_fraction"]),
-    (["task.validation_fraction=1.5"], ["validation_fraction=1.5", "[0, 1)"]),
-])
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["task.eval_split=valid"], ["task.eval_split='valid'", "test, validation"]),
+        (["task.eval_split=validation"], ["validation_fraction"]),
+        (["task.validation_fraction=1.5"], ["validation_fraction=1.5", "[0, 1)"]),
+    ],
+)
 def test_bad_split_options_are_one_clear_error(overrides: list[str], words: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
         check_task_keys(compose_cfg(overrides)["task"])
@@ -128,8 +157,14 @@ def test_bad_split_options_are_one_clear_error(overrides: list[str], words: list
 @pytest.mark.parametrize("adapter", ["lora", "dora", "loraven", "lora_ar"])
 def test_param_budget_fits_every_method_to_one_trainable_count(adapter: str) -> None:
     budget = 9000
-    cfg = compose_cfg(["model=tiny_llama", f"adapter={adapter}", f"adapter.param_budget={budget}",
-                       *(["adapter.top_n_percentile=1.0"] if adapter == "lora_ar" else [])])
+    cfg = compose_cfg(
+        [
+            "model=tiny_llama",
+            f"adapter={adapter}",
+            f"adapter.param_budget={budget}",
+            *(["adapter.top_n_percentile=1.0"] if adapter == "lora_ar" else []),
+        ]
+    )
     model = load_model(cfg["model"]).model
     fitted, info = fit_param_budget(model, cfg["adapter"])
     count = apply_adapter(model, cfg["adapter"], cfg["scheduler"], AdapterContext()).trainable_param_count()
@@ -151,15 +186,30 @@ def test_param_budget_below_the_smallest_rank_names_the_minimum() -> None:
 
 def _record(role: str | None, seed: int, acc: float, lr: float, split: str = "test") -> dict:
     return {
-        "run_id": f"{role}-{seed}-{split}", "status": "completed", "reason": None, "created_at": "x",
-        "experiment": "tuned", "seed": seed,
-        "config": {"seed": seed, "trainer": {"lr": lr},
-                   "tuning": {"role": role, "searched": ["trainer.lr"] if role == "tuned" else []}},
+        "run_id": f"{role}-{seed}-{split}",
+        "status": "completed",
+        "reason": None,
+        "created_at": "x",
+        "experiment": "tuned",
+        "seed": seed,
+        "config": {
+            "seed": seed,
+            "trainer": {"lr": lr},
+            "tuning": {"role": role, "searched": ["trainer.lr"] if role == "tuned" else []},
+        },
         "model": {"name": "m", "total_params": 10, "trainable_params": 1000},
         "adapter": {"type": "lora", "scheduler": "static", "ranks": {}},
-        "metrics": {"task": "arith_mc", "metric": "acc", "accuracy": acc, "accuracy_stderr": 0.03, "n": 200,
-                    "split": split},
-        "time": {}, "energy": {}, "env": {},
+        "metrics": {
+            "task": "arith_mc",
+            "metric": "acc",
+            "accuracy": acc,
+            "accuracy_stderr": 0.03,
+            "n": 200,
+            "split": split,
+        },
+        "time": {},
+        "energy": {},
+        "env": {},
     }
 
 
@@ -192,9 +242,27 @@ def test_tune_driver_searches_then_runs_tuned_and_untuned_seeds(tmp_path: Path, 
 
     store = tmp_path / "r"
     proc = subprocess.run(
-        [sys.executable, "-m", "loraven.tune", "--methods", "lora", "--trials", "2", "--seeds", "0,1",
-         "--results", str(store), "--", *FAST_LM, f"hydra.run.dir={tmp_path}/outputs"],
-        cwd=ROOT, env=cli_env(session_cache), capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "loraven.tune",
+            "--methods",
+            "lora",
+            "--trials",
+            "2",
+            "--seeds",
+            "0,1",
+            "--results",
+            str(store),
+            "--",
+            *FAST_LM,
+            f"hydra.run.dir={tmp_path}/outputs",
+        ],
+        cwd=ROOT,
+        env=cli_env(session_cache),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "lora: search done" in proc.stdout and "lora: tuned runs" in proc.stdout

@@ -606,7 +606,7 @@ def test_interrupted_sweep_with_the_basic_launcher_exits_130_in_one_line(tmp_pat
 
 
 def test_analysis_counts_copies_once_skips_invalid_records_and_exposes_steps(tmp_path: Path) -> None:
-    from test_analysis import write_run
+    from fake_store import write_run
 
     from analysis.load import AnalysisWarning, load_results, runs_frame
 
@@ -628,7 +628,7 @@ def test_analysis_counts_copies_once_skips_invalid_records_and_exposes_steps(tmp
 
 
 def test_analysis_out_a_file_or_unwritable_is_one_clear_error(tmp_path: Path, capsys) -> None:
-    from test_analysis import write_run
+    from fake_store import write_run
 
     from analysis.cli import main
 

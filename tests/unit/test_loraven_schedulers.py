@@ -20,8 +20,13 @@ def _mlp(seed=0):
 
 
 def _sched(name, **kw):
-    cfg = {"name": name, "update_every": 1, "min_steps_between_changes": 0, "rank_bucket": 2,
-           "weights": {"diversity": 0.0, "gradient": 0.0}}
+    cfg = {
+        "name": name,
+        "update_every": 1,
+        "min_steps_between_changes": 0,
+        "rank_bucket": 2,
+        "weights": {"diversity": 0.0, "gradient": 0.0},
+    }
     cfg.update(kw)
     return cfg
 
@@ -44,8 +49,9 @@ def _drive(adapted, make, steps, start, gen):
 
 
 def test_linear_rank_rises_with_input_complexity():
-    adapted = apply_adapter(_mlp(), {"name": "loraven", "mode": "replace", "r_max": 16, "r_min": 2},
-                            _sched("linear"), AdapterContext())
+    adapted = apply_adapter(
+        _mlp(), {"name": "loraven", "mode": "replace", "r_max": 16, "r_min": 2}, _sched("linear"), AdapterContext()
+    )
     gen = torch.Generator().manual_seed(0)
     step = _drive(adapted, _low, 15, 1, gen)
     low = dict(adapted.ranks())
@@ -59,8 +65,12 @@ def test_linear_rank_rises_with_input_complexity():
 def test_rate_limit_and_bucketing():
     assert bucket_set(3, 10, 4) == [3, 4, 8, 10]
     assert to_bucket(5.9, [2, 4, 6, 8]) == 6 and to_bucket(5.0, [2, 4, 6, 8]) == 4
-    adapted = apply_adapter(_mlp(), {"name": "loraven", "mode": "replace", "r_max": 16, "r_min": 2},
-                            _sched("linear", min_steps_between_changes=100), AdapterContext())
+    adapted = apply_adapter(
+        _mlp(),
+        {"name": "loraven", "mode": "replace", "r_max": 16, "r_min": 2},
+        _sched("linear", min_steps_between_changes=100),
+        AdapterContext(),
+    )
     gen = torch.Generator().manual_seed(0)
     _drive(adapted, _low, 10, 1, gen)
     changes = [row for row in adapted.trace if row[0] > 0]
@@ -70,8 +80,12 @@ def test_rate_limit_and_bucketing():
 
 @pytest.mark.parametrize("budget", [{"fraction": 0.3}, {"fraction": 0.7, "scaling_factor": 2.0}])
 def test_energy_scheduler_never_exceeds_budget(budget):
-    adapted = apply_adapter(_mlp(), {"name": "loraven", "mode": "replace", "r_max": 16, "r_min": 2},
-                            _sched("energy", budget=budget, alpha=1.0, beta=0.0), AdapterContext())
+    adapted = apply_adapter(
+        _mlp(),
+        {"name": "loraven", "mode": "replace", "r_max": 16, "r_min": 2},
+        _sched("energy", budget=budget, alpha=1.0, beta=0.0),
+        AdapterContext(),
+    )
     gen = torch.Generator().manual_seed(0)
     step = 1
     used = []
@@ -87,8 +101,9 @@ def test_energy_scheduler_never_exceeds_budget(budget):
 
 def test_energy_model_budget_violation_event_fires_only_when_over_budget():
     sched = _sched("energy", budget={"fraction": 0.0}, min_steps_between_changes=1000)
-    adapted = apply_adapter(_mlp(), {"name": "loraven", "mode": "replace", "r_max": 16, "r_min": 2},
-                            sched, AdapterContext())
+    adapted = apply_adapter(
+        _mlp(), {"name": "loraven", "mode": "replace", "r_max": 16, "r_min": 2}, sched, AdapterContext()
+    )
     gen = torch.Generator().manual_seed(0)
     _drive(adapted, _high, 1, 1, gen)  # starts at r_max = 16 > the r_min-only budget
     first = [e for e in adapted.events if e.event == "budget_violation"]
@@ -100,27 +115,28 @@ def test_energy_model_budget_violation_event_fires_only_when_over_budget():
 
 def test_loss_events_fire_exactly_under_their_conditions():
     mon = EventMonitor(target_loss=1.0, error_threshold=0.5, performance_drop_pct=10.0, loss_ema=0.0)
-    assert mon.update(1.4) == []                      # |1.4 − 1| ≤ 0.5, no best yet
+    assert mon.update(1.4) == []  # |1.4 − 1| ≤ 0.5, no best yet
     assert mon.update(1.6) == ["error_threshold", "performance_drop"]  # 1.6 > 1.5 and > 1.4·1.1
-    assert mon.update(1.5) == []                      # |0.5| not > 0.5; 1.5 ≤ 1.54
-    assert mon.update(0.4) == ["error_threshold"]     # |−0.6| > 0.5; new best 0.4
-    assert mon.update(0.44) == ["error_threshold"]    # 0.44 = 0.4·1.1: no drop (not strictly above)
+    assert mon.update(1.5) == []  # |0.5| not > 0.5; 1.5 ≤ 1.54
+    assert mon.update(0.4) == ["error_threshold"]  # |−0.6| > 0.5; new best 0.4
+    assert mon.update(0.44) == ["error_threshold"]  # 0.44 = 0.4·1.1: no drop (not strictly above)
     assert mon.update(0.45) == ["error_threshold", "performance_drop"]
-    assert mon.update(0.6) == ["performance_drop"]    # |−0.4| ≤ 0.5; 0.6 > 0.44
+    assert mon.update(0.6) == ["performance_drop"]  # |−0.4| ≤ 0.5; 0.6 > 0.44
 
     assert EventMonitor(target_loss=None).update(100.0) == []
 
 
 def test_loss_events_are_logged_by_the_adapter():
     sched = _sched("linear", events={"target_loss": 0.0, "error_threshold": 0.5, "loss_ema": 0.0})
-    adapted = apply_adapter(_mlp(), {"name": "loraven", "mode": "replace", "r_max": 8}, sched,
-                            AdapterContext())
+    adapted = apply_adapter(_mlp(), {"name": "loraven", "mode": "replace", "r_max": 8}, sched, AdapterContext())
     x = torch.randn(8, D)
     for step, loss in enumerate([0.2, 0.2, 0.9, 0.1], start=1):
         adapted.model(x)
         adapted.after_optimizer_step(step, torch.tensor(loss))
-    assert [(e.step, e.event) for e in adapted.events if e.module == "*"] == [(3, "error_threshold"),
-                                                                              (3, "performance_drop")]
+    assert [(e.step, e.event) for e in adapted.events if e.module == "*"] == [
+        (3, "error_threshold"),
+        (3, "performance_drop"),
+    ]
 
 
 def test_energy_model_fit_recovers_scales():

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from loraven.cli import JOB_POINTER, _fmt, console
 from loraven.search import is_optuna
@@ -97,7 +97,7 @@ class SweepSummary(Callback):
         missing = expected - len(jobs)
         if missing > 0:
             log.error("%d job(s) left no record (crashed before writing one)", missing)
-        if is_optuna(config.hydra.sweeper) and not missing:
+        if is_optuna(OmegaConf.select(config, "hydra.sweeper")) and not missing:
             # a search expects some trials to fail (a rate too high diverges): each was told to Optuna as FAIL
             # and the search went on; the search itself failed only if no trial completed
             if failed:

@@ -7,7 +7,7 @@ callback, run before the sweeper is built) fills in, wherever the command line l
 * ``direction``: from the task's metric (accuracy, exact match: maximize; mse, perplexity: minimize);
 * ``storage``: ``sqlite:///<results_dir>/<experiment_name>/optuna.db``, in the results store, so an
   interrupted search resumes: ``n_trials`` is the study's *total* (a rerun runs only the trials still
-  missing; a trial left ``RUNNING`` by a killed search is marked ``FAIL``);
+  missing; a trial left ``RUNNING`` by a killed search is marked ``FAIL`` and does not count);
 * ``study_name``: ``<experiment_name>-<adapter>``, so each method's search is its own study;
 * ``params``: ``task.eval_split=validation`` for every trial; :func:`check_trial` refuses a trial scored on
   test before it runs;
@@ -156,7 +156,7 @@ class OptunaDefaults(Callback):
 
 def prepare_storage(url: str, study_name: str) -> int:
     """Create the SQLite file's folder; in an existing study, mark trials a killed search left ``RUNNING`` as
-    ``FAIL``. Returns how many trials the study has already finished (complete, pruned or failed)."""
+    ``FAIL``. Returns how many trials the study has finished (complete, pruned or failed; not the interrupted)."""
     import optuna
 
     if url.startswith("sqlite:///"):
@@ -167,11 +167,14 @@ def prepare_storage(url: str, study_name: str) -> int:
         return 0
     finished = 0
     for trial in study.get_trials(deepcopy=False):
-        if trial.state == optuna.trial.TrialState.RUNNING:
+        if trial.state == optuna.trial.TrialState.RUNNING:  # interrupted: FAIL in the study, and not counted
             study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.FAIL)
             log.warning(
-                "trial %d of study %s was left running by an interrupted search: marked FAIL", trial.number, study_name
+                "trial %d of study %s was left running by an interrupted search: marked FAIL and run again",
+                trial.number,
+                study_name,
             )
+            continue
         finished += 1
     return finished
 

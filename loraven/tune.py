@@ -209,6 +209,8 @@ def _tune(args: argparse.Namespace) -> int:
         "validation_fraction": args.validation_fraction,
         "overrides": args.overrides,
     }
+    if (out / "summary.json").is_file():  # a resumed or partial tune keeps the methods it already summarised
+        summary["methods"] = json.loads((out / "summary.json").read_text()).get("methods", {})
     say(
         f"methods {', '.join(args.methods)}: {args.trials} trial(s) each on the validation split, then seeds "
         f"{args.seeds} on the test split (logs: {logs}/)"

@@ -274,3 +274,18 @@ def test_tune_driver_searches_then_runs_tuned_and_untuned_seeds(tmp_path: Path, 
     assert {r["config"]["trainer"]["lr"] for r in finals if r["config"]["tuning"]["role"] == "tuned"} == {best_lr}
     assert all(r["metrics"]["split"] == "test" for r in finals)
     assert all(r["metrics"]["split"] == "validation" for r in results(store / "tune"))
+
+
+def test_a_trial_left_running_by_a_killed_search_is_failed_and_not_counted(tmp_path: Path) -> None:
+    from loraven.search import prepare_storage
+
+    url = storage_url(tmp_path / "store", "default")
+    assert prepare_storage(url, "default-lora") == 0  # no study yet; its folder now exists
+    study = optuna.create_study(study_name="default-lora", storage=url, direction="maximize")
+    study.tell(study.ask(), 0.5)
+    study.ask()  # the killed search's trial: RUNNING forever
+    assert prepare_storage(url, "default-lora") == 1  # one finished; the interrupted one is run again
+    assert [t.state.name for t in optuna.load_study(study_name="default-lora", storage=url).trials] == [
+        "COMPLETE",
+        "FAIL",
+    ]

@@ -127,16 +127,18 @@ def _errorbar(ax: plt.Axes, x: tuple, y: tuple, color: Any, label: str) -> None:
     ax.annotate(f"n={n}", (xm, ym), textcoords="offset points", xytext=(5, 5), fontsize=7)
 
 
-def _resolved(a: tuple, b: tuple) -> bool:
-    """Two points' difference is resolved when their intervals are disjoint on at least one axis."""
+def trade_off_resolved(a: tuple, b: tuple) -> bool:
+    """Two adjacent points of a Pareto front are a trade-off (one cheaper, the other better) only when their
+    intervals are disjoint on *both* axes: if the quality difference is noise, the cheaper point dominates as
+    far as the data can tell, and a front drawn through both would show a trade-off that is not there."""
     (ax_, ay), (bx, by) = a, b
-    return any(p[2] < q[1] or q[2] < p[1] for p, q in ((ax_, bx), (ay, by)))
+    return all(p[2] < q[1] or q[2] < p[1] for p, q in ((ax_, bx), (ay, by)))
 
 
 def energy_accuracy_figure(frame: pd.DataFrame, out: Path) -> Path | None:
     """Training energy vs quality per level: mean with 95 % intervals on both axes and n, the chance line
-    on accuracy axes, the Pareto front over level means only where every adjacent pair on it is resolved
-    (intervals disjoint on an axis), else "Pareto front not resolved"; one panel per experiment/task/energy
+    on accuracy axes, the Pareto front over level means only where every adjacent pair on it is a resolved
+    trade-off (intervals disjoint on both axes), else "Pareto front not resolved"; one panel per experiment/task/energy
     method (never mixed), the axis naming the phase and the evidence (measured/estimated)."""
     runs = completed_training(frame).dropna(subset=["energy_kwh"])
     runs = runs.assign(energy_j=runs["energy_kwh"] * 3.6e6)  # joules read better than 0.0007 kWh
@@ -161,7 +163,7 @@ def energy_accuracy_figure(frame: pd.DataFrame, out: Path) -> Path | None:
         )
         front = means[pareto_front(means, "x", "y", maximize_y=not regression)].sort_values("x")
         pairs = list(zip(front.index[:-1], front.index[1:], strict=True))
-        if len(front) > 1 and all(_resolved(points[a], points[b]) for a, b in pairs):
+        if len(front) > 1 and all(trade_off_resolved(points[a], points[b]) for a, b in pairs):
             ax.plot(front["x"], front["y"], color="black", linestyle="--", linewidth=1, label="Pareto front")
         else:
             ax.text(0.02, 0.02, "Pareto front not resolved", transform=ax.transAxes, fontsize=8, color="grey")
@@ -246,15 +248,18 @@ def _layer_and_projection(module: str) -> tuple[float, str]:
     return (float(match.group(1)) if match else math.nan), module.rsplit(".", 1)[-1]
 
 
-def lora_ar_figure(frame: pd.DataFrame, out: Path, max_runs: int = 4) -> Path | None:
-    """LoRA-AR's per-module ranks as a layer × projection heatmap (one panel per run, first ``max_runs``)."""
+def allocation_figure(frame: pd.DataFrame, out: Path, max_runs: int = 4) -> Path | None:
+    """A method's per-module rank allocation (any ``*_allocation.csv`` with ``module`` and ``rank`` columns that
+    the method wrote beside its result, e.g. LoRA-AR's) as a layer × projection heatmap, one panel per run
+    (first ``max_runs``)."""
     tables = []
     for row in completed_training(frame).to_dict("records"):
-        alloc = read_csv_beside(row["run_dir"], "lora_ar_allocation.csv")
-        if alloc is not None and {"module", "rank"} <= set(alloc.columns) and not alloc.empty:
-            tables.append((row, alloc))
+        for path in sorted(Path(str(row["run_dir"])).glob("*_allocation.csv")) if row.get("run_dir") else []:
+            alloc = read_csv_beside(row["run_dir"], path.name)
+            if alloc is not None and {"module", "rank"} <= set(alloc.columns) and not alloc.empty:
+                tables.append((row, alloc))
     if not tables:
-        _skip("lora_ar_allocation", "no lora_ar_allocation.csv beside any completed run")
+        _skip("rank_allocation", "no *_allocation.csv beside any completed run")
         return None
     tables = tables[:max_runs]
     fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 6), squeeze=False)
@@ -277,8 +282,8 @@ def lora_ar_figure(frame: pd.DataFrame, out: Path, max_runs: int = 4) -> Path | 
                 cbar_kws={"label": "allocated rank"},
             )
             ax.set(ylabel="layer index")
-        ax.set(title=f"LoRA-AR allocation: {row['model']}\n{row['run_id']} (seed {row['seed']})")
-    return _save(fig, out, "lora_ar_allocation")
+        ax.set(title=f"{row['level']} rank allocation: {row['model']}\n{row['run_id']} (seed {row['seed']})")
+    return _save(fig, out, "rank_allocation")
 
 
 def cost_figure(frame: pd.DataFrame, out: Path) -> Path | None:
@@ -320,7 +325,7 @@ def all_figures(frame: pd.DataFrame, speedup: pd.DataFrame, out: Path) -> dict[s
         "speedup_vs_size": speedup_figure(speedup, out),
         "energy_vs_accuracy": energy_accuracy_figure(frame, out),
         "rank_trace": rank_trace_figure(frame, out),
-        "lora_ar_allocation": lora_ar_figure(frame, out),
+        "rank_allocation": allocation_figure(frame, out),
         "time_memory": cost_figure(frame, out),
     }
     return {name: path for name, path in made.items() if path is not None}

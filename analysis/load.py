@@ -197,7 +197,7 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         adapter_type = _get(r, "adapter.type") or _get(r, "config.adapter.name")
         scheduler = _get(r, "adapter.scheduler") or _get(r, "config.scheduler.name")
         mode = _get(r, "adapter.mode")
-        if mode is None and adapter_type == "loraven":
+        if mode is None:  # a method with modes (LoRAven: adapter | replace) records its mode in its config
             mode = _get(r, "config.adapter.mode")
         rows.append(
             {
@@ -220,7 +220,7 @@ def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                 "adapter_type": adapter_type,
                 "scheduler": scheduler,
                 "mode": mode,
-                "level": level_of(adapter_type, scheduler),
+                "level": level_of(adapter_type, scheduler, _get(r, "adapter.label")),
                 "energy_kwh": _num(_get(r, "energy.kwh")),
                 "energy_method": _get(r, "energy.method"),
                 "energy_evidence": evidence_of(_get(r, "energy.method")),
@@ -302,14 +302,14 @@ _COLUMNS = (
 
 
 def _label_modes(frame: pd.DataFrame) -> None:
-    """LoRAven's adapter and replace modes are different methods: name the mode once both occur."""
+    """A method's modes are different methods (LoRAven: adapter vs replace): name the mode once a method's
+    runs use more than one."""
     if frame.empty:
         return
-    loraven = frame["adapter_type"] == "loraven"
-    if frame.loc[loraven, "mode"].dropna().nunique() > 1:
-        frame.loc[loraven, "level"] = (
-            frame.loc[loraven, "level"] + " (" + frame.loc[loraven, "mode"].fillna("adapter").astype(str) + ")"
-        )
+    for _, rows in frame.groupby("adapter_type"):
+        modes = rows["mode"]
+        if modes.dropna().nunique() > 1:
+            frame.loc[rows.index, "level"] = rows["level"] + " (" + modes.fillna("mode unrecorded").astype(str) + ")"
 
 
 def warn_mixed_versions(frame: pd.DataFrame, what: str) -> None:
@@ -321,7 +321,7 @@ def warn_mixed_versions(frame: pd.DataFrame, what: str) -> None:
 
 
 def read_csv_beside(run_dir: str | None, name: str) -> pd.DataFrame | None:
-    """A run's side table (rank_trace.csv, lora_ar_allocation.csv); None (with a warning) if unreadable."""
+    """A run's side table (rank_trace.csv, a method's *_allocation.csv); None (with a warning) if unreadable."""
     if not run_dir:
         return None
     path = Path(run_dir) / name

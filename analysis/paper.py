@@ -53,30 +53,31 @@ PAPER_ACCURACY: dict[str, dict[str, object]] = {
     "regression": {"value": 2.0, "unit": "MSE increase %", "claim": "<2 % MSE increase (regression)"},
 }
 
-LEVEL_ORDER = ("dense", "fixed low-rank", "dynamic", "full LoRAven", "LoRA", "DoRA", "LoRA-AR")
-_LORAVEN_LEVELS = {"static": "fixed low-rank", "linear": "dynamic", "energy": "full LoRAven"}
-_OTHER_LEVELS = {"none": "dense", "lora": "LoRA", "dora": "DoRA", "lora_ar": "LoRA-AR"}
-
 
 def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def level_of(adapter_type: object, scheduler: object) -> str:
-    """§5.2's level for a run: dense=none, fixed low-rank=loraven+static, dynamic=+linear, full=+energy."""
-    if adapter_type == "loraven" and scheduler in _LORAVEN_LEVELS:
-        return _LORAVEN_LEVELS[str(scheduler)]
-    if adapter_type in _OTHER_LEVELS and (
-        adapter_type == "none" or scheduler in (None, "static") or _missing(scheduler)
-    ):
-        return _OTHER_LEVELS[str(adapter_type)]
-    return f"{adapter_type}+{scheduler}"
+def level_of(adapter_type: object, scheduler: object, label: object = None) -> str:
+    """The table label of a run: the one its record carries (``adapter.label``, written from the adapter
+    registry), else the registry's label for its adapter and scheduler (records that predate the label).
+
+    For the LoRAven paper's §5.2 these are its levels: dense, fixed low-rank, dynamic, full LoRAven.
+    """
+    if isinstance(label, str) and label:
+        return label
+    from loraven.adapters.base import display_label
+
+    return display_label(str(adapter_type), None if _missing(scheduler) else str(scheduler))
 
 
 def level_rank(level: str) -> int:
-    """Sort key: the paper's levels first, then the baselines, then anything else."""
+    """Sort key: registry order (the paper's levels first, then the other methods), then anything else."""
+    from loraven.adapters.base import label_order
+
+    order = label_order()
     base = level.split(" (")[0]
-    return LEVEL_ORDER.index(base) if base in LEVEL_ORDER else len(LEVEL_ORDER)
+    return order.index(base) if base in order else len(order)
 
 
 def task_kind(task: object, regression: bool) -> str:

@@ -51,10 +51,17 @@ def tuned_table(frame: pd.DataFrame) -> pd.DataFrame:
         for role in ROLES:
             part = group[group["tuning_role"] == role]
             interval = mean_interval(part["accuracy"])
-            row.update({f"{role}_acc": interval.value, f"{role}_lo": interval.lo, f"{role}_hi": interval.hi,
-                        f"{role}_n": interval.n, f"{role}_lr": _unique(part["lr"]),
-                        f"{role}_params": _unique(part["trainable_params"]),
-                        f"{role}_seeds": ",".join(str(s) for s in sorted(part["seed"].dropna().tolist()))})
+            row.update(
+                {
+                    f"{role}_acc": interval.value,
+                    f"{role}_lo": interval.lo,
+                    f"{role}_hi": interval.hi,
+                    f"{role}_n": interval.n,
+                    f"{role}_lr": _unique(part["lr"]),
+                    f"{role}_params": _unique(part["trainable_params"]),
+                    f"{role}_seeds": ",".join(str(s) for s in sorted(part["seed"].dropna().tolist())),
+                }
+            )
         tuned = group[group["tuning_role"] == "tuned"]
         row["chosen"] = _unique(tuned["tuned_params"]) if len(tuned) else None
         row.update(_difference(group))
@@ -97,21 +104,26 @@ def display_tuned(table: pd.DataFrame) -> pd.DataFrame:
     for row in table.to_dict("records"):
         gain = row["gain"]
         span = "" if math.isnan(row["gain_lo"]) else f" [{row['gain_lo']:+.3f}, {row['gain_hi']:+.3f}]"
-        rows.append({
-            "method": row["adapter_type"] + (f" ({row['scheduler']})" if row["scheduler"] != "static" else ""),
-            "task": row["task"],
-            "untuned lr": fmt(row["untuned_lr"], 3),
-            "untuned accuracy": _acc(row, "untuned"),
-            "tuned (chosen)": row["chosen"] or fmt(row["tuned_lr"], 3),
-            "tuned accuracy": _acc(row, "tuned"),
-            "tuned − untuned": fmt(math.nan) if math.isnan(gain) else f"{gain:+.3f}{span}",
-            "trainable params": _params(row["tuned_params"] if row["tuned_params"] is not None
-                                        else row["untuned_params"]),
-        })
+        rows.append(
+            {
+                "method": row["adapter_type"] + (f" ({row['scheduler']})" if row["scheduler"] != "static" else ""),
+                "task": row["task"],
+                "untuned lr": fmt(row["untuned_lr"], 3),
+                "untuned accuracy": _acc(row, "untuned"),
+                "tuned (chosen)": row["chosen"] or fmt(row["tuned_lr"], 3),
+                "tuned accuracy": _acc(row, "tuned"),
+                "tuned − untuned": fmt(math.nan) if math.isnan(gain) else f"{gain:+.3f}{span}",
+                "trainable params": _params(
+                    row["tuned_params"] if row["tuned_params"] is not None else row["untuned_params"]
+                ),
+            }
+        )
     return fill_missing(pd.DataFrame(rows))
 
 
-NOTE = ("Tuned comparisons (python -m loraven.tune): each method's best config from an Optuna search scored on "
-        "the validation split, re-run over seeds and scored on the test split, beside the same method at the "
-        "default config on the same seeds; accuracy mean [95 % Student-t interval across seeds] (n); "
-        "tuned − untuned with a Welch interval.")
+NOTE = (
+    "Tuned comparisons (python -m loraven.tune): each method's best config from an Optuna search scored on "
+    "the validation split, re-run over seeds and scored on the test split, beside the same method at the "
+    "default config on the same seeds; accuracy mean [95 % Student-t interval across seeds] (n); "
+    "tuned − untuned with a Welch interval."
+)

@@ -51,7 +51,7 @@ def record_from_run(run: Any) -> dict[str, Any]:
         "scheduler": scheduler_cfg.get("name"),
         **(summary.get("adapter") or {}),
     }
-    if adapter["type"] == "loraven" and adapter_cfg.get("mode") is not None:
+    if adapter_cfg.get("mode") is not None:  # a method with modes (LoRAven's adapter | replace)
         adapter.setdefault("mode", adapter_cfg.get("mode"))
     status = summary.get("status") or _STATE_TO_STATUS.get(getattr(run, "state", ""), "failed")
     return {

@@ -7,9 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from loraven.adapters.base import ConfigError
+from loraven.adapters.targets import target_names
+from loraven.errors import ConfigError
+from loraven.settings import trainer_settings
 
 WANDB_MODES = ("online", "offline", "disabled")
+LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
 
 
 def _number(section: str, key: str, value: Any, kind: type, low: float | None = None, strict: bool = False) -> None:
@@ -22,21 +25,20 @@ def _number(section: str, key: str, value: Any, kind: type, low: float | None = 
 
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Types and ranges of the keys the loop relies on; adapters validate their own keys."""
-    trainer = cfg["trainer"]
-    _number("trainer", "lr", trainer.get("lr"), float, 0, strict=True)
-    _number("trainer", "steps", trainer.get("steps"), int, 1)
-    _number("trainer", "batch_size", trainer.get("batch_size"), int, 1)
-    _number("trainer", "max_seq_len", trainer.get("max_seq_len", 128), int, 2)
-    _number("trainer", "warmup_steps", trainer.get("warmup_steps", 0), int, 0)
-    _number("trainer", "weight_decay", trainer.get("weight_decay", 0.0), float, 0)
-    if trainer.get("grad_clip") is not None:
+    trainer = trainer_settings(cfg["trainer"])
+    _number("trainer", "lr", trainer["lr"], float, 0, strict=True)
+    _number("trainer", "steps", trainer["steps"], int, 1)
+    _number("trainer", "batch_size", trainer["batch_size"], int, 1)
+    _number("trainer", "max_seq_len", trainer["max_seq_len"], int, 2)
+    _number("trainer", "warmup_steps", trainer["warmup_steps"], int, 0)
+    _number("trainer", "weight_decay", trainer["weight_decay"], float, 0)
+    if trainer["grad_clip"] is not None:
         _number("trainer", "grad_clip", trainer["grad_clip"], float, 0, strict=True)
-    schedulers = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
-    if trainer.get("lr_scheduler", "linear") not in schedulers:
-        bad = trainer.get("lr_scheduler")
-        raise ConfigError(f"trainer.lr_scheduler={bad!r}; valid choices: {', '.join(schedulers)}")
-    if trainer.get("precision", "auto") not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"trainer.precision={trainer.get('precision')!r}; valid choices: auto, bf16, fp32")
+    if trainer["lr_scheduler"] not in LR_SCHEDULERS:
+        bad = trainer["lr_scheduler"]
+        raise ConfigError(f"trainer.lr_scheduler={bad!r}; valid choices: {', '.join(LR_SCHEDULERS)}")
+    if trainer["precision"] not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"trainer.precision={trainer['precision']!r}; valid choices: auto, bf16, fp32")
     _number("", "seed", cfg.get("seed"), int, 0)
     if "task" in cfg:
         from loraven.tasks import check_task_keys
@@ -45,8 +47,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     check_environment_keys(cfg)
     adapter = cfg["adapter"]
     for key in ("r", "r_max", "r_min", "alpha"):
-        if key == "r_max" and adapter.get(key) == "full" and adapter.get("name") == "loraven":
-            continue  # documented: LoRAven's r_max=full = each layer's smaller side
+        if key == "r_max" and adapter.get(key) == "full":
+            continue  # r_max=full (each layer's smaller side): the method's own config accepts it or says no
         if key in adapter and adapter[key] is not None:
             _number("adapter", key, adapter[key], float if key == "alpha" else int, 1 if key != "alpha" else 0)
     r_min, r_max = adapter.get("r_min"), adapter.get("r_max")
@@ -56,9 +58,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         _number("adapter", "dropout", adapter["dropout"], float, 0)
         if not adapter["dropout"] < 1:
             raise ConfigError(f"adapter.dropout={adapter['dropout']!r} must be in [0, 1)")
-    targets = adapter.get("target_modules", "all-linear")
-    if not isinstance(targets, (str, list, tuple)) or (not isinstance(targets, str) and not targets):
-        raise ConfigError(f"adapter.target_modules={targets!r} must be 'all-linear' or a non-empty list of names")
+    target_names(adapter.get("target_modules", "all-linear"))  # a malformed value fails here, before loading
 
 
 def check_environment_keys(cfg: Mapping[str, Any]) -> None:
@@ -88,40 +88,3 @@ def check_environment_keys(cfg: Mapping[str, Any]) -> None:
                 f"model.name_or_path={str(local)!r} is {what}; a local model needs a Hugging Face "
                 "model folder (config.json, tokenizer files, *.safetensors)"
             )
-
-
-def check_rank_fits(model: Any, adapter: Mapping[str, Any]) -> None:
-    """``target_modules`` matching no Linear layer, or a fixed LoRA rank (``adapter.r``) above a targeted
-    layer's smaller side, is a config error found right after loading, not after evaluation or training.
-    Only ``r`` is checked: LoRA-AR and LoRAven cap their ranks per layer.
-    """
-    from torch import nn
-
-    targets = adapter.get("target_modules", "all-linear")
-    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if targets != "all-linear" and adapter.get("name") != "none":  # before any evaluation or training
-        names = [targets] if isinstance(targets, str) else [str(t) for t in targets]
-        if not any(n == t or n.endswith("." + t) for n, _ in linears for t in names):
-            valid = sorted({n.split(".")[-1] for n, _ in linears})
-            raise ConfigError(
-                f"adapter.target_modules={names} matches no Linear layer of this model; "
-                f"valid names: {', '.join(valid)} (or all-linear)"
-            )
-    rank = adapter.get("r")
-    if rank is None or adapter.get("name") not in ("lora", "dora"):
-        return
-    if targets == "all-linear":  # peft's rule: every Linear except the output head
-        chosen = [(n, m) for n, m in linears if n.split(".")[-1] not in ("lm_head", "score", "classifier")]
-        chosen = chosen[:-1] if chosen and chosen == linears else chosen  # an MLP's last layer is its head
-    else:
-        names = [targets] if isinstance(targets, str) else list(targets)
-        chosen = [(n, m) for n, m in linears if any(n == t or n.endswith("." + t) for t in names)]
-    if not chosen:
-        return  # "matches nothing" is reported by the adapter with the list of valid names
-    name, smallest = min(chosen, key=lambda nm: min(nm[1].in_features, nm[1].out_features))
-    limit = min(smallest.in_features, smallest.out_features)
-    if int(rank) > limit:
-        raise ConfigError(
-            f"adapter.r={rank} exceeds layer {name} ({smallest.in_features}->{smallest.out_features}); "
-            f"valid: 1..{limit} for these target_modules"
-        )

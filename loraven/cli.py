@@ -37,15 +37,51 @@ def _job_dir() -> Path | None:
         return None
 
 
+def sweep_params() -> dict[str, Any]:
+    """``hydra.sweeper.params`` of the composed config: non-empty for a named sweep (experiment=paper_energy)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        params = HydraConfig.get().sweeper.get("params")
+    except ValueError:
+        return {}
+    return dict(params or {})
+
+
+def refuse_sweep_without_multirun(argv: list[str] | None = None) -> None:
+    """A sweep config run without ``-m`` would run one arbitrary grid point: exit 2 with the command instead."""
+    from hydra.core.hydra_config import HydraConfig
+
+    params = sweep_params()
+    if not params:
+        return
+    import shlex
+
+    try:
+        name = HydraConfig.get().runtime.choices.get("experiment")
+    except ValueError:
+        name = None
+    args = sys.argv[1:] if argv is None else argv
+    what = f"experiment={name}" if name and name != "null" else "this config"
+    print(
+        f"error: {what} is a sweep (over {', '.join(map(str, params))}); run it with: "
+        f"python run.py -m {shlex.join(args)}",
+        file=sys.stderr,
+    )
+    sys.exit(EXIT_CONFIG)
+
+
 def run_from_hydra(cfg: DictConfig) -> float | None:
     """Run the job; in a single run a config error exits 2 with one line, in a sweep it is recorded."""
-    from loraven.adapters.base import ConfigError
+    multirun = _is_multirun()
+    if not multirun:
+        refuse_sweep_without_multirun()  # before anything is imported or loaded
+    from loraven.errors import ConfigError
     from loraven.hub import configure_hub_access
     from loraven.search import check_trial, current_sweeper
 
     os.environ.setdefault("WANDB_MODE", str(cfg.get("tracking", {}).get("mode", "offline")))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    multirun = _is_multirun()
     if multirun:  # joblib/loky workers: W&B's default process start fails ("cannot find context for 'loky'")
         os.environ.setdefault("WANDB_START_METHOD", "thread")
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -82,7 +118,7 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
         _write_pointer(result)
     except OSError as err:
         log.error("could not write the sweep's job record: %s", err.strerror or err)
-    print_summary(result)
+    print_summary(result, resolved)
     if not multirun and result.get("_unsaved"):  # the metrics are in the table above; the file is not
         print(
             f"error: run {result.get('run_id')} finished but its result was not saved: {result['_unsaved']}",
@@ -338,12 +374,64 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_summary(result: dict[str, Any]) -> None:
+WIDE = 1000  # columns for rich output to a file or pipe: a table is as wide as its content, never wrapped
+
+
+def console():
+    """A rich console on stderr: the terminal's width on a TTY; in a log file or pipe, wide enough that tables
+    keep every cell on one line (rich would otherwise wrap them to 80 columns)."""
     from rich.console import Console
+
+    return Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=WIDE)
+
+
+def result_path(result: dict[str, Any], cfg: dict[str, Any] | None) -> Path | None:
+    """The file holding this result: result.json, or result.failed-attempt.json beside an earlier completed one."""
+    if not cfg or result.get("_unsaved") or not result.get("run_id"):
+        return None
+    from loraven.job import experiment_name
+    from loraven.track import FAILED_ATTEMPT, ResultsStore
+
+    run_dir = ResultsStore(cfg.get("results_dir", "results")).run_dir(experiment_name(cfg), str(result["run_id"]))
+    for path in (run_dir / "result.json", run_dir / FAILED_ATTEMPT):
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(stored, dict) and all(stored.get(k) == result.get(k) for k in ("created_at", "status")):
+            return path
+    return None
+
+
+def summary_lines(result: dict[str, Any], cfg: dict[str, Any] | None) -> list[str]:
+    """Where this run's records are, as plain lines: result.json, and this run's W&B folder with the
+    ``wandb sync`` command when W&B logged offline. A resumed run made no new W&B run, so none is named."""
+    import shlex
+
+    from loraven.track import wandb_run_folder
+
+    lines = []
+    path = result_path(result, cfg)
+    if path is not None:
+        lines.append(f"result: {path}")
+    tracking = (cfg or {}).get("tracking") or {}
+    if path is not None and tracking.get("name") == "wandb" and not result.get("_resumed"):
+        folder = wandb_run_folder(path.parent)
+        if folder is not None and folder.name.startswith("offline-"):
+            lines.append(f"W&B offline run: {folder}")
+            lines.append(f"upload it with: wandb sync {shlex.quote(str(folder))}")
+        elif folder is not None:
+            lines.append(f"W&B run: {folder}")
+    return lines
+
+
+def print_summary(result: dict[str, Any], cfg: dict[str, Any] | None = None) -> None:
+    """The run's table, then where its records are (plain lines: a path is never wrapped or cut)."""
     from rich.table import Table
 
     row = summary_row(result)
-    table = Table(title=f"loraven run {row['run']} — {row['status']}", show_header=False)
+    title = f"loraven run {row['run']} — {row['status']}"
+    table = Table(title=title, show_header=False, min_width=len(title) + 4)  # the title on one line
     table.add_column("key", style="bold")
     table.add_column("value")
     for key in (
@@ -366,4 +454,7 @@ def print_summary(result: dict[str, Any]) -> None:
             table.add_row(key, _fmt(row[key]))
     if row["resumed"]:
         table.add_row("note", "already completed earlier; not re-run (rerun=true forces)")
-    Console(stderr=True).print(table)
+    console().print(table)
+    for line in summary_lines(result, cfg):
+        print(line, file=sys.stderr)
+    sys.stderr.flush()

@@ -7,7 +7,6 @@ keeps sweeps lean; ``include_defaults=False`` keeps our local task names from co
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 from typing import Any
@@ -18,8 +17,9 @@ from torch import nn
 from loraven.tasks import ClassicTask, LMTask
 
 
-def evaluate(model: nn.Module, tokenizer: Any, task: LMTask | ClassicTask, batch_size: int = 32,
-             seed: int = 0) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module, tokenizer: Any, task: LMTask | ClassicTask, batch_size: int = 32, seed: int = 0
+) -> dict[str, Any]:
     """Score ``model`` on ``task``; returns the contract's ``metrics`` section."""
     was_training = model.training
     model.eval()
@@ -31,32 +31,37 @@ def evaluate(model: nn.Module, tokenizer: Any, task: LMTask | ClassicTask, batch
         model.train(was_training)
 
 
-def evaluate_lm(model: nn.Module, tokenizer: Any, task: LMTask, batch_size: int = 32,
-                seed: int = 0) -> dict[str, Any]:
+def evaluate_lm(model: nn.Module, tokenizer: Any, task: LMTask, batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
     """lm-eval's ``simple_evaluate`` with the task's own config; the score is ``results[task]["metric,filter"]``."""
     from lm_eval import simple_evaluate
 
-    from loraven.tasks.registry import task_manager
+    from loraven.tasks.registry import quiet_lm_eval, task_manager
 
     device = next(model.parameters()).device
     generative = task.output_type != "multiple_choice"
     bs = generation_batch_size(device, batch_size) if generative else batch_size
-    lm = progress_lm(model, tokenizer, bs, device, desc=f"eval {task.name}")
     manager = task_manager(task.include_path, include_defaults=task.include_defaults)
-    quiet = logging.getLogger("lm_eval")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # "pretrained is not a str" warnings are expected for in-memory models
-    try:
-        out = simple_evaluate(
-            model=lm, tasks=list(task.eval_specs or task.eval_tasks), task_manager=manager, limit=task.eval_limit,
-            num_fewshot=task.num_fewshot, apply_chat_template=task.apply_chat_template,
-            gen_kwargs={"max_gen_toks": task.max_gen_toks} if task.max_gen_toks else None,
-            log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-            fewshot_random_seed=seed, verbosity="WARNING",
-        )
-    finally:
-        quiet.setLevel(level)
-        lm.close_progress()
+    with quiet_lm_eval():
+        lm = progress_lm(model, tokenizer, bs, device, desc=f"eval {task.name}")
+        try:
+            # verbosity=None: a level here would make lm-eval reset its logger and add a handler of its own
+            out = simple_evaluate(
+                model=lm,
+                tasks=list(task.eval_specs or task.eval_tasks),
+                task_manager=manager,
+                limit=task.eval_limit,
+                num_fewshot=task.num_fewshot,
+                apply_chat_template=task.apply_chat_template,
+                gen_kwargs={"max_gen_toks": task.max_gen_toks} if task.max_gen_toks else None,
+                log_samples=False,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+                verbosity=None,
+            )
+        finally:
+            lm.close_progress()
     per_task = {}
     key, stderr_key = f"{task.metric},{task.filter}", f"{task.metric}_stderr,{task.filter}"
     for name in task.eval_tasks:
@@ -65,17 +70,26 @@ def evaluate_lm(model: nn.Module, tokenizer: Any, task: LMTask, batch_size: int 
             found = sorted(k for k in res if "," in k and "_stderr" not in k)
             raise RuntimeError(f"lm-eval reported no {key!r} for task {name!r}; it reported: {', '.join(found)}")
         n = out.get("n-samples", {}).get(name, {}).get("effective")
-        per_task[name] = {"accuracy": float(res[key]), "accuracy_stderr": _stderr(res.get(stderr_key)), "n": n,
-                          "scores": reported_scores(res)}
+        per_task[name] = {
+            "accuracy": float(res[key]),
+            "accuracy_stderr": _stderr(res.get(stderr_key)),
+            "n": n,
+            "scores": reported_scores(res),
+        }
     accs = [v["accuracy"] for v in per_task.values()]
     stderrs = [v["accuracy_stderr"] for v in per_task.values()]
     metrics: dict[str, Any] = {
-        "task": task.name, "metric": task.metric_key,
+        "task": task.name,
+        "metric": task.metric_key,
         "accuracy": float(sum(accs) / len(accs)),
-        "accuracy_stderr": None if None in stderrs else (
-            stderrs[0] if len(stderrs) == 1 else math.sqrt(sum(s**2 for s in stderrs)) / len(stderrs)),
+        "accuracy_stderr": None
+        if None in stderrs
+        else (stderrs[0] if len(stderrs) == 1 else math.sqrt(sum(s**2 for s in stderrs)) / len(stderrs)),
         "n": int(sum(v["n"] or 0 for v in per_task.values())),
-        "chance": task.chance, "output_type": task.output_type, "eval_batch_size": bs, "split": task.eval_split,
+        "chance": task.chance,
+        "output_type": task.output_type,
+        "eval_batch_size": bs,
+        "split": task.eval_split,
     }
     if generative:
         metrics["max_gen_toks"] = task.max_gen_toks
@@ -92,8 +106,11 @@ def evaluate_lm(model: nn.Module, tokenizer: Any, task: LMTask, batch_size: int 
 
 def reported_scores(res: dict[str, Any]) -> dict[str, float]:
     """All ``metric,filter`` values lm-eval reported for one task (stderrs and aliases left out)."""
-    return {k: float(v) for k, v in res.items()
-            if "," in k and "_stderr" not in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        k: float(v)
+        for k, v in res.items()
+        if "," in k and "_stderr" not in k and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def _stderr(reported: Any) -> float | None:
@@ -128,7 +145,7 @@ def progress_lm(model: nn.Module, tokenizer: Any, batch_size: int, device: torch
             order = sorted(range(len(requests)), key=lambda i: -len(str(requests[i].args[0])))
             out: list[Any] = [None] * len(requests)
             for start in range(0, len(order), chunk):
-                idx = order[start:start + chunk]
+                idx = order[start : start + chunk]
                 for i, value in zip(idx, method([requests[i] for i in idx], disable_tqdm=True), strict=True):
                     out[i] = value
                 bar.update(len(idx))
@@ -153,8 +170,9 @@ def progress_lm(model: nn.Module, tokenizer: Any, batch_size: int, device: torch
 def _bar(total: int, desc: str, unit: str):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True,
-                mininterval=0.5 if sys.stderr.isatty() else 15.0)  # a log file gets a line every 15 s
+    return tqdm(
+        total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 15.0
+    )  # a log file gets a line every 15 s
 
 
 @torch.no_grad()
@@ -166,12 +184,26 @@ def evaluate_classic(model: nn.Module, task: ClassicTask) -> dict[str, Any]:
     n = int(y.shape[0])
     if task.regression:
         mse = torch.mean((pred.squeeze(-1).float() - y.float()) ** 2).item()
-        return {"task": task.name, "metric": "mse", "accuracy": None, "accuracy_stderr": None, "n": n,
-                "mse": mse, "chance": None, "split": task.eval_split}
+        return {
+            "task": task.name,
+            "metric": "mse",
+            "accuracy": None,
+            "accuracy_stderr": None,
+            "n": n,
+            "mse": mse,
+            "chance": None,
+            "split": task.eval_split,
+        }
     acc = (pred.argmax(-1) == y).float().mean().item()
-    return {"task": task.name, "metric": "acc", "accuracy": acc,
-            "accuracy_stderr": math.sqrt(acc * (1 - acc) / max(n - 1, 1)), "n": n, "chance": majority_rate(task),
-            "split": task.eval_split}
+    return {
+        "task": task.name,
+        "metric": "acc",
+        "accuracy": acc,
+        "accuracy_stderr": math.sqrt(acc * (1 - acc) / max(n - 1, 1)),
+        "n": n,
+        "chance": majority_rate(task),
+        "split": task.eval_split,
+    }
 
 
 def majority_rate(task: ClassicTask) -> float:

@@ -15,7 +15,7 @@ import resource
 import signal
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +24,30 @@ import torch
 from loraven import measure, provenance
 from loraven.adapters.base import (
     AdapterContext,
-    ConfigError,
-    IncompatibleCombination,
     apply_adapter,
     check_combination,
+    check_fits,
+    display_label,
     fit_param_budget,
 )
-from loraven.checks import check_config, check_rank_fits
+from loraven.checks import check_config
 from loraven.contract import empty_sections
+from loraven.errors import ConfigError, IncompatibleCombination
 from loraven.evaluate import evaluate
 from loraven.models import LoadedModel, cache_dir, load_model
+from loraven.settings import trainer_settings
 from loraven.tasks import ClassicTask, build_task, check_tokenizer
-from loraven.track import ResultsStore, Tracker, atomic_write_text, flatten, make_tracker, now_iso, redact, run_id_for
+from loraven.track import (
+    ContractViolation,
+    ResultsStore,
+    Tracker,
+    atomic_write_text,
+    flatten,
+    make_tracker,
+    now_iso,
+    redact,
+    run_id_for,
+)
 from loraven.train import DivergenceError, train
 
 log = logging.getLogger("loraven")
@@ -57,6 +69,7 @@ def skeleton(cfg: Mapping[str, Any], run_id: str, status: str, reason: str | Non
     """A result with every contract key present (from :mod:`loraven.contract`); sections fill in as the run goes."""
     sections = empty_sections()
     sections["adapter"].update(type=cfg["adapter"]["name"], scheduler=cfg["scheduler"]["name"], ranks={})
+    sections["adapter"]["label"] = display_label(cfg["adapter"]["name"], cfg["scheduler"]["name"])
     sections["energy"]["method"] = "none"
     sections["env"] = {}  # filled by provenance.environment once the run reaches the machine
     return {
@@ -78,11 +91,23 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+JobBody = Callable[[Mapping[str, Any], dict[str, Any], Path, Tracker, bool, bool], None]
+"""What a job does between resume and record: ``body(cfg, result, run_dir, tracker, progress, main)`` fills
+``result`` in place; raising records the run as failed with the reason."""
+
+
 def run_job(
-    cfg: Mapping[str, Any], *, multirun: bool = False, progress: bool = True, parallel_jobs: int = 1
+    cfg: Mapping[str, Any],
+    *,
+    multirun: bool = False,
+    progress: bool = True,
+    parallel_jobs: int = 1,
+    body: JobBody | None = None,
 ) -> dict[str, Any]:
     """Run one resolved config; returns its result record (also written to the results store).
 
+    The one job wrapper: check → resume (a completed record is not redone) → claim → ``body`` (default:
+    train and evaluate; the benchmarks pass theirs) → one record, whatever happened.
     ``parallel_jobs`` (how many jobs the launcher runs at once) is recorded in ``energy.parallel_jobs``.
     Under data parallelism every rank trains; only rank 0 evaluates and writes (result, W&B, artifacts).
     """
@@ -115,7 +140,7 @@ def run_job(
         later = None if cfg.get("rerun", False) else store.load(experiment, run_id, quiet=True)
         if later and later["status"] == "completed":  # finished by its owner while we waited for the claim
             return {**later, "_resumed": True}
-        return _run_claimed(cfg, store, experiment, run_id, multirun, progress, parallel_jobs, main)
+        return _run_claimed(cfg, store, experiment, run_id, multirun, progress, parallel_jobs, main, body or _execute)
     finally:
         if main:
             store.release(experiment, run_id)
@@ -130,6 +155,7 @@ def _run_claimed(
     progress: bool,
     parallel_jobs: int,
     main: bool,
+    body: JobBody,
 ) -> dict[str, Any]:
     run_dir = store.run_dir(experiment, run_id)
     result = skeleton(cfg, run_id, "failed", "did not finish")
@@ -149,7 +175,7 @@ def _run_claimed(
                 job_type=cfg["adapter"]["name"],
                 tags=_tags(cfg),
             )
-        _execute(cfg, result, run_dir, tracker, progress, main)
+        body(cfg, result, run_dir, tracker, progress, main)
         result["energy"].update(parallel_jobs=int(parallel_jobs), tracking_mode=_tracking_mode(cfg))
         result["status"], result["reason"] = "completed", None
         exit_code = 0
@@ -187,8 +213,9 @@ def _finalise(store: ResultsStore, experiment: str, result: dict[str, Any], trac
         # the record is on disk: free the claim now, before W&B's finish (slow under load, and a launcher that
         # stops its workers after a grace period could kill us there and leave a stale lock behind)
         store.release(experiment, str(result["run_id"]))
-    except OSError as err:
-        result["_unsaved"] = f"{err.strerror or err} ({getattr(err, 'filename', None) or store.root})"
+    except (OSError, ContractViolation) as err:
+        where = getattr(err, "filename", None) or store.root
+        result["_unsaved"] = f"{getattr(err, 'strerror', None) or err} ({where})"
         shown = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float, str)) and v is not None}
         log.error(
             "could not write the result of run %s: %s; metrics: %s",
@@ -278,14 +305,14 @@ def _execute(
         task = build_task(cfg["task"], cache_dir() / "data")
         info = task.info if isinstance(task, ClassicTask) else None
         loaded = load_model(cfg["model"], info)
-        check_rank_fits(loaded.model, cfg["adapter"])
+        check_fits(loaded.model, cfg["adapter"])
         check_tokenizer(task, loaded.tokenizer)
         loaded.model.to(device)
     result["metrics"]["task"], result["metrics"]["metric"] = task.name, getattr(task, "metric_key", task.metric)
-    eval_bs = int(cfg["trainer"].get("eval_batch_size", 32))
+    eval_bs = int(trainer_settings(cfg["trainer"])["eval_batch_size"])
     base = base_metrics(cfg, loaded, task, eval_bs, seed) if main else {}
     total_params = sum(p.numel() for p in loaded.model.parameters())
-    ctx = AdapterContext(run_dir=run_dir, total_steps=int(cfg["trainer"]["steps"]), seed=seed, device=device)
+    ctx = AdapterContext(total_steps=int(cfg["trainer"]["steps"]), seed=seed)
     with timer.phase("adapt", device):
         _, budget = fit_param_budget(loaded.model, cfg["adapter"])  # what adapter.param_budget chose, recorded
         adapted = apply_adapter(loaded.model, cfg["adapter"], cfg["scheduler"], ctx)
@@ -315,10 +342,15 @@ def _execute(
     result["metrics"] = metrics
     result["adapter"].update({"ranks": adapted.ranks(), **adapted.summary(), **budget})
     if budget and not budget.get("budget_applied"):
-        _warn(result, f"adapter.param_budget={budget['param_budget']} does not apply to adapter="
-                      f"{cfg['adapter']['name']}: it trained {result['model']['trainable_params']} parameters")
+        _warn(
+            result,
+            f"adapter.param_budget={budget['param_budget']} does not apply to adapter="
+            f"{cfg['adapter']['name']}: it trained {result['model']['trainable_params']} parameters",
+        )
     result["time"] = {
         "train_s": timer.phases["train"],
+        "train_cpu_s": timer.cpu["train"],  # every thread of this process (compute + meter + W&B threads)
+        "train_helper_cpu_s": timer.helper_cpu["train"],  # child processes (W&B's service)
         "eval_s": timer.phases["eval"],
         "load_s": timer.phases["load"],
         "total_s": time.perf_counter() - start,
@@ -406,5 +438,10 @@ def base_metrics(cfg: Mapping[str, Any], loaded: LoadedModel, task, eval_bs: int
 
 def _base_fields(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The untrained model's score with its stderr and n, so a gain over base gets an interval too."""
-    return {"base_accuracy": metrics["accuracy"], "base_accuracy_stderr": metrics.get("accuracy_stderr"),
-            "base_n": metrics.get("n"), "base_mse": metrics.get("mse"), "base_scores": metrics.get("scores")}
+    return {
+        "base_accuracy": metrics["accuracy"],
+        "base_accuracy_stderr": metrics.get("accuracy_stderr"),
+        "base_n": metrics.get("n"),
+        "base_mse": metrics.get("mse"),
+        "base_scores": metrics.get("scores"),
+    }

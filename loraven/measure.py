@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,19 +29,44 @@ def sync(device: torch.device) -> None:
 
 @dataclass
 class PhaseTimes:
+    """Wall time per phase, and CPU seconds per phase: this process's (every thread: compute, the meter's
+    sampling thread, W&B's) and its helper processes' (W&B's service). CPU seconds say what the harness itself
+    costs even on a VM whose wall times swing with other tenants' load."""
+
     phases: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    helper_cpu: dict[str, float] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def phase(self, name: str, device: torch.device | None = None) -> Iterator[None]:
         if device is not None:
             sync(device)
-        start = time.perf_counter()
+        start, cpu_start, helpers_start = time.perf_counter(), time.process_time(), helper_cpu_seconds()
         try:
             yield
         finally:
             if device is not None:
                 sync(device)
             self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu_start
+            self.helper_cpu[name] = self.helper_cpu.get(name, 0.0) + helper_cpu_seconds() - helpers_start
+
+
+def helper_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's live child processes (W&B's service, a launcher's helpers)."""
+    try:
+        import psutil
+
+        total = 0.0
+        for child in psutil.Process().children(recursive=True):
+            try:
+                times = child.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+    except Exception:  # psutil missing or /proc unreadable: the figure is optional
+        return 0.0
 
 
 RESOLUTION_FACTOR = 10  # a phase shorter than 10 sampling intervals is below the meter's resolution
@@ -234,24 +258,22 @@ def _visible_gpu_handles(pynvml) -> list:
     return handles
 
 
-ENERGY_CHOICES = ("codecarbon", "nvml", "none")
-
-
 def make_meter(cfg: Mapping[str, Any], output_dir: Path) -> EnergyMeter:
+    """The meter named by ``cfg.name`` (``energy=`` group): codecarbon, nvml or none."""
     name = cfg.get("name", "none")
-    if name == "none":
-        return EnergyMeter()
-    if name == "codecarbon":
-        return CodecarbonMeter(cfg, output_dir)
-    if name == "nvml":
-        try:
-            return NvmlMeter()
-        except Exception as err:
-            log.warning("NVML unavailable (%s); energy recorded as unavailable", err)
-            return _Unavailable(f"{type(err).__name__}: {err}")
-    from loraven.adapters.base import ConfigError
+    if name not in METERS:
+        from loraven.errors import ConfigError
 
-    raise ConfigError(f"unknown energy meter {name!r}; valid choices: {', '.join(ENERGY_CHOICES)}")
+        raise ConfigError(f"unknown energy meter {name!r}; valid choices: {', '.join(METERS)}")
+    return METERS[str(name)](cfg, output_dir)
+
+
+def _nvml_or_unavailable(cfg: Mapping[str, Any], output_dir: Path) -> EnergyMeter:
+    try:
+        return NvmlMeter()
+    except Exception as err:
+        log.warning("NVML unavailable (%s); energy recorded as unavailable", err)
+        return _Unavailable(f"{type(err).__name__}: {err}")
 
 
 class _Unavailable(EnergyMeter):
@@ -283,7 +305,7 @@ def combine(
     out.update(train.detail)
     out["phases"] = {name: r.as_dict() for name, r in readings.items()}
     out["scope"] = "train phase (eval phase under phases.eval)"
-    # "unit", not "token": key names ending in _token are redacted as credentials (loraven.track.SECRET_PATTERN)
+    # "unit", not "token": key names ending in _token are redacted as credentials (loraven.track.is_credential_key)
     out["j_per_train_unit"] = _per_unit(train, train_units)
     out["train_unit"] = train_unit
     out["j_per_eval_example"] = _per_unit(readings.get("eval"), eval_examples)
@@ -338,5 +360,8 @@ def warm_up(device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def process_cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+METERS: dict[str, Callable[[Mapping[str, Any], Path], EnergyMeter]] = {
+    "codecarbon": CodecarbonMeter,
+    "nvml": _nvml_or_unavailable,
+    "none": lambda cfg, output_dir: EnergyMeter(),
+}

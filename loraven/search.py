@@ -30,7 +30,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, flag_override
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 
 log = logging.getLogger("loraven.search")
 # optuna 2.x (what the sweeper pins) trips SQLAlchemy 1.4's "not 2.0-ready" banner on every import; we pin <2
@@ -136,11 +136,22 @@ class OptunaDefaults(Callback):
                 sweeper.sampler.seed = int(config.get("seed") or 0) + done
             if done:
                 left = max(0, int(sweeper.n_trials) - done)
-                log.info("study %s already has %d finished trial(s): running %d more (n_trials=%d is the total)",
-                         sweeper.study_name, done, left, int(sweeper.n_trials))
+                log.info(
+                    "study %s already has %d finished trial(s): running %d more (n_trials=%d is the total)",
+                    sweeper.study_name,
+                    done,
+                    left,
+                    int(sweeper.n_trials),
+                )
                 sweeper.n_trials = left
-        log.info("optuna search: study %s, %s %s on the %s split, storage %s", sweeper.study_name,
-                 sweeper.direction, metric_of(config.task), SEARCH_SPLIT, sweeper.storage)
+        log.info(
+            "optuna search: study %s, %s %s on the %s split, storage %s",
+            sweeper.study_name,
+            sweeper.direction,
+            metric_of(config.task),
+            SEARCH_SPLIT,
+            sweeper.storage,
+        )
 
 
 def prepare_storage(url: str, study_name: str) -> int:
@@ -149,7 +160,7 @@ def prepare_storage(url: str, study_name: str) -> int:
     import optuna
 
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     try:
         study = optuna.load_study(study_name=study_name, storage=url)
     except KeyError:  # no such study yet: create_study will make it
@@ -158,8 +169,11 @@ def prepare_storage(url: str, study_name: str) -> int:
     for trial in study.get_trials(deepcopy=False):
         if trial.state == optuna.trial.TrialState.RUNNING:  # interrupted: FAIL in the study, and not counted
             study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.FAIL)
-            log.warning("trial %d of study %s was left running by an interrupted search: marked FAIL and run "
-                        "again", trial.number, study_name)
+            log.warning(
+                "trial %d of study %s was left running by an interrupted search: marked FAIL and run again",
+                trial.number,
+                study_name,
+            )
             continue
         finished += 1
     return finished

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from loraven.cli import JOB_POINTER, _fmt
+from loraven.cli import JOB_POINTER, _fmt, console
 from loraven.search import is_optuna
 
 log = logging.getLogger("loraven.sweep")
@@ -38,6 +38,23 @@ def _job_num(name: str) -> int:
     return int(name) if name.isdigit() else 10**9
 
 
+def where_lines(config: DictConfig, jobs: list[dict[str, Any]]) -> list[str]:
+    """Where the sweep's results are, how to analyse them and how to upload its offline W&B runs."""
+    import shlex
+
+    root = str(config.get("results_dir") or "results")
+    experiments = sorted({str(j["experiment"]) for j in jobs if j.get("experiment")})
+    lines = [f"results: {shlex.quote(str(Path(root) / e))}/<run_id>/result.json" for e in experiments]
+    if experiments:
+        lines.append(f"tables and figures: python -m analysis --results {shlex.quote(root)} --out reports")
+    tracking = config.get("tracking") or {}
+    if tracking.get("name") == "wandb" and (os.environ.get("WANDB_MODE") or tracking.get("mode")) == "offline":
+        for e in experiments:
+            where = shlex.quote(str(Path(root) / e))
+            lines.append(f"upload the offline W&B runs: wandb sync {where}/*/wandb/offline-run-*")
+    return lines
+
+
 class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Probe W&B once for the whole sweep: unreachable → every job logs offline, said once, not per job.
@@ -52,7 +69,6 @@ class SweepSummary(Callback):
             wandb_reachable()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from rich.console import Console
         from rich.table import Table
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -69,21 +85,26 @@ class SweepSummary(Callback):
                 str(i),
                 str(job["status"]) + (" (resumed)" if job.get("_resumed") else ""),
                 *(_fmt(s.get(k)) for k in shown),
-                (job.get("reason") or "")[:80],
+                # a terminal gets the first 80 characters of a reason; a log file keeps all of it
+                (job.get("reason") or "")[: 80 if sys.stderr.isatty() else None],
             )
-        Console(stderr=True).print(table)
+        console().print(table)  # in a log file: full width, no cell wrapped or cut
         # one plain line as well: a narrow log file wraps the table's title mid-word
         print("loraven sweep summary: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), file=sys.stderr)
+        for line in where_lines(config, jobs):
+            print(line, file=sys.stderr)
         failed = [j for j in jobs if j["status"] == "failed"]
         missing = expected - len(jobs)
         if missing > 0:
             log.error("%d job(s) left no record (crashed before writing one)", missing)
-        if is_optuna(config.hydra.sweeper) and not missing:
+        if is_optuna(OmegaConf.select(config, "hydra.sweeper")) and not missing:
             # a search expects some trials to fail (a rate too high diverges): each was told to Optuna as FAIL
             # and the search went on; the search itself failed only if no trial completed
             if failed:
-                print(f"loraven search: {len(failed)} trial(s) failed and were recorded FAIL in the study",
-                      file=sys.stderr)
+                print(
+                    f"loraven search: {len(failed)} trial(s) failed and were recorded FAIL in the study",
+                    file=sys.stderr,
+                )
             if jobs and not any(j["status"] == "completed" for j in jobs):
                 raise SystemExit(1)
             return

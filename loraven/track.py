@@ -1,6 +1,6 @@
 """The results store (one writer, atomic files) and the W&B tracker.
 
-Store layout: ``<results_dir>/<experiment>/<run_id>/result.json`` (+ config.yaml, rank traces, ...).
+Store layout: ``<results_dir>/<experiment>/<run_id>/result.json`` (+ config.json, rank traces, the W&B run, ...).
 ``run_id`` is a stable hash of the config's semantic keys, so the same config (seed included) always
 lands in the same folder and a finished run is never repeated.
 """
@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,10 @@ def redact(obj: Any) -> Any:
     return obj
 
 
+class ContractViolation(ValueError):
+    """A record that breaks the results contract (:mod:`loraven.contract`): never written."""
+
+
 class ResultsStore:
     def __init__(self, results_dir: str | Path) -> None:
         self.root = Path(results_dir)
@@ -101,7 +105,7 @@ class ResultsStore:
 
     def check_writable(self) -> None:
         """Fail before training, not after, if results cannot be written."""
-        from loraven.adapters.base import ConfigError
+        from loraven.errors import ConfigError
 
         probe: str | None = None
         try:
@@ -142,16 +146,19 @@ class ResultsStore:
             return None
         return data
 
-    def is_completed(self, experiment: str, run_id: str) -> bool:
-        result = self.load(experiment, run_id)
-        return bool(result and result["status"] == "completed")
-
     def write(self, experiment: str, result: Mapping[str, Any]) -> Path:
-        """Write ``result.json``; a valid ``completed`` record is replaced only by a newer completed one.
+        """Write ``result.json`` after checking it against the contract (the one :mod:`loraven.contract` the
+        job's skeleton is built from and :meth:`load` and the analysis read with); a valid ``completed``
+        record is replaced only by a newer completed one.
 
         A rerun that fails or is interrupted leaves its record in ``result.failed-attempt.json`` beside the
         earlier completed result, which stays what resume and analysis read.
         """
+        problems = contract_violations(result)
+        if problems:  # a bug in the harness, never the user's: refuse to write a record load() would distrust
+            raise ContractViolation(
+                f"run {result.get('run_id')}: record breaks the results contract: " + "; ".join(problems[:5])
+            )
         run_dir = self.run_dir(experiment, str(result["run_id"]))
         path = run_dir / "result.json"
         if result.get("status") != "completed" and self._has_completed(path):
@@ -330,6 +337,23 @@ class WandbTracker(Tracker):
         self._guard("finish", self.run.finish, exit_code=exit_code)
 
 
+def wandb_run_folder(run_dir: Path) -> Path | None:
+    """The newest W&B run folder under a result's folder (``wandb/offline-run-...`` or ``wandb/run-...``).
+
+    ``WandbTracker`` passes the result's folder as ``dir``, so W&B writes ``<run_dir>/wandb/<run folder>`` and
+    points ``wandb/latest-run`` at the newest one; ``wandb sync <run folder>`` uploads an offline one.
+    """
+    wandb_dir = Path(run_dir) / "wandb"
+    latest = wandb_dir / "latest-run"
+    if latest.is_symlink() and latest.resolve().is_dir():
+        return wandb_dir / latest.resolve().name
+    try:
+        runs = [p for p in wandb_dir.iterdir() if p.is_dir() and p.name.startswith(("offline-run-", "run-"))]
+    except OSError:
+        return None
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
 def _wandb_logged_in() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -376,14 +400,16 @@ def make_tracker(
     job_type: str,
     tags: list[str],
 ) -> Tracker:
+    """The tracker named by ``cfg.name`` (``tracking=`` group): wandb or none."""
     kind = cfg.get("name", "none")
-    if kind == "none":
-        return Tracker()
-    if kind == "wandb":
-        return WandbTracker(cfg, run_config, run_dir, name, group, job_type, tags)
-    from loraven.adapters.base import ConfigError
+    if kind not in TRACKERS:
+        from loraven.errors import ConfigError
 
-    raise ConfigError(f"unknown tracking {kind!r}; valid choices: wandb, none")
+        raise ConfigError(f"unknown tracking {kind!r}; valid choices: {', '.join(TRACKERS)}")
+    return TRACKERS[str(kind)](cfg, run_config, run_dir, name, group, job_type, tags)
+
+
+TRACKERS: dict[str, Callable[..., Tracker]] = {"wandb": WandbTracker, "none": lambda *args: Tracker()}
 
 
 def flatten(prefix: str, obj: Mapping[str, Any]) -> dict[str, Any]:

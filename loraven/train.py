@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from loraven.adapters.base import AdaptedModel
+from loraven.settings import trainer_settings
 from loraven.tasks import ClassicTask, LMTask, chat_pair
 
 FAULT_ENV = "LORAVEN_FAULT_INJECT"  # tests: "oom@3" simulated CUDA OOM at step 3; "error@N"; "nan@N" (NaN loss);
@@ -56,8 +57,9 @@ class TrainStats:
 # --------------------------------------------------------------------------- batches
 
 
-def lm_batches(task: LMTask, tokenizer: Any, batch_size: int, max_len: int, seed: int, rank: int = 0,
-               world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+def lm_batches(
+    task: LMTask, tokenizer: Any, batch_size: int, max_len: int, seed: int, rank: int = 0, world: int = 1
+) -> Iterator[dict[str, torch.Tensor]]:
     """Endless shuffled batches of (context, continuation) with loss on the continuation only.
 
     Context and continuation are encoded separately and concatenated, as lm-eval scores them. With
@@ -80,15 +82,15 @@ def lm_batches(task: LMTask, tokenizer: Any, batch_size: int, max_len: int, seed
     while True:
         order = torch.randperm(len(encoded), generator=gen).tolist()
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            chosen = [encoded[i] for i in order[start:start + batch_size]][rank::world]
+            chosen = [encoded[i] for i in order[start : start + batch_size]][rank::world]
             width = max(len(ids) for ids, _ in chosen)
             input_ids = torch.full((len(chosen), width), pad, dtype=torch.long)
             labels = torch.full((len(chosen), width), -100, dtype=torch.long)
             mask = torch.zeros((len(chosen), width), dtype=torch.long)
             for row, (ids, n_cont) in enumerate(chosen):
-                input_ids[row, :len(ids)] = torch.tensor(ids)
-                mask[row, :len(ids)] = 1
-                labels[row, len(ids) - n_cont:len(ids)] = torch.tensor(ids[len(ids) - n_cont:])
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                mask[row, : len(ids)] = 1
+                labels[row, len(ids) - n_cont : len(ids)] = torch.tensor(ids[len(ids) - n_cont :])
             yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
@@ -99,16 +101,18 @@ def fit_batch_size(batch_size: int, rows: int, world: int = 1) -> int:
     none, forever (a hang, not an error). Clamping keeps short datasets (a small local_mc file) usable.
     """
     if batch_size > rows:
-        log.warning("trainer.batch_size=%d is larger than the %d training rows; using batch_size=%d",
-                    batch_size, rows, rows)
+        log.warning(
+            "trainer.batch_size=%d is larger than the %d training rows; using batch_size=%d", batch_size, rows, rows
+        )
         batch_size = rows
     if batch_size < world:
         raise ValueError(f"batch of {batch_size} rows cannot be split over {world} data-parallel processes")
     return batch_size
 
 
-def classic_batches(task: ClassicTask, batch_size: int, seed: int, rank: int = 0,
-                    world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+def classic_batches(
+    task: ClassicTask, batch_size: int, seed: int, rank: int = 0, world: int = 1
+) -> Iterator[dict[str, torch.Tensor]]:
     gen = torch.Generator().manual_seed(seed)
     n = task.x_train.shape[0]
     if n == 0:
@@ -117,7 +121,7 @@ def classic_batches(task: ClassicTask, batch_size: int, seed: int, rank: int = 0
     while True:
         order = torch.randperm(n, generator=gen)
         for start in range(0, n - batch_size + 1, batch_size):
-            idx = order[start:start + batch_size][rank::world]
+            idx = order[start : start + batch_size][rank::world]
             yield {"x": task.x_train[idx], "y": task.y_train[idx]}
 
 
@@ -137,42 +141,107 @@ def batch_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], task: 
 # --------------------------------------------------------------------------- loop
 
 
-def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg: Mapping[str, Any],
-          device: torch.device, log_fn=None, seed: int = 0, progress: bool = True) -> TrainStats:
-    """Fine-tune ``adapted.model`` on ``task`` for ``cfg.steps`` optimizer steps."""
-    from transformers import get_scheduler
+class TrainStep:
+    """One optimizer step exactly as the loop takes it, shared by the loop and the step-time benchmark.
 
+    forward + ``batch_loss`` (+ the adapter's regularisation) under autocast → backward → grad clip →
+    AdamW step → lr schedule step → zero_grad → ``adapted.after_optimizer_step``. Returns the detached
+    on-device loss (no host sync).
+    """
+
+    def __init__(
+        self,
+        adapted: AdaptedModel,
+        cfg: Mapping[str, Any],
+        device: torch.device,
+        forward_model: torch.nn.Module | None = None,
+    ) -> None:
+        from transformers import get_scheduler
+
+        cfg = trainer_settings(cfg)
+        self.adapted = adapted
+        self.forward_model = forward_model or adapted.model
+        self.params = list(adapted.trainable_parameters())
+        if not self.params:
+            raise ValueError("the adapter left no trainable parameters")
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]), betas=tuple(cfg["betas"])
+        )
+        self.scheduler = get_scheduler(
+            str(cfg["lr_scheduler"]),
+            self.optimizer,
+            num_warmup_steps=int(cfg["warmup_steps"]),
+            num_training_steps=int(cfg["steps"]),
+        )
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if device.type == "cuda" and cfg["precision"] in ("auto", "bf16")
+            else nullcontext()
+        )
+        self.grad_clip = float(cfg["grad_clip"]) if cfg.get("grad_clip") else None
+
+    def __call__(
+        self, batch: Mapping[str, torch.Tensor], task: LMTask | ClassicTask | None, step: int, poison: bool = False
+    ) -> torch.Tensor:
+        """``poison``: multiply the loss by NaN (the fault injector's simulated divergence)."""
+        with self.autocast:
+            loss = batch_loss(self.forward_model, batch, task)
+            if poison:
+                loss = loss * float("nan")
+            extra = self.adapted.regularization_loss()
+            total = loss + extra if extra is not None else loss
+        total.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        detached = loss.detach()
+        self.adapted.after_optimizer_step(step, detached)
+        return detached
+
+    def last_lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+
+def train(
+    adapted: AdaptedModel,
+    task: LMTask | ClassicTask,
+    tokenizer: Any,
+    cfg: Mapping[str, Any],
+    device: torch.device,
+    log_fn=None,
+    seed: int = 0,
+    progress: bool = True,
+) -> TrainStats:
+    """Fine-tune ``adapted.model`` on ``task`` for ``cfg.steps`` optimizer steps."""
+    cfg = trainer_settings(cfg)
     model = adapted.model
     model.train()
-    params = list(adapted.trainable_parameters())
-    if not params:
-        raise ValueError("the adapter left no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=float(cfg.get("weight_decay", 0.0)),
-                                  betas=tuple(cfg.get("betas", (0.9, 0.999))))
     steps = int(cfg["steps"])
-    scheduler = get_scheduler(str(cfg.get("lr_scheduler", "linear")), optimizer,
-                              num_warmup_steps=int(cfg.get("warmup_steps", 0)), num_training_steps=steps)
     rank, world = _dist_rank_world()
     batch_size = int(cfg["batch_size"])
     if isinstance(task, ClassicTask):
         batches = classic_batches(task, batch_size, seed, rank, world)
     else:
-        max_len = task.max_seq_len or int(cfg.get("max_seq_len", 128))  # a task's worked answers need their room
+        max_len = task.max_seq_len or int(cfg["max_seq_len"])  # a task's worked answers need their room
         model_max = getattr(tokenizer, "model_max_length", None)
         max_len = min(max_len, int(model_max)) if model_max and model_max < 1_000_000 else max_len
         batches = lm_batches(task, tokenizer, batch_size, max_len, seed, rank, world)
-    ddp = _maybe_ddp(model, device, world)
-    forward_model = ddp or model
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                and cfg.get("precision", "auto") in ("auto", "bf16") else nullcontext())
-    grad_clip = cfg.get("grad_clip")
-    log_every = max(1, int(cfg.get("log_every", 10)))
+    take_step = TrainStep(adapted, cfg, device, forward_model=_maybe_ddp(model, device, world))
+    log_every = max(1, int(cfg["log_every"]))
     fault = _parse_fault(os.environ.get(FAULT_ENV))
     stats = TrainStats()
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     cuda_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
-    bar = tqdm(total=steps, desc="train", unit="step", disable=not progress or rank != 0, dynamic_ncols=True,
-               mininterval=0.5 if sys.stderr.isatty() else 15.0)  # a log file gets a line every 15 s, not 10/s
+    bar = tqdm(
+        total=steps,
+        desc="train",
+        unit="step",
+        disable=not progress or rank != 0,
+        dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 15.0,
+    )  # a log file gets a line every 15 s, not 10/s
     start_all = time.perf_counter()
     for step in range(1, steps + 1):
         batch = next(batches)
@@ -187,21 +256,8 @@ def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg
             ev[0].record()
         if fault and fault[1] == step:
             _inject(fault[0])
-        with autocast:
-            loss = batch_loss(forward_model, batch, task)
-            if fault and fault[0] == "nan" and step >= fault[1]:
-                loss = loss * float("nan")  # simulated divergence
-            extra = adapted.regularization_loss()
-            total = loss + extra if extra is not None else loss
-        total.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, float(grad_clip))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        detached = loss.detach()
+        detached = take_step(batch, task, step, poison=bool(fault and fault[0] == "nan" and step >= fault[1]))
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
-        adapted.after_optimizer_step(step, detached)
         if device.type == "cuda":
             ev[1].record()
             cuda_events.append(ev)
@@ -219,8 +275,14 @@ def train(adapted: AdaptedModel, task: LMTask | ClassicTask, tokenizer: Any, cfg
             stats.loss_curve.append((step, value))
             bar.set_postfix(loss=f"{value:.4f}")
             if log_fn is not None and rank == 0:
-                log_fn({"train/loss": value, "train/lr": scheduler.get_last_lr()[0],
-                        **{f"train/{k}": v for k, v in adapted.step_metrics().items()}}, step)
+                log_fn(
+                    {
+                        "train/loss": value,
+                        "train/lr": take_step.last_lr(),
+                        **{f"train/{k}": v for k, v in adapted.step_metrics().items()},
+                    },
+                    step,
+                )
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)

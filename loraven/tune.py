@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loraven.adapters.base import available_adapters, get_adapter
+from loraven.adapters.base import available_adapters, get_adapter, registered_specs
 from loraven.cli import JOB_POINTER
 from loraven.search import storage_url, study_summary
 
@@ -39,19 +39,32 @@ POLL_S = 5.0
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m loraven.tune", description=__doc__.split("\n\n")[0],
-                                     epilog="Overrides for every run go after --, e.g. -- trainer.steps=30")
-    parser.add_argument("--methods", default="lora,dora,lora_ar,loraven", help="adapters, comma-separated")
+    parser = argparse.ArgumentParser(
+        prog="python -m loraven.tune",
+        description=__doc__.split("\n\n")[0],
+        epilog="Overrides for every run go after --, e.g. -- trainer.steps=30",
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="adapters, comma-separated (default: every registered method but the dense baseline)",
+    )
     parser.add_argument("--trials", type=int, default=6, help="Optuna trials per method (the study's total)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the final runs (>= 3 for an interval)")
     parser.add_argument("--results", default="results", help="results store (default: results)")
-    parser.add_argument("--validation-fraction", type=float, default=0.1,
-                        help="share of the training data held out for the search (same data for the final runs)")
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="share of the training data held out for the search (same data for the final runs)",
+    )
     parser.add_argument("--lr-space", default=LR_SPACE, help=f"Optuna search space of trainer.lr ({LR_SPACE})")
     parser.add_argument("--sizes", action="store_true", help="also search each method's size key (r, r_max, ...)")
     parser.add_argument("--no-untuned", action="store_true", help="skip the default-config runs")
     args, extra = parser.parse_known_args(argv)
     args.overrides = [a for a in extra if a != "--"]
+    if args.methods is None:
+        args.methods = ",".join(spec.name for spec in registered_specs() if not spec.baseline)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in available_adapters()]
     if bad:
@@ -75,8 +88,12 @@ def run_sweep(args: list[str], log_path: Path, sweep_dir: Path, label: str) -> i
     with log_path.open("a") as log:  # a resumed tune appends to the same log
         log.write("$ python run.py -m " + " ".join(args) + "\n")
         log.flush()
-        proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *args], stdout=log,
-                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), "-m", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         try:
             while True:
                 done = proc.poll() is not None
@@ -101,8 +118,11 @@ def _job_line(pointer: Path) -> str:
     acc = s.get("accuracy")
     score = f"{s.get('split')} acc {acc:.3f}" if isinstance(acc, (int, float)) else (job.get("reason") or "")[:80]
     lr = s.get("lr")
-    return f"{job.get('status')}: seed {s.get('seed')}, lr {lr:.3g}, {score}" if isinstance(lr, float) else \
-        f"{job.get('status')}: {score}"
+    return (
+        f"{job.get('status')}: seed {s.get('seed')}, lr {lr:.3g}, {score}"
+        if isinstance(lr, float)
+        else f"{job.get('status')}: {score}"
+    )
 
 
 def search(method: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
@@ -113,32 +133,47 @@ def search(method: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         space.append(f"{size[0]}={size[1]}")
     sweep_dir = Path(args.results) / SEARCH_EXPERIMENT / "hydra" / method / time.strftime("%Y%m%d-%H%M%S")
     sweep = [
-        "experiment=tune", f"adapter={method}", f"results_dir={args.results}",
-        f"hydra.sweeper.n_trials={args.trials}", f"task.validation_fraction={args.validation_fraction}",
-        f"hydra.sweep.dir={sweep_dir}", *space, *args.overrides,
+        "experiment=tune",
+        f"adapter={method}",
+        f"results_dir={args.results}",
+        f"hydra.sweeper.n_trials={args.trials}",
+        f"task.validation_fraction={args.validation_fraction}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *space,
+        *args.overrides,
     ]
     start = time.perf_counter()
     code = run_sweep(sweep, logs / f"{method}-search.log", sweep_dir, f"{method} search")
     study = study_summary(storage_url(args.results, SEARCH_EXPERIMENT), f"{SEARCH_EXPERIMENT}-{method}")
     states = [t["state"] for t in study["trials"]]
-    say(f"{method}: search done in {time.perf_counter() - start:.0f} s (exit {code}): "
+    say(
+        f"{method}: search done in {time.perf_counter() - start:.0f} s (exit {code}): "
         f"{states.count('COMPLETE')} complete, {states.count('FAIL')} failed; best validation "
-        f"{study['best']['value']:.4f} at {_params(study['best']['params'])}")
+        f"{study['best']['value']:.4f} at {_params(study['best']['params'])}"
+    )
     return study
 
 
-def finals(method: str, role: str, params: dict[str, Any], study: str | None, args: argparse.Namespace,
-           logs: Path) -> int:
+def finals(
+    method: str, role: str, params: dict[str, Any], study: str | None, args: argparse.Namespace, logs: Path
+) -> int:
     """The final runs of one method and role over the seeds, scored on the test split."""
     chosen = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in params.items()]
     searched = "[" + ",".join(params) + "]"
     sweep_dir = Path(args.results) / FINAL_EXPERIMENT / "hydra" / f"{method}-{role}" / time.strftime("%Y%m%d-%H%M%S")
     sweep = [
-        f"adapter={method}", f"seed={args.seeds}", f"results_dir={args.results}",
-        f"experiment_name={FINAL_EXPERIMENT}", "task.eval_split=test",
-        f"task.validation_fraction={args.validation_fraction}", f"tuning.role={role}",
-        f"tuning.study={study or 'null'}", f"tuning.searched={searched if params else '[]'}",
-        f"hydra.sweep.dir={sweep_dir}", *chosen, *args.overrides,
+        f"adapter={method}",
+        f"seed={args.seeds}",
+        f"results_dir={args.results}",
+        f"experiment_name={FINAL_EXPERIMENT}",
+        "task.eval_split=test",
+        f"task.validation_fraction={args.validation_fraction}",
+        f"tuning.role={role}",
+        f"tuning.study={study or 'null'}",
+        f"tuning.searched={searched if params else '[]'}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *chosen,
+        *args.overrides,
     ]
     start = time.perf_counter()
     code = run_sweep(sweep, logs / f"{method}-{role}.log", sweep_dir, f"{method} {role}")
@@ -167,12 +202,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _tune(args: argparse.Namespace) -> int:
     out = Path(args.results) / FINAL_EXPERIMENT
     logs = out / "logs"
-    summary: dict[str, Any] = {"methods": {}, "trials": args.trials, "seeds": args.seeds,
-                               "validation_fraction": args.validation_fraction, "overrides": args.overrides}
+    summary: dict[str, Any] = {
+        "methods": {},
+        "trials": args.trials,
+        "seeds": args.seeds,
+        "validation_fraction": args.validation_fraction,
+        "overrides": args.overrides,
+    }
     if (out / "summary.json").is_file():  # a resumed or partial tune keeps the methods it already summarised
         summary["methods"] = json.loads((out / "summary.json").read_text()).get("methods", {})
-    say(f"methods {', '.join(args.methods)}: {args.trials} trial(s) each on the validation split, then seeds "
-        f"{args.seeds} on the test split (logs: {logs}/)")
+    say(
+        f"methods {', '.join(args.methods)}: {args.trials} trial(s) each on the validation split, then seeds "
+        f"{args.seeds} on the test split (logs: {logs}/)"
+    )
     start = time.perf_counter()
     failed = 0
     for method in args.methods:
@@ -191,8 +233,10 @@ def _tune(args: argparse.Namespace) -> int:
         _write(out / "summary.json", summary)
     summary["wall_s"] = time.perf_counter() - start
     _write(out / "summary.json", summary)
-    say(f"done in {summary['wall_s'] / 60:.1f} min; {out / 'summary.json'}; tables: python -m analysis "
-        f"--results {args.results} --out reports  (reports/tables/tuned.md)")
+    say(
+        f"done in {summary['wall_s'] / 60:.1f} min; {out / 'summary.json'}; tables: python -m analysis "
+        f"--results {args.results} --out reports  (reports/tables/tuned.md)"
+    )
     return 1 if failed else 0
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: compose the real config (conf/) and run ``run.py`` as a user would, small and offline."""
+"""Shared fixtures: compose the real config (loraven/conf/) and run ``run.py`` as a user would, small and offline."""
 
 from __future__ import annotations
 
@@ -14,14 +14,21 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from loraven import CONF_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR  # the packaged configs (loraven/conf/), as run.py reads them
 # the fastest real path: a digits MLP for a few steps, no meters, no tracker
-FAST_CLASSIC = ["model=mlp_digits", "task=digits", "trainer=classic", "trainer.steps=20", "energy=none",
-                "tracking=none"]
+FAST_CLASSIC = [
+    "model=mlp_digits",
+    "task=digits",
+    "trainer=classic",
+    "trainer.steps=20",
+    "energy=none",
+    "tracking=none",
+]
 # the fastest LM path: random tiny Llama, 4 steps, 20 eval questions
-FAST_LM = ["model=tiny_llama", "trainer=smoke", "task.n_train=200", "task.n_test=20", "energy=none",
-           "tracking=none"]
+FAST_LM = ["model=tiny_llama", "trainer=smoke", "task.n_train=200", "task.n_test=20", "energy=none", "tracking=none"]
 
 
 def compose_cfg(overrides: Sequence[str] = (), hydra_cfg: bool = False) -> dict[str, Any]:
@@ -33,8 +40,14 @@ def compose_cfg(overrides: Sequence[str] = (), hydra_cfg: bool = False) -> dict[
 
 def cli_env(cache: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "LORAVEN_FAULT_INJECT")}
-    env.update(LORAVEN_CACHE=str(cache), WANDB_MODE="offline", WANDB_SILENT="true", PYTHONUNBUFFERED="1",
-               TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    env.update(
+        LORAVEN_CACHE=str(cache),
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        PYTHONUNBUFFERED="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+    )
     env.update(extra or {})
     return env
 
@@ -49,10 +62,17 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_cli(session_cache: Path) -> Callable[..., subprocess.CompletedProcess]:
     """``run_cli(args, cwd, env=None, timeout=300)`` runs ``python run.py *args`` in ``cwd``."""
 
-    def _run(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
-             timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=cli_env(session_cache, env),
-                              capture_output=True, text=True, timeout=timeout)
+    def _run(
+        args: Sequence[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "run.py"), *args],
+            cwd=cwd,
+            env=cli_env(session_cache, env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     return _run
 

@@ -10,7 +10,7 @@ switch mutmut's trampolines read. Exit status != 0 or a timeout = killed.
 
 Usage (from a copy of the repo whose pyproject has a ``[tool.mutmut]`` section; see docs/testing.md):
     PYTHONPATH=$PWD/mutants python tests/mutation_run.py --out results.jsonl \
-        loraven/adapters/lora_ar/spectral.py=tests/test_lora_ar_spectral.py ...
+        loraven/adapters/lora_ar/spectral.py=tests/unit/test_lora_ar_spectral.py ...
 """
 
 from __future__ import annotations

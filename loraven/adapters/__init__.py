@@ -13,6 +13,13 @@ from loraven.adapters.base import (
 )
 
 __all__ = [
-    "AdaptedModel", "AdapterContext", "ConfigError", "IncompatibleCombination", "apply_adapter",
-    "available_adapters", "check_combination", "get_adapter", "register_adapter",
+    "AdaptedModel",
+    "AdapterContext",
+    "ConfigError",
+    "IncompatibleCombination",
+    "apply_adapter",
+    "available_adapters",
+    "check_combination",
+    "get_adapter",
+    "register_adapter",
 ]

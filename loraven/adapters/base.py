@@ -1,38 +1,32 @@
 """The adapter contract: how a fine-tuning method plugs into the one training loop.
 
-A method is a function ``apply(model, adapter_cfg, scheduler_cfg, ctx) -> AdaptedModel`` registered
-under a name with :func:`register_adapter`. The training loop only ever talks to :class:`AdaptedModel`,
-so adding a method never forks the loop (docs/design.md: "How to add a method").
-Adapters must not import train, track or measure.
+A method is a function ``apply(model, adapter_cfg, ctx) -> AdaptedModel`` registered under a name with
+:func:`register_adapter`, which also carries everything else the harness needs to know about the method
+(:class:`AdapterSpec`: schedulers, display labels, rank check, benchmark rank matching). The training loop
+only ever talks to :class:`AdaptedModel`, so adding a method never forks the loop (docs/design.md: "How to
+add a method"). Adapters must not import train, track or measure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-
-class ConfigError(ValueError):
-    """A bad user setting: the message names the bad value and the valid choices."""
-
-
-class IncompatibleCombination(ConfigError):
-    """An adapter/scheduler pair that makes no sense (e.g. lora + energy); a multirun records it as skipped."""
+from loraven.errors import ConfigError, IncompatibleCombination
 
 
 @dataclass
 class AdapterContext:
     """What an adapter may know about the run besides its own config."""
 
-    run_dir: Path | None = None
     total_steps: int = 0
     seed: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    scheduler: Mapping[str, Any] = field(default_factory=lambda: {"name": "static"})  # only dynamic methods read it
 
 
 EVAL_PATH = "merged"
@@ -52,10 +46,8 @@ class AdaptedModel:
 
     eval_path = EVAL_PATH
 
-    def __init__(self, model: nn.Module, adapter_type: str, scheduler: str = "static") -> None:
+    def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.adapter_type = adapter_type
-        self.scheduler = scheduler
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.model.parameters() if p.requires_grad)
@@ -98,7 +90,10 @@ class AdaptedModel:
         return sum(p.numel() for p in self.trainable_parameters())
 
 
-AdapterFactory = Callable[[nn.Module, Mapping[str, Any], Mapping[str, Any], AdapterContext], AdaptedModel]
+AdapterFactory = Callable[[nn.Module, Mapping[str, Any], AdapterContext], AdaptedModel]
+FitCheck = Callable[[nn.Module, Mapping[str, Any]], None]
+RankMatcher = Callable[[dict[str, Any], int, str], dict[str, Any]]
+RANK_MATCH_MODES = ("uniform", "budget")
 # (model, adapter config, budget) -> the config keys that bring the method's trainable count to <= budget
 BudgetFitter = Callable[[nn.Module, Mapping[str, Any], int], dict[str, Any]]
 PARAM_BUDGET_KEY = "param_budget"  # adapter.param_budget: a trainable-parameter count every method is fitted to
@@ -106,31 +101,80 @@ PARAM_BUDGET_KEY = "param_budget"  # adapter.param_budget: a trainable-parameter
 
 @dataclass(frozen=True)
 class AdapterSpec:
+    """Everything the harness needs to know about a method, so no module outside its folder names it.
+
+    - ``schedulers``: the rank schedulers it accepts (a sweep records any other pair as ``skipped``).
+    - ``labels``: display label per scheduler, written to result.json as ``adapter.label`` and used by every
+      table and figure (the LoRAven paper's levels: dense, fixed low-rank, dynamic, full LoRAven).
+    - ``order``: where its rows sort in tables (the paper's levels first, then the baselines).
+    - ``baseline``: the dense reference every ratio is taken against (full fine-tuning).
+    - ``check_fits``: the method's own check that its ranks fit the loaded model, run right after loading
+      (before the base evaluation), e.g. LoRA's ``r`` ≤ every target layer's smaller side.
+    - ``match_rank``: how the benchmarks set this method to matched rank r (``cfg, r, mode -> cfg``;
+      mode ``uniform`` = r on every layer, ``budget`` = the parameter count of rank r spread as the method
+      allocates); None = the method has no rank (full fine-tuning).
+    """
+
     name: str
     factory: AdapterFactory
     schedulers: tuple[str, ...]
     doc: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    order: int = 100
+    baseline: bool = False
+    check_fits: FitCheck | None = None
+    match_rank: RankMatcher | None = None
     fit_budget: BudgetFitter | None = None  # None: the method has no rank to fit (full fine-tuning)
     size_space: tuple[str, str] | None = None  # (config key, Hydra sweep) that loraven.tune --sizes searches
+
+    def label(self, scheduler: str | None = None) -> str:
+        """Display label of this method under ``scheduler`` (``name+scheduler`` when none is declared)."""
+        scheduler = scheduler or "static"
+        if scheduler in self.labels:
+            return self.labels[scheduler]
+        return self.name if scheduler == "static" else f"{self.name}+{scheduler}"
+
+    def bench_variants(self) -> dict[str, str]:
+        """Benchmark method name → scheduler: ``<name>`` for a single-scheduler method, else ``<name>_<sched>``."""
+        if len(self.schedulers) == 1:
+            return {self.name: self.schedulers[0]}
+        return {f"{self.name}_{s}": s for s in self.schedulers}
 
 
 _REGISTRY: dict[str, AdapterSpec] = {}
 
 
-def register_adapter(name: str, schedulers: tuple[str, ...] = ("static",), doc: str = "",
-                     fit_budget: BudgetFitter | None = None, size_space: tuple[str, str] | None = None):
-    """Decorator: register ``factory`` as adapter ``name`` accepting the given schedulers.
-
-    ``fit_budget`` (optional) maps ``adapter.param_budget`` to the method's own size keys (LoRA's ``r``,
-    LoRAven's ``r_max``, ...), so that parameter-matched comparisons need no method names outside the method;
-    ``size_space`` is the method's size key and the values a small search tries (``--sizes`` of loraven.tune).
-    """
+def register_adapter(
+    name: str,
+    schedulers: tuple[str, ...] = ("static",),
+    doc: str = "",
+    *,
+    labels: Mapping[str, str] | None = None,
+    order: int = 100,
+    baseline: bool = False,
+    check_fits: FitCheck | None = None,
+    match_rank: RankMatcher | None = None,
+    fit_budget: BudgetFitter | None = None,
+    size_space: tuple[str, str] | None = None,
+):
+    """Decorator: register ``factory`` as adapter ``name`` (see :class:`AdapterSpec` for the fields)."""
 
     def wrap(factory: AdapterFactory) -> AdapterFactory:
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"adapter {name!r} is registered twice")
-        _REGISTRY[name] = AdapterSpec(name, factory, tuple(schedulers), doc or (factory.__doc__ or ""), fit_budget,
-                                      size_space)
+        _REGISTRY[name] = AdapterSpec(
+            name,
+            factory,
+            tuple(schedulers),
+            doc or (factory.__doc__ or ""),
+            labels=dict(labels or {}),
+            order=order,
+            baseline=baseline,
+            check_fits=check_fits,
+            match_rank=match_rank,
+            fit_budget=fit_budget,
+            size_space=size_space,
+        )
         return factory
 
     return wrap
@@ -141,11 +185,36 @@ def available_adapters() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def registered_specs() -> list[AdapterSpec]:
+    """Every registered method in table order."""
+    _load_builtin()
+    return sorted(_REGISTRY.values(), key=lambda spec: (spec.order, spec.name))
+
+
 def get_adapter(name: str) -> AdapterSpec:
     _load_builtin()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown adapter {name!r}; valid choices: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def display_label(adapter: str, scheduler: str | None = None) -> str:
+    """The label tables show for a run of ``adapter`` under ``scheduler`` (unknown names shown as they are)."""
+    _load_builtin()
+    spec = _REGISTRY.get(str(adapter))
+    if spec is None:
+        return str(adapter) if scheduler in (None, "static") else f"{adapter}+{scheduler}"
+    return spec.label(scheduler)
+
+
+def label_order() -> list[str]:
+    """Every registered label in table order (the paper's levels first, then the other methods)."""
+    return [spec.label(s) for spec in registered_specs() for s in spec.schedulers]
+
+
+def baseline_labels() -> list[str]:
+    """Labels of the dense reference method(s)."""
+    return [spec.label(s) for spec in registered_specs() if spec.baseline for s in spec.schedulers]
 
 
 def check_combination(adapter: str, scheduler: str) -> None:
@@ -158,14 +227,28 @@ def check_combination(adapter: str, scheduler: str) -> None:
         )
 
 
+def check_fits(model: nn.Module, adapter_cfg: Mapping[str, Any]) -> None:
+    """``target_modules`` must match a layer of ``model`` and the method's ranks must fit it: a config error
+    right after loading, not after the base evaluation or training."""
+    from loraven.adapters.targets import resolve_targets
+
+    spec = get_adapter(str(adapter_cfg["name"]))
+    if spec.baseline:
+        return  # full fine-tuning adapts every weight; target_modules does not apply
+    resolve_targets(model, adapter_cfg.get("target_modules", "all-linear"))
+    if spec.check_fits is not None:
+        spec.check_fits(model, adapter_cfg)
+
+
 def apply_adapter(
     model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any], ctx: AdapterContext
 ) -> AdaptedModel:
-    """Apply the method; an ``adapter.param_budget`` is first turned into its size keys (:func:`fit_param_budget`)."""
+    """Apply the method ``adapter_cfg.name`` under ``scheduler_cfg`` (handed to it as ``ctx.scheduler``); an
+    ``adapter.param_budget`` is first turned into the method's size keys (:func:`fit_param_budget`)."""
     name = str(adapter_cfg["name"])
     check_combination(name, str(scheduler_cfg["name"]))
     fitted, _ = fit_param_budget(model, adapter_cfg)
-    return get_adapter(name).factory(model, fitted, scheduler_cfg, ctx)
+    return get_adapter(name).factory(model, fitted, replace(ctx, scheduler=dict(scheduler_cfg)))
 
 
 def fit_param_budget(model: nn.Module, adapter_cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -189,18 +272,11 @@ def fit_param_budget(model: nn.Module, adapter_cfg: Mapping[str, Any]) -> tuple[
 
 
 def linear_targets(model: nn.Module, target_modules: str | list[str] | tuple[str, ...]) -> list[tuple[str, nn.Linear]]:
-    """The nn.Linear layers a low-rank method adapts: name-suffix matches, or ``all-linear`` = every Linear but
-    the output head (peft's rule, which LoRAven and LoRA-AR follow): the shapes a budget is counted on."""
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if target_modules == "all-linear":
-        get = getattr(model, "get_output_embeddings", None)
-        head = get() if callable(get) else None
-        if head is None and linears and isinstance(model, nn.Sequential):
-            head = linears[-1][1]
-        return [(n, m) for n, m in linears if m is not head and n.rsplit(".", 1)[-1] not in ("lm_head", "score",
-                                                                                              "classifier")]
-    names = [target_modules] if isinstance(target_modules, str) else [str(t) for t in target_modules]
-    return [(n, m) for n, m in linears if any(n == t or n.endswith("." + t) for t in names)]
+    """The nn.Linear layers a low-rank method adapts (the shared resolver, :mod:`loraven.adapters.targets`): the
+    shapes a budget is counted on."""
+    from loraven.adapters.targets import resolve_targets
+
+    return list(resolve_targets(model, target_modules, classes=(nn.Linear,)).items())
 
 
 def rank_for_budget(budget: int, per_rank: int, fixed: int, key: str, limit: int) -> int:
@@ -208,14 +284,22 @@ def rank_for_budget(budget: int, per_rank: int, fixed: int, key: str, limit: int
     does not fit (the message names the smallest budget that does)."""
     r = (budget - fixed) // per_rank if per_rank > 0 else 0
     if r < 1:
-        raise ConfigError(f"adapter.param_budget={budget} is below this method's smallest size "
-                          f"({key}=1 needs {fixed + per_rank} trainable parameters)")
+        raise ConfigError(
+            f"adapter.param_budget={budget} is below this method's smallest size "
+            f"({key}=1 needs {fixed + per_rank} trainable parameters)"
+        )
     return int(min(r, limit))
 
 
 def _load_builtin() -> None:
-    """Import the built-in adapter modules so their ``register_adapter`` calls run."""
-    import importlib
+    """Import every module of this package so their ``register_adapter`` calls run.
 
-    for module in ("full", "lora", "lora_ar", "loraven"):
-        importlib.import_module(f"loraven.adapters.{module}")
+    Discovered, not listed: a new method is a new module or folder here and nothing else.
+    """
+    import importlib
+    import pkgutil
+
+    package = importlib.import_module("loraven.adapters")
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"loraven.adapters.{info.name}")

@@ -7,15 +7,9 @@ from typing import Any
 
 from torch import nn
 
-from loraven.adapters.base import (
-    AdaptedModel,
-    AdapterContext,
-    ConfigError,
-    linear_targets,
-    rank_for_budget,
-    register_adapter,
-)
-from loraven.checks import check_rank_fits
+from loraven.adapters.base import AdaptedModel, AdapterContext, linear_targets, rank_for_budget, register_adapter
+from loraven.adapters.targets import resolve_targets, smallest_side
+from loraven.errors import ConfigError
 
 
 class PeftAdapted(AdaptedModel):
@@ -37,7 +31,7 @@ class PeftAdapted(AdaptedModel):
 def _strip_peft_prefix(name: str) -> str:
     for prefix in ("base_model.model.", "base_model."):
         if name.startswith(prefix):
-            return name[len(prefix):]
+            return name[len(prefix) :]
     return name
 
 
@@ -69,15 +63,36 @@ def peft_lora_config(cfg: Mapping[str, Any], **overrides: Any):
 
 
 def wrap_with_peft(model: nn.Module, config) -> nn.Module:
+    import warnings
+
     from peft import get_peft_model
 
     try:
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():  # peft reads transformers' deprecated alias; its FutureWarning is not ours
+            warnings.filterwarnings("ignore", r".*`is_gradient_checkpointing` is deprecated", FutureWarning)
+            return get_peft_model(model, config)
     except ValueError as err:  # peft's "Target modules ... not found" etc.
         if "target" not in str(err).lower():  # e.g. a dropout error: the layer names would only bury it
             raise ConfigError(str(err).splitlines()[0]) from err
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise ConfigError(f"{err}. Linear module names in this model: {', '.join(names)}") from err
+
+
+def check_rank_fits(model: nn.Module, cfg: Mapping[str, Any]) -> None:
+    """A fixed rank ``r`` above a target layer's smaller side is a config error (peft would build it anyway)."""
+    rank = cfg.get("r")
+    if rank is None:
+        return
+    name, limit = smallest_side(resolve_targets(model, target_modules(cfg)))
+    if int(rank) > limit:
+        raise ConfigError(
+            f"adapter.r={rank} exceeds layer {name} (smaller side {limit}); valid: 1..{limit} for these target_modules"
+        )
+
+
+def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
+    """Benchmarks at matched rank r: ``r`` on every layer (uniform and budget are the same count here)."""
+    return {**cfg, "r": rank, "alpha": 2 * rank}
 
 
 def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int, dora: bool) -> dict[str, Any]:
@@ -99,19 +114,30 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int, dora: bool
 SIZE_SPACE = ("adapter.r", "choice(4,8,16)")
 
 
-@register_adapter("lora", schedulers=("static",), fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=False),
-                  size_space=SIZE_SPACE)
-def apply_lora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
-               ctx: AdapterContext) -> AdaptedModel:
+_LORA_SPEC = {"check_fits": check_rank_fits, "match_rank": match_rank, "size_space": SIZE_SPACE}
+
+
+@register_adapter(
+    "lora",
+    schedulers=("static",),
+    labels={"static": "LoRA"},
+    order=20,
+    fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=False),
+    **_LORA_SPEC,
+)
+def apply_lora(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
     """peft LoRA: W0 + (alpha/r)·B·A on the target modules."""
-    check_rank_fits(model, cfg)  # also run by the job right after loading, before base evaluation
-    return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=False)), "lora")
+    return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=False)))
 
 
-@register_adapter("dora", schedulers=("static",), fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=True),
-                  size_space=SIZE_SPACE)
-def apply_dora(model: nn.Module, cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
-               ctx: AdapterContext) -> AdaptedModel:
+@register_adapter(
+    "dora",
+    schedulers=("static",),
+    labels={"static": "DoRA"},
+    order=21,
+    fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=True),
+    **_LORA_SPEC,
+)
+def apply_dora(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
     """peft DoRA (``use_dora=True``): LoRA direction plus a trained per-output magnitude vector."""
-    check_rank_fits(model, cfg)  # also run by the job right after loading, before base evaluation
-    return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=True)), "dora")
+    return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=True)))

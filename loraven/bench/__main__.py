@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from loraven.adapters.base import ConfigError
 from loraven.bench.job import SUITES, load_defaults, run_suites
+from loraven.errors import ConfigError
 
 
 def _csv(value: str) -> list[str]:
@@ -26,8 +26,9 @@ def _csv(value: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m loraven.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m loraven.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("suite", choices=SUITES)
     parser.add_argument("--device", help="auto | cpu | cuda[:N]")
     parser.add_argument("--dtype", help="auto | float32 | bfloat16 | float16")
@@ -38,8 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fusion = parser.add_argument_group("fusion")
     fusion.add_argument("--shapes", type=_csv, help="BATCHxDIM list, e.g. 32x512,64x1024")
     fusion.add_argument("--ranks", help="auto (8..dim/2) or a list, e.g. 8,16,64")
-    fusion.add_argument("--variants", type=_csv, help="subset of original,factored,fused,fused_precompute,"
-                                                      "inplace,dense")
+    fusion.add_argument(
+        "--variants", type=_csv, help="subset of original,factored,fused,fused_precompute,inplace,dense"
+    )
     fusion.add_argument("--max-gflop", dest="max_gflop", help="skip larger shapes (auto: 10 on CPU)")
     lm = parser.add_argument_group("train_step / inference")
     lm.add_argument("--model", help="smollm2 | tiny")
@@ -71,8 +73,19 @@ def bench_config(args: argparse.Namespace) -> dict[str, Any]:
             bench["ranks"] = "auto" if args.ranks == "auto" else [int(r) for r in _csv(args.ranks)]
     else:
         sub = dict(bench.get(args.suite) or {})
-        for key in ("model", "layers", "batch_size", "seq_len", "rank", "methods", "steps", "repeats", "warmup",
-                    "dim", "batch"):
+        for key in (
+            "model",
+            "layers",
+            "batch_size",
+            "seq_len",
+            "rank",
+            "methods",
+            "steps",
+            "repeats",
+            "warmup",
+            "dim",
+            "batch",
+        ):
             if getattr(args, key) is not None:
                 sub[key] = getattr(args, key)
         bench[args.suite] = sub

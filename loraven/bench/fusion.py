@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.loraven import fusion
 from loraven.bench.timing import dtype_name, round_robin
+from loraven.errors import ConfigError
 
 VARIANTS = ("original", "factored", "fused", "fused_precompute", "inplace", "dense")
 PAPER_SHAPES = ("32x512", "64x1024", "128x2048")
@@ -69,8 +69,14 @@ def ranks_for(dim: int, ranks: str | Sequence[int] | None) -> list[int]:
 def variant_flops(variant: str, batch: int, dim: int, rank: int) -> int:
     fused = fusion.fused_flops(batch, dim, dim)
     factored = fusion.factored_flops(batch, dim, dim, rank)
-    return {"original": factored + 2 * batch * rank * rank, "factored": factored, "fused": fused,
-            "inplace": fused, "dense": fused, "fused_precompute": fused + 2 * dim * dim * rank}[variant]
+    return {
+        "original": factored + 2 * batch * rank * rank,
+        "factored": factored,
+        "fused": fused,
+        "inplace": fused,
+        "dense": fused,
+        "fused_precompute": fused + 2 * dim * dim * rank,
+    }[variant]
 
 
 @dataclass
@@ -85,8 +91,7 @@ class FusionCase:
     dense: nn.Linear
 
 
-def make_case(batch: int, dim: int, rank: int, device: torch.device, dtype: torch.dtype,
-              seed: int = 0) -> FusionCase:
+def make_case(batch: int, dim: int, rank: int, device: torch.device, dtype: torch.dtype, seed: int = 0) -> FusionCase:
     """Random factors scaled so outputs stay O(1) (comparable across variants in any dtype)."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, dim, generator=gen)
@@ -124,11 +129,20 @@ def max_gflop_for(value: float | str | None, device: torch.device) -> float | No
     return float(value)
 
 
-def run_fusion(shapes: Sequence[str] = PAPER_SHAPES, ranks: str | Sequence[int] | None = "auto", *,
-               repeats: int = 20, warmup: int = 3, device: torch.device | None = None,
-               dtype: torch.dtype = torch.float32, threads: int | None = None,
-               variant_names: Sequence[str] = VARIANTS, max_gflop: float | str | None = "auto",
-               min_sample_ms: float = 2.0, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_fusion(
+    shapes: Sequence[str] = PAPER_SHAPES,
+    ranks: str | Sequence[int] | None = "auto",
+    *,
+    repeats: int = 20,
+    warmup: int = 3,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    threads: int | None = None,
+    variant_names: Sequence[str] = VARIANTS,
+    max_gflop: float | str | None = "auto",
+    min_sample_ms: float = 2.0,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """One ``bench`` row per (shape, rank, variant): median ms of ``repeats`` interleaved samples + p10/p90.
 
     Shapes whose dense GEMM exceeds ``max_gflop`` GFLOP are skipped (``auto``: 10 on CPU, no cap on GPU)
@@ -148,13 +162,28 @@ def run_fusion(shapes: Sequence[str] = PAPER_SHAPES, ranks: str | Sequence[int] 
         for rank in ranks_for(dim, ranks):
             case = make_case(batch, dim, rank, device, dtype)
             with torch.inference_mode():
-                timings = round_robin(variants(case, variant_names), repeats=repeats, warmup=warmup,
-                                      device=device, min_sample_ms=min_sample_ms)
+                timings = round_robin(
+                    variants(case, variant_names),
+                    repeats=repeats,
+                    warmup=warmup,
+                    device=device,
+                    min_sample_ms=min_sample_ms,
+                )
             for name, timing in timings.items():
-                rows.append({"shape": f"{batch}x{dim}", "batch": batch, "dim": dim, "rank": rank,
-                             "variant": name, **timing.as_row(), "device": _device_label(device),
-                             "dtype": dtype_name(dtype), "threads": threads,
-                             "flops": variant_flops(name, batch, dim, rank)})
+                rows.append(
+                    {
+                        "shape": f"{batch}x{dim}",
+                        "batch": batch,
+                        "dim": dim,
+                        "rank": rank,
+                        "variant": name,
+                        **timing.as_row(),
+                        "device": _device_label(device),
+                        "dtype": dtype_name(dtype),
+                        "threads": threads,
+                        "flops": variant_flops(name, batch, dim, rank),
+                    }
+                )
             if log:
                 log(f"{batch}x{dim} r={rank}: " + ", ".join(f"{k} {t.median:.3g} ms" for k, t in timings.items()))
             del case

@@ -17,11 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraven.bench.methods import apply_method, build_base, check_methods, is_available, token_batch
+from loraven.bench.methods import apply_method, bench_methods, build_base, check_methods, is_available, token_batch
 from loraven.bench.timing import dtype_name, round_robin
 from loraven.provenance import device_name
 
-DEFAULT_METHODS = ("lora", "dora", "lora_ar", "loraven_static")
+
+def adapter_methods() -> list[str]:
+    """Every registered method with something to merge (the dense baseline has none), static schedulers."""
+    return [name for name, (spec, sched) in bench_methods().items() if not spec.baseline and sched == "static"]
 
 
 def merged_copy(adapted) -> nn.Module:
@@ -33,13 +36,26 @@ def merged_copy(adapted) -> nn.Module:
     return clone.model
 
 
-def run_inference(methods: Sequence[str] = DEFAULT_METHODS, *, model: str = "smollm2", layers: int | None = None,
-                  batch_size: int = 16, seq_len: int = 64, rank: int = 16, warmup: int = 1, repeats: int = 3,
-                  device: torch.device | None = None, dtype: torch.dtype = torch.float32,
-                  threads: int | None = None, lora_ar_mode: str = "uniform", seed: int = 0,
-                  log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_inference(
+    methods: Sequence[str] | None = None,
+    *,
+    model: str = "smollm2",
+    layers: int | None = None,
+    batch_size: int = 16,
+    seq_len: int = 64,
+    rank: int = 16,
+    warmup: int = 1,
+    repeats: int = 3,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    threads: int | None = None,
+    rank_mode: str = "uniform",
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Rows (method, variant ∈ base|unmerged|merged, ms, p10, p90, vs_base, max_abs_diff merged−unmerged)."""
     device = device or torch.device("cpu")
+    methods = list(methods or adapter_methods())
     check_methods(methods)
     base, model_name = build_base(model, layers, device, dtype, seed)
     batch = token_batch(base.config.vocab_size, batch_size, seq_len, device, seed)
@@ -50,7 +66,7 @@ def run_inference(methods: Sequence[str] = DEFAULT_METHODS, *, model: str = "smo
         if not is_available(method):
             skipped.append(method)
             continue
-        adapted = apply_method(base, method, rank, device, seed, lora_ar_mode)
+        adapted = apply_method(base, method, rank, device, seed, rank_mode)
         _perturb_adapter(adapted.model, seed)
         models[(method, "unmerged")] = adapted.model.eval()
         models[(method, "merged")] = merged_copy(adapted).eval()
@@ -65,8 +81,15 @@ def run_inference(methods: Sequence[str] = DEFAULT_METHODS, *, model: str = "smo
         timings = round_robin(fns, repeats=repeats, warmup=warmup, device=device)
         outputs = {key: fn() for key, fn in fns.items()}
     base_ms = timings["base/base"].median
-    common = {"model": model_name, "rank": rank, "batch_size": batch_size, "seq_len": seq_len,
-              "device": device_name(device), "dtype": dtype_name(dtype), "threads": threads or torch.get_num_threads()}
+    common = {
+        "model": model_name,
+        "rank": rank,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "device": device_name(device),
+        "dtype": dtype_name(dtype),
+        "threads": threads or torch.get_num_threads(),
+    }
     rows = []
     for key, timing in timings.items():
         method, variant = key.split("/")
@@ -74,8 +97,11 @@ def run_inference(methods: Sequence[str] = DEFAULT_METHODS, *, model: str = "smo
         if variant == "merged":
             row["max_abs_diff"] = float((outputs[key] - outputs[f"{method}/unmerged"]).abs().max())
         rows.append(row)
-    rows += [{"method": m, "variant": v, **common, "status": "not registered"} for m in skipped
-             for v in ("unmerged", "merged")]
+    rows += [
+        {"method": m, "variant": v, **common, "status": "not registered"}
+        for m in skipped
+        for v in ("unmerged", "merged")
+    ]
     return rows
 
 

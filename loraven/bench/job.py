@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-from loraven import provenance
-from loraven.adapters.base import ConfigError
-from loraven.bench.methods import CONF_DIR
+from loraven import CONF_DIR, provenance
 from loraven.bench.timing import dtype_name, resolve_device, resolve_dtype, set_threads
+from loraven.errors import ConfigError
 
 log = logging.getLogger("loraven.bench")
 
-SUITES = ("fusion", "train_step", "inference", "overhead", "rank_cost")
 EXPERIMENT_FILE = CONF_DIR / "experiment" / "paper_speedup.yaml"
 
 
@@ -52,48 +49,102 @@ def run_suites(bench: Mapping[str, Any], log_fn: Callable[[str], None] | None = 
     device = resolve_device(bench.get("device", "auto"))
     dtype = resolve_dtype(bench.get("dtype", "auto"), device)
     threads = set_threads(bench.get("threads", "auto"))
-    out: dict[str, Any] = {"bench_settings": {"device": provenance.device_name(device), "dtype": dtype_name(dtype),
-                                              "threads": threads, "suites": suites_of(bench)}}
+    out: dict[str, Any] = {
+        "bench_settings": {
+            "device": provenance.device_name(device),
+            "dtype": dtype_name(dtype),
+            "threads": threads,
+            "suites": suites_of(bench),
+        }
+    }
     for suite in out["bench_settings"]["suites"]:
-        sub = dict(bench.get(suite) or {})
-        if suite == "fusion":
-            from loraven.bench.fusion import VARIANTS, run_fusion
-
-            out["bench"] = run_fusion(
-                list(bench.get("shapes") or []), bench.get("ranks", "auto"), repeats=int(bench.get("repeats", 20)),
-                warmup=int(bench.get("warmup", 3)), device=device, dtype=dtype, threads=threads,
-                variant_names=list(bench.get("variants") or VARIANTS), max_gflop=bench.get("max_gflop", "auto"),
-                min_sample_ms=float(bench.get("min_sample_ms", 2.0)), log=log_fn)
-        elif suite == "train_step":
-            from loraven.bench.train_step import run_train_step
-
-            out["bench_train_step"] = run_train_step(
-                **_lm_kwargs(sub), lr=float(sub.get("lr", 1e-4)), profile=bool(sub.get("profile", True)),
-                device=device, dtype=_lm_dtype(sub, device), threads=threads, log=log_fn)
-        elif suite == "inference":
-            from loraven.bench.inference import run_inference
-
-            out["bench_inference"] = run_inference(**_lm_kwargs(sub), device=device, dtype=_lm_dtype(sub, device),
-                                                   threads=threads, log=log_fn)
-        elif suite == "overhead":
-            from loraven.bench.overhead import run_overhead
-
-            out["bench_overhead"] = run_overhead(
-                model=str(sub.get("model", "tiny_llama")), adapter=str(sub.get("adapter", "lora")),
-                steps=int(sub.get("steps", 60)), repeats=int(sub.get("repeats", 3)),
-                warmup=int(sub.get("warmup", 1)), extra_overrides=list(sub.get("overrides") or []), log=log_fn)
-        elif suite == "rank_cost":
-            from loraven.bench.rank_cost import run_rank_cost
-
-            out["bench_rank_cost"] = run_rank_cost(
-                dim=int(sub.get("dim", 2048)), batch=int(sub.get("batch", 128)), fractions=sub.get("fractions"),
-                repeats=int(sub.get("repeats", 10)), warmup=int(sub.get("warmup", 2)), device=device, dtype=dtype,
-                threads=threads, log=log_fn)
+        section, runner = SUITE_RUNNERS[suite]
+        out[section] = runner(bench, dict(bench.get(suite) or {}), device, dtype, threads, log_fn)
     return out
 
 
+def _fusion(bench, sub, device, dtype, threads, log_fn):
+    from loraven.bench.fusion import VARIANTS, run_fusion
+
+    return run_fusion(
+        list(bench.get("shapes") or []),
+        bench.get("ranks", "auto"),
+        repeats=int(bench.get("repeats", 20)),
+        warmup=int(bench.get("warmup", 3)),
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        variant_names=list(bench.get("variants") or VARIANTS),
+        max_gflop=bench.get("max_gflop", "auto"),
+        min_sample_ms=float(bench.get("min_sample_ms", 2.0)),
+        log=log_fn,
+    )
+
+
+def _train_step(bench, sub, device, dtype, threads, log_fn):
+    from loraven.bench.train_step import run_train_step
+
+    return run_train_step(
+        **_lm_kwargs(sub),
+        lr=float(sub.get("lr", 1e-4)),
+        profile=bool(sub.get("profile", True)),
+        device=device,
+        dtype=_lm_dtype(sub, device),
+        threads=threads,
+        log=log_fn,
+    )
+
+
+def _inference(bench, sub, device, dtype, threads, log_fn):
+    from loraven.bench.inference import run_inference
+
+    return run_inference(**_lm_kwargs(sub), device=device, dtype=_lm_dtype(sub, device), threads=threads, log=log_fn)
+
+
+def _overhead(bench, sub, device, dtype, threads, log_fn):
+    from loraven.bench.overhead import run_overhead
+
+    return run_overhead(
+        model=str(sub.get("model", "tiny_llama")),
+        adapter=sub.get("adapter"),
+        steps=int(sub.get("steps", 60)),
+        repeats=int(sub.get("repeats", 3)),
+        warmup=int(sub.get("warmup", 1)),
+        extra_overrides=list(sub.get("overrides") or []),
+        log=log_fn,
+    )
+
+
+def _rank_cost(bench, sub, device, dtype, threads, log_fn):
+    from loraven.bench.rank_cost import run_rank_cost
+
+    return run_rank_cost(
+        dim=int(sub.get("dim", 2048)),
+        batch=int(sub.get("batch", 128)),
+        fractions=sub.get("fractions"),
+        repeats=int(sub.get("repeats", 10)),
+        warmup=int(sub.get("warmup", 2)),
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        log=log_fn,
+    )
+
+
+# suite name → (result section, runner(bench, its sub-section, device, dtype, threads, log))
+SUITE_RUNNERS: dict[str, tuple[str, Callable[..., Any]]] = {
+    "fusion": ("bench", _fusion),
+    "train_step": ("bench_train_step", _train_step),
+    "inference": ("bench_inference", _inference),
+    "overhead": ("bench_overhead", _overhead),
+    "rank_cost": ("bench_rank_cost", _rank_cost),
+}
+SUITES = tuple(SUITE_RUNNERS)
+
+
 def _lm_kwargs(sub: Mapping[str, Any]) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {k: sub[k] for k in ("model", "layers", "lora_ar_mode") if sub.get(k) is not None}
+    names = ("model", "layers", "rank_mode", "reference")
+    kwargs: dict[str, Any] = {k: sub[k] for k in names if sub.get(k) is not None}
     kwargs.update({k: int(sub[k]) for k in ("batch_size", "seq_len", "rank", "warmup", "repeats") if k in sub})
     if sub.get("methods"):
         kwargs["methods"] = [str(m) for m in sub["methods"]]
@@ -106,39 +157,27 @@ def _lm_dtype(sub: Mapping[str, Any], device: torch.device) -> torch.dtype:
 
 
 def run_bench_job(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Run ``cfg['bench']`` and write ``<results_dir>/<experiment_name>/<run_id>/result.json``."""
+    """Run ``cfg['bench']`` through the one job wrapper (:func:`loraven.job.run_job`: resume, claim, one
+    record at ``<results_dir>/<experiment_name>/<run_id>/result.json``) and print its tables."""
     from loraven.bench.report import print_tables
-    from loraven.job import experiment_name, skeleton
-    from loraven.track import ResultsStore, run_id_for
+    from loraven.job import run_job
 
     bench = cfg.get("bench")
     if not isinstance(bench, Mapping):
         raise ConfigError("job=bench needs a bench: section; use experiment=paper_speedup")
     suites_of(bench)
-    store = ResultsStore(cfg.get("results_dir", "results"))
-    store.check_writable()
-    run_id, experiment = run_id_for(cfg), experiment_name(cfg)
-    if not cfg.get("rerun", False):
-        existing = store.load(experiment, run_id)
-        if existing and existing["status"] == "completed":
-            log.info("bench run %s already completed; skipping (rerun=true forces)", run_id)
-            return {**existing, "_resumed": True}
-    placeholder = {"adapter": {"name": "bench"}, "scheduler": {"name": "none"}}
-    result = skeleton({**cfg, **placeholder}, run_id, "failed", "did not finish")
-    result["config"] = dict(cfg)
-    start = time.perf_counter()
-    try:
-        result["env"] = provenance.environment(resolve_device(bench.get("device", "auto")))
-        result.update(run_suites(bench, log_fn=lambda msg: log.info("%s", msg)))
-        result["env"]["cpu_threads"] = torch.get_num_threads()
-        result["status"], result["reason"] = "completed", None
-    except ConfigError:
-        raise
-    except Exception as err:  # recorded like a failed training run; the sweep goes on
-        result["reason"] = f"{type(err).__name__}: {err}"
-        result["traceback"] = traceback.format_exc(limit=20)
-    result["time"]["total_s"] = time.perf_counter() - start
-    store.write(experiment, result)
-    if result["status"] == "completed":
+    result = run_job(cfg, body=_bench_body)
+    if result["status"] == "completed" and not result.get("_resumed"):
         print_tables(result)
     return result
+
+
+def _bench_body(cfg: Mapping[str, Any], result: dict[str, Any], run_dir, tracker, progress: bool, main: bool) -> None:
+    """The benchmark suites as a job body: the record is a benchmark, not a training run of an adapter."""
+    bench = cfg["bench"]
+    result["adapter"].update(type="bench", scheduler="none", label="benchmark")
+    start = time.perf_counter()
+    result["env"] = provenance.environment(resolve_device(bench.get("device", "auto")))
+    result.update(run_suites(bench, log_fn=lambda msg: log.info("%s", msg)))
+    result["env"]["cpu_threads"] = torch.get_num_threads()
+    result["time"]["total_s"] = time.perf_counter() - start

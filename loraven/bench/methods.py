@@ -1,29 +1,39 @@
 """What the step-time and inference benchmarks compare: a base LM and the methods applied to it at rank r.
 
-Methods are named ``none``, ``lora``, ``dora``, ``lora_ar``, ``loraven_<scheduler>`` (static, linear,
-energy). Each adapter's settings start from its own ``conf/adapter/<name>.yaml`` (the values a user's run
-gets) with only the rank overridden, so the benchmark measures what ``python run.py adapter=X`` trains.
-Matched rank r: LoRA/DoRA ``r``; LoRA-AR ``r_min = r_max = r`` on every target (``uniform``) or its
-``budget_rank = r`` mode (``budget``: same parameter count as rank-r LoRA, ranks spread by the spectra);
-LoRAven ``r_max = r`` (its scheduler may lower the live rank, never raise it).
+Methods are the registry's benchmark variants (:meth:`AdapterSpec.bench_variants`): ``<adapter>`` for a
+method with one scheduler, ``<adapter>_<scheduler>`` for each scheduler of a dynamic method (e.g.
+``loraven_linear``). Each adapter's settings start from its own ``conf/adapter/<name>.yaml`` (the values a
+user's run gets) with only the rank set, by the method's own ``match_rank`` (its registry entry), so the
+benchmark measures what ``python run.py adapter=X`` trains. ``rank_mode`` says how rank r is matched:
+``uniform`` (r on every layer) or ``budget`` (the parameter count of rank r, spread as the method allocates).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from loraven.adapters.base import AdaptedModel, AdapterContext, ConfigError, apply_adapter, available_adapters
+from loraven import CONF_DIR
+from loraven.adapters.base import (
+    RANK_MATCH_MODES,
+    AdaptedModel,
+    AdapterContext,
+    AdapterSpec,
+    apply_adapter,
+    registered_specs,
+)
+from loraven.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 MODELS = ("smollm2", "tiny")
-LORA_AR_MODES = ("uniform", "budget")
-METHODS = ("none", "lora", "dora", "lora_ar", "loraven_static", "loraven_linear", "loraven_energy")
+
+
+def bench_methods() -> dict[str, tuple[AdapterSpec, str]]:
+    """Every benchmark method name → (its adapter's registry entry, scheduler), in table order."""
+    return {variant: (spec, sched) for spec in registered_specs() for variant, sched in spec.bench_variants().items()}
 
 
 def _load_group(group: str, name: str) -> dict[str, Any]:
@@ -39,33 +49,31 @@ def _load_group(group: str, name: str) -> dict[str, Any]:
     return dict(data.get("adapter", data)) if group == "adapter" else data
 
 
-def method_configs(method: str, rank: int, lora_ar_mode: str = "uniform") -> tuple[dict, dict]:
+def method_configs(method: str, rank: int, rank_mode: str = "uniform") -> tuple[dict, dict]:
     """(adapter_cfg, scheduler_cfg) for a benchmark method name at matched rank ``rank``."""
-    adapter, scheduler = ("loraven", method[len("loraven_"):]) if method.startswith("loraven_") else (method, "static")
-    if adapter not in ("none", "lora", "dora", "lora_ar", "loraven") or scheduler not in ("static", "linear", "energy"):
-        raise ConfigError(f"unknown benchmark method {method!r}; valid: {', '.join(METHODS)}")
-    cfg = _load_group("adapter", adapter)
-    if adapter in ("lora", "dora"):
-        cfg.update(r=rank, alpha=2 * rank)
-    elif adapter == "lora_ar":
-        if lora_ar_mode not in LORA_AR_MODES:
-            raise ConfigError(f"lora_ar_mode={lora_ar_mode!r}; valid choices: {', '.join(LORA_AR_MODES)}")
-        if lora_ar_mode == "uniform":
-            cfg.update(r_min=rank, r_max=rank, top_n_percentile=1.0, budget_rank=None)
-        else:
-            cfg.update(budget_rank=rank)
-    elif adapter == "loraven":
-        cfg.update(r_max=rank, r_min=min(int(cfg.get("r_min", 2)), rank), alpha=2 * rank)
+    methods = bench_methods()
+    if method not in methods:
+        raise ConfigError(f"unknown benchmark method {method!r}; valid: {', '.join(methods)}")
+    if rank_mode not in RANK_MATCH_MODES:
+        raise ConfigError(f"rank_mode={rank_mode!r}; valid choices: {', '.join(RANK_MATCH_MODES)}")
+    spec, scheduler = methods[method]
+    cfg = _load_group("adapter", spec.name)
+    if spec.match_rank is not None:
+        cfg = spec.match_rank(cfg, rank, rank_mode)
     return cfg, _load_group("scheduler", scheduler)
 
 
 def is_available(method: str) -> bool:
-    adapter = "loraven" if method.startswith("loraven_") else method
-    return adapter in available_adapters()
+    return method in bench_methods()
 
 
-def build_base(model: str = "smollm2", layers: int | None = None, device: torch.device | None = None,
-               dtype: torch.dtype = torch.float32, seed: int = 0) -> tuple[nn.Module, str]:
+def build_base(
+    model: str = "smollm2",
+    layers: int | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> tuple[nn.Module, str]:
     """The base LM (eval mode, frozen) and its name.
 
     ``smollm2``: real SmolLM2-135M weights on CPU; on GPU the same architecture random-initialised (step
@@ -102,20 +110,27 @@ def build_base(model: str = "smollm2", layers: int | None = None, device: torch.
     return net.to(device=device, dtype=dtype).eval(), name
 
 
-def apply_method(base: nn.Module, method: str, rank: int, device: torch.device, seed: int = 0,
-                 lora_ar_mode: str = "uniform", total_steps: int = 100) -> AdaptedModel:
+def apply_method(
+    base: nn.Module,
+    method: str,
+    rank: int,
+    device: torch.device,
+    seed: int = 0,
+    rank_mode: str = "uniform",
+    total_steps: int = 100,
+) -> AdaptedModel:
     """A fresh copy of ``base`` with ``method`` applied (base is never modified)."""
-    adapter_cfg, scheduler_cfg = method_configs(method, rank, lora_ar_mode)
+    adapter_cfg, scheduler_cfg = method_configs(method, rank, rank_mode)
     torch.manual_seed(seed)
     model = copy.deepcopy(base)
-    adapted = apply_adapter(model, adapter_cfg, scheduler_cfg,
-                            AdapterContext(total_steps=total_steps, seed=seed, device=device))
+    adapted = apply_adapter(model, adapter_cfg, scheduler_cfg, AdapterContext(total_steps=total_steps, seed=seed))
     adapted.model.to(device)
     return adapted
 
 
-def token_batch(vocab_size: int, batch_size: int, seq_len: int, device: torch.device,
-                seed: int = 0) -> dict[str, torch.Tensor]:
+def token_batch(
+    vocab_size: int, batch_size: int, seq_len: int, device: torch.device, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """A fixed-length random-token batch, loss on every token: batch_size × seq_len tokens exactly."""
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, vocab_size, (batch_size, seq_len), generator=gen)
@@ -133,5 +148,4 @@ def param_bytes(model: nn.Module) -> int:
 
 
 def optimizer_bytes(state: Mapping[Any, Mapping[str, Any]]) -> int:
-    return sum(v.numel() * v.element_size() for s in state.values() for v in s.values()
-               if isinstance(v, torch.Tensor))
+    return sum(v.numel() * v.element_size() for s in state.values() for v in s.values() if isinstance(v, torch.Tensor))

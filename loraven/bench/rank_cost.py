@@ -27,9 +27,18 @@ def _step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def run_rank_cost(*, dim: int = 2048, batch: int = 128, fractions: list[float] | None = None, repeats: int = 10,
-                  warmup: int = 2, device: torch.device, dtype: torch.dtype, threads: int,
-                  log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_rank_cost(
+    *,
+    dim: int = 2048,
+    batch: int = 128,
+    fractions: list[float] | None = None,
+    repeats: int = 10,
+    warmup: int = 2,
+    device: torch.device,
+    dtype: torch.dtype,
+    threads: int,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     fractions = fractions or [1.0, 0.75, 0.5, 0.25]
     torch.manual_seed(0)
     base = nn.Linear(dim, dim).to(device=device, dtype=dtype)
@@ -49,7 +58,18 @@ def run_rank_cost(*, dim: int = 2048, batch: int = 128, fractions: list[float] |
     rows = []
     for name, timing in timings.items():
         rank = int(name.split("=")[1]) if name.startswith("rank=") else None
-        rows.append({"variant": name, "rank": rank, "r_max": r_max, "dim": dim, "batch": batch,
-                     "device": device_name(device), "dtype": dtype_name(dtype), "threads": threads,
-                     "ratio_to_full_rank": timing.median / full if full else None, **timing.as_row()})
+        rows.append(
+            {
+                "variant": name,
+                "rank": rank,
+                "r_max": r_max,
+                "dim": dim,
+                "batch": batch,
+                "device": device_name(device),
+                "dtype": dtype_name(dtype),
+                "threads": threads,
+                "ratio_to_full_rank": timing.median / full if full else None,
+                **timing.as_row(),
+            }
+        )
     return rows

@@ -43,14 +43,20 @@ def rank_cost_table(rows: Sequence[dict[str, Any]]):
     from rich.table import Table
 
     first = rows[0]
-    table = Table(title=f"LoRAven replace-mode fwd+bwd vs active rank — {first['dim']}x{first['dim']}, batch "
-                        f"{first['batch']}, r_max {first['r_max']} ({first['device']}, {first['dtype']})")
+    table = Table(
+        title=f"LoRAven replace-mode fwd+bwd vs active rank — {first['dim']}x{first['dim']}, batch "
+        f"{first['batch']}, r_max {first['r_max']} ({first['device']}, {first['dtype']})"
+    )
     for col in ("variant", "ms (median)", "p10–p90", "÷ full rank"):
         table.add_column(col)
     for r in rows:
         ratio = r["ratio_to_full_rank"]
-        table.add_row(r["variant"], f"{r['ms']:.2f}", f"{r['ms_p10']:.2f}–{r['ms_p90']:.2f}",
-                      f"{ratio:.2f}" if ratio is not None else "-")
+        table.add_row(
+            r["variant"],
+            f"{r['ms']:.2f}",
+            f"{r['ms_p10']:.2f}–{r['ms_p90']:.2f}",
+            f"{ratio:.2f}" if ratio is not None else "-",
+        )
     return table
 
 
@@ -60,13 +66,21 @@ def fusion_table(rows: Sequence[dict[str, Any]]):
     first = rows[0]
     present = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
     cross = crossover(rows)
-    table = Table(title=f"fusion (ms, median of {first.get('repeats')}) — {first['device']} {first['dtype']}, "
-                        f"{first.get('threads')} threads")
+    table = Table(
+        title=f"fusion (ms, median of {first.get('repeats')}) — {first['device']} {first['dtype']}, "
+        f"{first.get('threads')} threads"
+    )
     for col in ("shape", "rank", *present, "orig/fused", "orig/inplace", "factored/fused"):
         table.add_column(col, justify="right")
     for e in speedup_rows(rows):
-        table.add_row(e["shape"], str(e["rank"]), *[_f(e.get(v)) for v in present],
-                      _f(e["fusion_speedup"]), _f(e["inplace_speedup"]), _f(e["fused_vs_factored"]))
+        table.add_row(
+            e["shape"],
+            str(e["rank"]),
+            *[_f(e.get(v)) for v in present],
+            _f(e["fusion_speedup"]),
+            _f(e["inplace_speedup"]),
+            _f(e["fused_vs_factored"]),
+        )
     table.caption = "fused beats factored from rank: " + ", ".join(f"{s}: {r or 'never'}" for s, r in cross.items())
     return table
 
@@ -75,16 +89,37 @@ def train_step_table(rows: Sequence[dict[str, Any]]):
     from rich.table import Table
 
     first = rows[0]
-    table = Table(title=f"train step — {first['model']}, batch {first['batch_size']}x{first['seq_len']}, "
-                        f"r={first['rank']}, {first['device']} {first['dtype']}, {first['threads']} threads")
-    for col in ("method", "ms", "p10", "p90", "tokens/s", "peak MB", "trainable", "÷ full FT", "÷ LoRA"):
+    table = Table(
+        title=f"train step — {first['model']}, batch {first['batch_size']}x{first['seq_len']}, "
+        f"r={first['rank']}, {first['device']} {first['dtype']}, {first['threads']} threads"
+    )
+    for col in (
+        "method",
+        "ms",
+        "p10",
+        "p90",
+        "tokens/s",
+        "peak MB",
+        "trainable",
+        "÷ full FT",
+        f"÷ {first.get('reference') or 'reference'}",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
         if r.get("status") != "measured":
             table.add_row(r["method"], r.get("status", "-"), *["-"] * 7)
             continue
-        table.add_row(r["method"], _f(r["ms"], 4), _f(r["ms_p10"], 4), _f(r["ms_p90"], 4), _f(r["tokens_per_s"]),
-                      _f(r.get("peak_mb"), 4), f"{r['trainable_params']:,}", _f(r["vs_full_ft"]), _f(r["vs_lora"]))
+        table.add_row(
+            r["method"],
+            _f(r["ms"], 4),
+            _f(r["ms_p10"], 4),
+            _f(r["ms_p90"], 4),
+            _f(r["tokens_per_s"]),
+            _f(r.get("peak_mb"), 4),
+            f"{r['trainable_params']:,}",
+            _f(r["vs_full_ft"]),
+            _f(r.get("vs_reference")),
+        )
     return table
 
 
@@ -92,24 +127,32 @@ def inference_table(rows: Sequence[dict[str, Any]]):
     from rich.table import Table
 
     first = rows[0]
-    table = Table(title=f"inference forward — {first['model']}, batch {first['batch_size']}x{first['seq_len']}, "
-                        f"r={first['rank']}, {first['device']} {first['dtype']}")
+    table = Table(
+        title=f"inference forward — {first['model']}, batch {first['batch_size']}x{first['seq_len']}, "
+        f"r={first['rank']}, {first['device']} {first['dtype']}"
+    )
     for col in ("method", "variant", "ms", "p10", "p90", "÷ base", "max |merged−unmerged|"):
         table.add_column(col, justify="right")
     for r in rows:
         if "ms" not in r:
             table.add_row(r["method"], r["variant"], r.get("status", "-"), "-", "-", "-", "-")
             continue
-        table.add_row(r["method"], r["variant"], _f(r["ms"], 4), _f(r["ms_p10"], 4), _f(r["ms_p90"], 4),
-                      _f(r["vs_base"]), _f(r.get("max_abs_diff"), 2))
+        table.add_row(
+            r["method"],
+            r["variant"],
+            _f(r["ms"], 4),
+            _f(r["ms_p10"], 4),
+            _f(r["ms_p90"], 4),
+            _f(r["vs_base"]),
+            _f(r.get("max_abs_diff"), 2),
+        )
     return table
 
 
 def overhead_table(o: dict[str, Any]):
     from rich.table import Table
 
-    table = Table(title=f"harness overhead — {o['model']} {o['adapter']}, {o['steps']} steps, median of "
-                        f"{o['repeats']}")
+    table = Table(title=f"harness overhead — {o['model']} {o['adapter']}, {o['steps']} steps, median of {o['repeats']}")
     for col in ("setting", "train_s", "total_s", "energy method"):
         table.add_column(col, justify="right")
     for label in ("bare", "full"):

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 
 
 @dataclass
@@ -41,8 +41,13 @@ class Timing:
         return percentile(self.samples_ms, 90)
 
     def as_row(self) -> dict[str, Any]:
-        return {"ms": self.median, "ms_p10": self.p10, "ms_p90": self.p90, "repeats": len(self.samples_ms),
-                "number": self.number}
+        return {
+            "ms": self.median,
+            "ms_p10": self.p10,
+            "ms_p90": self.p90,
+            "repeats": len(self.samples_ms),
+            "number": self.number,
+        }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -96,8 +101,9 @@ def calibrate(fn: Callable[[], Any], device: torch.device, min_sample_ms: float)
     return number
 
 
-def round_robin(fns: Mapping[str, Callable[[], Any]], *, repeats: int, warmup: int, device: torch.device,
-                min_sample_ms: float = 0.0) -> dict[str, Timing]:
+def round_robin(
+    fns: Mapping[str, Callable[[], Any]], *, repeats: int, warmup: int, device: torch.device, min_sample_ms: float = 0.0
+) -> dict[str, Timing]:
     """Time every variant ``repeats`` times, interleaved A B C A B C ..., after ``warmup`` untimed rounds.
 
     ``min_sample_ms`` > 0 calibrates a per-variant call count (for µs kernels); 0 times single calls

@@ -13,13 +13,13 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 from loraven.tasks.splits import (
     DEFAULT_DATA_SEED,
     SPLIT_KEYS,
@@ -29,10 +29,18 @@ from loraven.tasks.splits import (
     split_fingerprint,
 )
 
-TASK_KINDS = ("arith_mc", "local_mc", "lm_eval", "gsm8k", "digits", "regression", "text_cls")
 # options every LM task takes (how it is evaluated), on top of its own data keys
-LM_OPTIONS = ("limit", "metric", "filter", "num_fewshot", "max_gen_toks", "apply_chat_template", "max_seq_len",
-              "max_train_docs", *SPLIT_KEYS)
+LM_OPTIONS = (
+    "limit",
+    "metric",
+    "filter",
+    "num_fewshot",
+    "max_gen_toks",
+    "apply_chat_template",
+    "max_seq_len",
+    "max_train_docs",
+    *SPLIT_KEYS,
+)
 TASK_KEYS = {
     "arith_mc": ("seed", "n_train", "n_test", "n_choices", *LM_OPTIONS),
     "local_mc": ("name", "seed", "train_file", "test_file", *LM_OPTIONS),
@@ -48,7 +56,7 @@ def check_task_keys(cfg: Mapping[str, Any]) -> None:
     """An unknown key under ``task`` (``+task.include_pth=...``) is an error, never silently stored."""
     kind = cfg.get("kind")
     if kind not in TASK_KEYS:
-        raise ConfigError(f"unknown task kind {kind!r}; valid choices: {', '.join(TASK_KINDS)}")
+        raise ConfigError(f"unknown task kind {kind!r}; valid choices: {', '.join(TASK_KEYS)}")
     valid = set(TASK_KEYS[kind]) | {"kind"}
     for key in cfg:
         if key not in valid:
@@ -118,21 +126,32 @@ def build_task(cfg: Mapping[str, Any], data_root: Path) -> Task:
     """Build the task named by ``cfg.kind``; generated data go under ``data_root`` (a cache)."""
     check_task_keys(cfg)
     kind = cfg.get("kind")
-    if kind == "arith_mc":
-        return _arith_mc(cfg, data_root)
-    if kind == "local_mc":
-        return _local_mc(cfg, data_root)
-    if kind == "lm_eval":
-        return _registry_task(cfg)
-    if kind == "gsm8k":
-        from loraven.tasks.gsm8k import build_gsm8k
+    if kind not in TASK_BUILDERS:
+        raise ConfigError(f"unknown task kind {kind!r}; valid choices: {', '.join(TASK_BUILDERS)}")
+    return TASK_BUILDERS[str(kind)](cfg, data_root)
 
-        return build_gsm8k(cfg, data_root)
-    if kind in ("digits", "regression", "text_cls"):
-        from loraven.tasks.classic import build_classic
 
-        return build_classic(cfg)
-    raise ConfigError(f"unknown task kind {kind!r}; valid choices: {', '.join(TASK_KINDS)}")
+def _gsm8k(cfg: Mapping[str, Any], data_root: Path) -> Task:
+    from loraven.tasks.gsm8k import build_gsm8k
+
+    return build_gsm8k(cfg, data_root)
+
+
+def _classic(cfg: Mapping[str, Any], data_root: Path) -> Task:
+    from loraven.tasks.classic import build_classic
+
+    return build_classic(cfg)
+
+
+TASK_BUILDERS: dict[str, Callable[[Mapping[str, Any], Path], Task]] = {
+    "arith_mc": lambda cfg, root: _arith_mc(cfg, root),
+    "local_mc": lambda cfg, root: _local_mc(cfg, root),
+    "lm_eval": lambda cfg, root: _registry_task(cfg),
+    "gsm8k": _gsm8k,
+    "digits": _classic,
+    "regression": _classic,
+    "text_cls": _classic,
+}
 
 
 def check_tokenizer(task: Task, tokenizer: Any) -> None:
@@ -145,16 +164,21 @@ def chat_pair(tokenizer: Any, context: str, continuation: str) -> tuple[str, str
     """(prompt, answer) rendered with the tokenizer's chat template, as lm-eval renders a 0-shot prompt with
     ``apply_chat_template``: the user turn plus the generation prompt, then the assistant's answer and its end."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError("task.apply_chat_template=true but this model's tokenizer has no chat template; "
-                          "set task.apply_chat_template=false")
+        raise ConfigError(
+            "task.apply_chat_template=true but this model's tokenizer has no chat template; "
+            "set task.apply_chat_template=false"
+        )
     user = [{"role": "user", "content": context}]
     prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template([*user, {"role": "assistant", "content": continuation.strip()}],
-                                         tokenize=False)
+    full = tokenizer.apply_chat_template(
+        [*user, {"role": "assistant", "content": continuation.strip()}], tokenize=False
+    )
     if not full.startswith(prompt):
-        raise ConfigError("this model's chat template renders the answer turn differently from the generation "
-                          "prompt; set task.apply_chat_template=false")
-    return prompt, full[len(prompt):]
+        raise ConfigError(
+            "this model's chat template renders the answer turn differently from the generation "
+            "prompt; set task.apply_chat_template=false"
+        )
+    return prompt, full[len(prompt) :]
 
 
 def _fingerprint(obj: Any) -> str:
@@ -181,8 +205,9 @@ def write_splits(folder: Path, docs: Mapping[str, list[dict]]) -> dict[str, str]
     return files
 
 
-def _render_mc_task(task_name: str, docs: Mapping[str, list[dict]], data_root: Path, fingerprint: str,
-                    cfg: Mapping[str, Any], seed: int) -> Path:
+def _render_mc_task(
+    task_name: str, docs: Mapping[str, list[dict]], data_root: Path, fingerprint: str, cfg: Mapping[str, Any], seed: int
+) -> Path:
     """Write the split files and the lm-eval YAML (from the shipped template) into a cache folder.
 
     ``docs`` are {train, test}; the files written are train (minus any validation carve) and the evaluated
@@ -192,8 +217,11 @@ def _render_mc_task(task_name: str, docs: Mapping[str, list[dict]], data_root: P
     split = eval_split_of(cfg)
     write_splits(folder, lm_splits(docs, cfg, seed))
     template = resources.files("loraven.tasks").joinpath("templates/arith_mc.yaml").read_text()
-    yaml_text = (template.replace("__TASK_NAME__", task_name).replace("__DATA_DIR__", str(folder.resolve()))
-                 .replace("__EVAL_SPLIT__", split))
+    yaml_text = (
+        template.replace("__TASK_NAME__", task_name)
+        .replace("__DATA_DIR__", str(folder.resolve()))
+        .replace("__EVAL_SPLIT__", split)
+    )
     _write_atomic(folder / f"{task_name}.yaml", yaml_text)
     return folder
 
@@ -231,8 +259,9 @@ def _read_jsonl(path_text: Any, key: str) -> list[dict]:
         try:
             rows.append(_mc_doc(json.loads(line)))
         except (ValueError, KeyError, TypeError) as err:
-            raise ConfigError(f"{path}:{i}: each line needs question, choices (a list of >= 2), label (an index "
-                              f"into choices): {err}") from err
+            raise ConfigError(
+                f"{path}:{i}: each line needs question, choices (a list of >= 2), label (an index into choices): {err}"
+            ) from err
     if not rows:
         raise ConfigError(f"task.{key}={str(path_text)!r} holds no documents")
     return rows
@@ -254,8 +283,10 @@ def _mc_doc(doc: Any) -> dict:
 
 def _local_mc(cfg: Mapping[str, Any], data_root: Path) -> LMTask:
     """Your own multiple-choice data: two JSONL files with ``question``, ``choices``, ``label``."""
-    docs = {"train": _read_jsonl(cfg.get("train_file"), "train_file"),
-            "test": _read_jsonl(cfg.get("test_file"), "test_file")}
+    docs = {
+        "train": _read_jsonl(cfg.get("train_file"), "train_file"),
+        "test": _read_jsonl(cfg.get("test_file"), "test_file"),
+    }
     seed = int(cfg.get("seed", DEFAULT_DATA_SEED))
     fingerprint = _fingerprint({"docs": docs, **split_fingerprint(cfg)} if split_fingerprint(cfg) else docs)
     name = str(cfg.get("name", "local_mc"))
@@ -270,15 +301,18 @@ def _registry_task(cfg: Mapping[str, Any]) -> LMTask:
 
     names = [str(n) for n in (cfg.get("names") or [])]
     if split_fingerprint(cfg):  # a registry task's own "validation" is often what lm-eval reports as its score
-        raise ConfigError("task=lm_eval does not carve a validation split (task.eval_split/validation_fraction); "
-                          "search on task=arith_mc, local_mc or gsm8k, or give your own split files as local_mc")
+        raise ConfigError(
+            "task=lm_eval does not carve a validation split (task.eval_split/validation_fraction); "
+            "search on task=arith_mc, local_mc or gsm8k, or give your own split files as local_mc"
+        )
     if not names:
         raise ConfigError("task=lm_eval needs task.names=[...] (lm-eval task names, e.g. [arc_easy])")
     include = cfg.get("include_path")
     include = str(Path(str(include)).expanduser().resolve()) if include else None
     overrides = data_overrides(cfg)
-    fingerprint = _fingerprint({"names": names, "include": include, "data": overrides,
-                                "files": _file_digests(overrides)})
+    fingerprint = _fingerprint(
+        {"names": names, "include": include, "data": overrides, "files": _file_digests(overrides)}
+    )
     return lm_eval_task(cfg, names, include, fingerprint, overrides=overrides)
 
 
@@ -288,8 +322,15 @@ def _file_digests(overrides: Mapping[str, Any]) -> dict[str, str]:
     return {split: hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for split, p in files.items()}
 
 
-def lm_eval_task(cfg: Mapping[str, Any], names: list[str], include_path: str | None, fingerprint: str, *,
-                 overrides: Mapping[str, Any] | None = None, include_defaults: bool = True) -> LMTask:
+def lm_eval_task(
+    cfg: Mapping[str, Any],
+    names: list[str],
+    include_path: str | None,
+    fingerprint: str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    include_defaults: bool = True,
+) -> LMTask:
     """The one LM-task builder: load the lm-eval task(s) now (data errors and bad metric/filter names surface
     before any training), take training pairs from their training split and record how they are scored."""
     from loraven.tasks import registry
@@ -306,8 +347,12 @@ def lm_eval_task(cfg: Mapping[str, Any], names: list[str], include_path: str | N
     return LMTask(
         name="+".join(names) if len(names) > 1 else names[0],
         train_pairs=registry.train_pairs(tasks, int(cfg.get("max_train_docs") or 2000)),
-        eval_tasks=list(tasks), include_path=include_path, eval_limit=int(limit) if limit else None,
-        metric=metric, filter=filter_name, eval_specs=specs,
+        eval_tasks=list(tasks),
+        include_path=include_path,
+        eval_limit=int(limit) if limit else None,
+        metric=metric,
+        filter=filter_name,
+        eval_specs=specs,
         output_type=output_types.pop() if len(output_types) == 1 else "mixed",
         chance=registry.chance_level(tasks),
         num_fewshot=None if cfg.get("num_fewshot") is None else int(cfg["num_fewshot"]),

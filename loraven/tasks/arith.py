@@ -13,8 +13,9 @@ from typing import Any
 OFFSETS = (-11, -10, -2, -1, 1, 2, 10, 11)
 
 
-def generate(seed: int, n_train: int, n_test: int, n_choices: int = 4, low: int = 10,
-             high: int = 99) -> dict[str, list[dict[str, Any]]]:
+def generate(
+    seed: int, n_train: int, n_test: int, n_choices: int = 4, low: int = 10, high: int = 99
+) -> dict[str, list[dict[str, Any]]]:
     """Both splits as lists of ``{question, choices, label}`` docs (choices are strings)."""
     if n_choices < 2 or n_choices > len(OFFSETS) + 1:
         raise ValueError(f"task.n_choices={n_choices} must be in 2..{len(OFFSETS) + 1}")
@@ -25,7 +26,7 @@ def generate(seed: int, n_train: int, n_test: int, n_choices: int = 4, low: int 
     rng.shuffle(pairs)
     return {
         "train": [_doc(a, b, n_choices, rng) for a, b in pairs[:n_train]],
-        "test": [_doc(a, b, n_choices, rng) for a, b in pairs[n_train:n_train + n_test]],
+        "test": [_doc(a, b, n_choices, rng) for a, b in pairs[n_train : n_train + n_test]],
     }
 
 
@@ -34,5 +35,8 @@ def _doc(a: int, b: int, n_choices: int, rng: random.Random) -> dict[str, Any]:
     wrong = rng.sample([answer + o for o in OFFSETS], n_choices - 1)
     choices = [answer, *wrong]
     rng.shuffle(choices)
-    return {"question": f"Question: What is {a} + {b}?", "choices": [str(c) for c in choices],
-            "label": choices.index(answer)}
+    return {
+        "question": f"Question: What is {a} + {b}?",
+        "choices": [str(c) for c in choices],
+        "label": choices.index(answer),
+    }

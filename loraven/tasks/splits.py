@@ -16,7 +16,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from loraven.adapters.base import ConfigError
+from loraven.errors import ConfigError
 
 EVAL_SPLITS = ("test", "validation")
 SPLIT_KEYS = ("eval_split", "validation_fraction")
@@ -40,11 +40,15 @@ def check_split_options(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"task.eval_split={split!r}; valid choices: {', '.join(EVAL_SPLITS)}")
     fraction = cfg.get("validation_fraction") or 0.0
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) < 1.0:
-        raise ConfigError(f"task.validation_fraction={fraction!r} must be a number in [0, 1) (share of the "
-                          "training data held out for validation)")
+        raise ConfigError(
+            f"task.validation_fraction={fraction!r} must be a number in [0, 1) (share of the "
+            "training data held out for validation)"
+        )
     if split == "validation" and float(fraction) <= 0.0:
-        raise ConfigError("task.eval_split=validation needs a validation split: set task.validation_fraction "
-                          "(e.g. 0.1, carved from the training data)")
+        raise ConfigError(
+            "task.eval_split=validation needs a validation split: set task.validation_fraction "
+            "(e.g. 0.1, carved from the training data)"
+        )
 
 
 def carve_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -36,9 +36,8 @@ __all__ = ["ALLOCATION_FILE", "LoraARAdapted", "LoraARConfig", "apply_lora_ar", 
 class LoraARAdapted(PeftAdapted):
     """A peft LoRA model plus the spectral allocation that shaped it."""
 
-    def __init__(self, model: nn.Module, allocation: Allocation, cfg: LoraARConfig,
-                 analysis_s: float) -> None:
-        super().__init__(model, "lora_ar")
+    def __init__(self, model: nn.Module, allocation: Allocation, cfg: LoraARConfig, analysis_s: float) -> None:
+        super().__init__(model)
         self.allocation = allocation
         self.cfg = cfg
         self.analysis_s = analysis_s
@@ -76,11 +75,22 @@ def plan_allocation(model: nn.Module, cfg: LoraARConfig) -> tuple[Allocation, fl
     """Analyse the target weights of ``model`` and allocate ranks; returns (allocation, seconds spent)."""
     start = time.perf_counter()
     targets = resolve_targets(model, cfg.target_modules)
-    spectra = analyse_weights({n: weight_of(m) for n, m in targets.items()}, hill_method=cfg.hill_method,
-                              eigenvalue_threshold=float(cfg.eigenvalue_threshold),
-                              tracy_widom=cfg.tracy_widom)
+    spectra = analyse_weights(
+        {n: weight_of(m) for n, m in targets.items()},
+        hill_method=cfg.hill_method,
+        eigenvalue_threshold=float(cfg.eigenvalue_threshold),
+        tracy_widom=cfg.tracy_widom,
+    )
     alloc = allocate(spectra, cfg)
     return alloc, time.perf_counter() - start
+
+
+def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
+    """Benchmarks at matched rank r: ``uniform`` = r on every target (``r_min = r_max = r``, all selected);
+    ``budget`` = the parameter count of rank-r LoRA, spread over modules by the spectra (``budget_rank``)."""
+    if mode == "uniform":
+        return {**cfg, "r_min": rank, "r_max": rank, "top_n_percentile": 1.0, "budget_rank": None}
+    return {**cfg, "budget_rank": rank}
 
 
 def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[str, Any]:
@@ -89,13 +99,23 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[st
     return {"budget_params": int(budget), "budget_rank": None}
 
 
-@register_adapter("lora_ar", schedulers=("static",), fit_budget=budget_fit,
-                  size_space=("adapter.budget_rank", "choice(4,8,16)"))
-def apply_lora_ar(model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
-                  ctx: AdapterContext) -> AdaptedModel:
+@register_adapter(
+    "lora_ar",
+    schedulers=("static",),
+    labels={"static": "LoRA-AR"},
+    order=22,
+    match_rank=match_rank,
+    fit_budget=budget_fit,
+    size_space=("adapter.budget_rank", "choice(4,8,16)"),
+)
+def apply_lora_ar(model: nn.Module, adapter_cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
     """LoRA-AR: per-module LoRA ranks from Hill α and MP spikes of the pretrained weights (then static)."""
     cfg = LoraARConfig.from_mapping(adapter_cfg)
     alloc, analysis_s = plan_allocation(model, cfg)
-    wrapped = inject(model, alloc.ranks, alloc.alphas,
-                     {"dropout": cfg.dropout, "use_dora": cfg.use_dora, "use_rslora": cfg.use_rslora})
+    wrapped = inject(
+        model,
+        alloc.ranks,
+        alloc.alphas,
+        {"dropout": cfg.dropout, "use_dora": cfg.use_dora, "use_rslora": cfg.use_rslora},
+    )
     return LoraARAdapted(wrapped, alloc, cfg, analysis_s)

@@ -85,8 +85,9 @@ def interpolate_ranks(scores: np.ndarray, r_min: int, r_max: int, scaling: str) 
     raise ValueError(f"unknown rank scaling {scaling!r}")
 
 
-def fit_budget(base: np.ndarray, cost: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-               target: float, priority: np.ndarray) -> np.ndarray:
+def fit_budget(
+    base: np.ndarray, cost: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: float, priority: np.ndarray
+) -> np.ndarray:
     """Integer ranks ``r`` in ``[lo, hi]``, proportional to ``base``, with ``Σ r·cost`` as close to
     ``target``.
 
@@ -96,6 +97,7 @@ def fit_budget(base: np.ndarray, cost: np.ndarray, lo: np.ndarray, hi: np.ndarra
     layer hits a bound, the result is within ``max(cost)`` parameters of ``target`` (never above it by more
     than ``max(cost)/2``, since a final +1 is taken only when it lands closer).
     """
+
     def total(s: float) -> float:
         return float((np.clip(s * base, lo, hi) * cost).sum())
 
@@ -132,8 +134,9 @@ def allocate(spectra: pd.DataFrame, cfg: LoraARConfig) -> Allocation:
     table = spectra.copy().reset_index(drop=True)
     if table.empty:
         raise ValueError("no target modules to allocate ranks to")
-    table["score"] = composite_score(table["alpha_hill"].to_numpy(), table["spikes"].to_numpy(),
-                                     float(cfg.w_hill), float(cfg.w_spikes))
+    table["score"] = composite_score(
+        table["alpha_hill"].to_numpy(), table["spikes"].to_numpy(), float(cfg.w_hill), float(cfg.w_spikes)
+    )
     table["selected"] = select_top(table["score"].to_numpy(), float(cfg.top_n_percentile))
     sel = table["selected"].to_numpy()
     cost = (table["in_features"] + table["out_features"]).to_numpy(dtype=np.int64)
@@ -142,26 +145,31 @@ def allocate(spectra: pd.DataFrame, cfg: LoraARConfig) -> Allocation:
     lo = np.minimum(cfg.r_min, side[sel])
     hi = np.minimum(cfg.r_max, side[sel])
     budgeted = cfg.budget_rank is not None or cfg.budget_params is not None
-    info: dict[str, Any] = {"budget_mode": budgeted, "budget_rank": cfg.budget_rank,
-                            "budget_params": cfg.budget_params}
+    info: dict[str, Any] = {"budget_mode": budgeted, "budget_rank": cfg.budget_rank, "budget_params": cfg.budget_params}
     if not budgeted:
         chosen = np.clip(np.floor(cont + 0.5), lo, hi).astype(np.int64)
     else:
         outs = table["out_features"].to_numpy(dtype=np.int64)
         dora_out = outs if cfg.use_dora else np.zeros_like(outs)
-        target_total = (float(cfg.budget_params) if cfg.budget_params is not None  # a count (param_budget)
-                        else float(cfg.budget_rank * cost.sum() + dora_out.sum()))
+        target_total = (
+            float(cfg.budget_params)
+            if cfg.budget_params is not None  # a count (param_budget)
+            else float(cfg.budget_rank * cost.sum() + dora_out.sum())
+        )
         target = target_total - float(dora_out[sel].sum())
         relaxed = []
         if float((hi * cost[sel]).sum()) < target:
             hi, relaxed = side[sel], relaxed + ["r_max"]
         if float((lo * cost[sel]).sum()) > target:
             lo, relaxed = np.ones_like(lo), relaxed + ["r_min"]
-        chosen = fit_budget(cont, cost[sel].astype(np.float64), lo, hi, target,
-                            table.loc[sel, "score"].to_numpy())
+        chosen = fit_budget(cont, cost[sel].astype(np.float64), lo, hi, target, table.loc[sel, "score"].to_numpy())
         achieved = float((chosen * cost[sel]).sum() + dora_out[sel].sum())
-        info.update(target_params=int(target_total), achieved_params=int(achieved),
-                    param_ratio=achieved / target_total, bounds_relaxed=relaxed)
+        info.update(
+            target_params=int(target_total),
+            achieved_params=int(achieved),
+            param_ratio=achieved / target_total,
+            bounds_relaxed=relaxed,
+        )
     ranks = np.zeros(len(table), dtype=np.int64)
     ranks[sel] = chosen
     table["rank"] = ranks

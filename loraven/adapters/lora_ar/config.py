@@ -7,15 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.lora_ar.spectral import HILL_METHODS
+from loraven.errors import ConfigError
 
 RANK_SCALINGS = ("linear", "log", "sqrt")
 
 
 @dataclass
 class LoraARConfig:
-    """Defaults follow the LoRA-AR README (see conf/adapter/lora_ar.yaml for each trade-off)."""
+    """Defaults follow the LoRA-AR README (see loraven/conf/adapter/lora_ar.yaml for each trade-off)."""
 
     name: str = "lora_ar"
     r_min: int = 4
@@ -43,14 +43,14 @@ class LoraARConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"adapter.{key}={value!r}; valid: an integer >= 1")
         if self.r_min > self.r_max:
-            raise ConfigError(f"adapter.r_min={self.r_min} > adapter.r_max={self.r_max}; "
-                              "valid: r_min <= r_max")
+            raise ConfigError(f"adapter.r_min={self.r_min} > adapter.r_max={self.r_max}; valid: r_min <= r_max")
         if not 0.0 < float(self.top_n_percentile) <= 1.0:
-            raise ConfigError(f"adapter.top_n_percentile={self.top_n_percentile}; valid: (0, 1] "
-                              "(fraction of target modules adapted; 1.0 adapts all)")
+            raise ConfigError(
+                f"adapter.top_n_percentile={self.top_n_percentile}; valid: (0, 1] "
+                "(fraction of target modules adapted; 1.0 adapts all)"
+            )
         if self.rank_scaling not in RANK_SCALINGS:
-            raise ConfigError(f"adapter.rank_scaling={self.rank_scaling!r}; "
-                              f"valid: {', '.join(RANK_SCALINGS)}")
+            raise ConfigError(f"adapter.rank_scaling={self.rank_scaling!r}; valid: {', '.join(RANK_SCALINGS)}")
         if self.hill_method not in HILL_METHODS:
             raise ConfigError(f"adapter.hill_method={self.hill_method!r}; valid: {', '.join(HILL_METHODS)}")
         if not (math.isfinite(float(self.alpha_factor)) and float(self.alpha_factor) > 0):
@@ -59,11 +59,15 @@ class LoraARConfig:
             if not float(getattr(self, key)) >= 0:
                 raise ConfigError(f"adapter.{key}={getattr(self, key)}; valid: >= 0")
         if float(self.w_hill) + float(self.w_spikes) <= 0:
-            raise ConfigError(f"adapter.w_hill={self.w_hill} and adapter.w_spikes={self.w_spikes} are "
-                              "both 0; valid: non-negative with a positive sum")
+            raise ConfigError(
+                f"adapter.w_hill={self.w_hill} and adapter.w_spikes={self.w_spikes} are "
+                "both 0; valid: non-negative with a positive sum"
+            )
         if not 0.0 <= float(self.eigenvalue_threshold) < 1.0:
-            raise ConfigError(f"adapter.eigenvalue_threshold={self.eigenvalue_threshold}; valid: [0, 1) "
-                              "(relative to each matrix's largest eigenvalue)")
+            raise ConfigError(
+                f"adapter.eigenvalue_threshold={self.eigenvalue_threshold}; valid: [0, 1) "
+                "(relative to each matrix's largest eigenvalue)"
+            )
         if not isinstance(self.tracy_widom, bool):
             raise ConfigError(f"adapter.tracy_widom={self.tracy_widom!r}; valid: true, false")
         b = self.budget_rank
@@ -80,8 +84,7 @@ class LoraARConfig:
         else:
             self.target_modules = [str(t) for t in self.target_modules]
             if not self.target_modules:
-                raise ConfigError("adapter.target_modules=[] is empty; "
-                                  "valid: all-linear or a list of module names")
+                raise ConfigError("adapter.target_modules=[] is empty; valid: all-linear or a list of module names")
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> LoraARConfig:

@@ -20,38 +20,11 @@ from typing import Any
 
 from torch import nn
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.lora import peft_lora_config, wrap_with_peft
+from loraven.adapters.targets import resolve_targets
+from loraven.errors import ConfigError
 
-
-def _linear_classes() -> tuple[type, ...]:
-    try:
-        from transformers.pytorch_utils import Conv1D  # GPT-2 style (in, out) linear layers
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return (nn.Linear,)
-    return (nn.Linear, Conv1D)
-
-
-def resolve_targets(model: nn.Module, target_modules: str | Sequence[str]) -> dict[str, nn.Module]:
-    """Exact names of the linear modules to analyse, in model order, with peft's target semantics.
-
-    ``all-linear``: every ``nn.Linear``/``Conv1D`` except the model's output head
-    (``get_output_embeddings()``, e.g. ``lm_head``), as peft does. A list: modules whose name equals an
-    entry or ends with ``.<entry>``.
-    """
-    classes = _linear_classes()
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    found: dict[str, nn.Module] = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, classes) or module is head:
-            continue
-        if target_modules == "all-linear" or any(name == t or name.endswith(f".{t}") for t in target_modules):
-            found[name] = module
-    if not found:
-        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, classes)})
-        raise ConfigError(f"adapter.target_modules={target_modules!r} matched no linear module; "
-                          f"linear module names in this model: {', '.join(names) or '(none)'}")
-    return found
+__all__ = ["check_patterns", "inject", "pattern_key", "resolve_targets", "verify", "weight_of"]
 
 
 def weight_of(module: nn.Module):
@@ -78,12 +51,12 @@ def check_patterns(keys: Mapping[str, str], names: Sequence[str]) -> None:
     for name, key in keys.items():
         hits = [n for n in names if re.match(rf"(.*\.)?({key})$", n)]
         if hits != [name]:
-            raise ConfigError(f"rank_pattern key {key!r} for {name!r} matches {hits}; "
-                              f"expected exactly [{name!r}]")
+            raise ConfigError(f"rank_pattern key {key!r} for {name!r} matches {hits}; expected exactly [{name!r}]")
 
 
-def inject(model: nn.Module, ranks: Mapping[str, int], alphas: Mapping[str, float],
-           adapter_cfg: Mapping[str, Any]) -> nn.Module:
+def inject(
+    model: nn.Module, ranks: Mapping[str, int], alphas: Mapping[str, float], adapter_cfg: Mapping[str, Any]
+) -> nn.Module:
     """Wrap ``model`` with peft LoRA: exactly the modules in ``ranks``, each with its rank and alpha.
 
     ``adapter_cfg`` supplies dropout / use_dora / use_rslora. Raises ConfigError if peft adapted a
@@ -99,7 +72,10 @@ def inject(model: nn.Module, ranks: Mapping[str, int], alphas: Mapping[str, floa
     check_patterns(keys, all_names)
     base = {k: adapter_cfg[k] for k in ("dropout", "use_dora", "use_rslora") if k in adapter_cfg}
     config = peft_lora_config(
-        base, r=max(ranks.values()), lora_alpha=max(alphas.values()), target_modules=list(ranks),
+        base,
+        r=max(ranks.values()),
+        lora_alpha=max(alphas.values()),
+        target_modules=list(ranks),
         rank_pattern={keys[n]: int(r) for n, r in ranks.items()},
         alpha_pattern={keys[n]: float(alphas[n]) for n in ranks},
     )
@@ -130,11 +106,13 @@ def verify(model: nn.Module, ranks: Mapping[str, int], alphas: Mapping[str, floa
     layers = injected_layers(model)
     extra, absent = sorted(set(layers) - set(ranks)), sorted(set(ranks) - set(layers))
     if extra or absent:
-        raise ConfigError(f"peft adapted a different module set than allocated: unexpected {extra[:5]}, "
-                          f"missing {absent[:5]}")
-    wrong = [(n, int(m.r["default"]), ranks[n], float(m.lora_alpha["default"]), alphas[n])
-             for n, m in layers.items()
-             if int(m.r["default"]) != ranks[n] or float(m.lora_alpha["default"]) != float(alphas[n])]
+        raise ConfigError(
+            f"peft adapted a different module set than allocated: unexpected {extra[:5]}, missing {absent[:5]}"
+        )
+    wrong = [
+        (n, int(m.r["default"]), ranks[n], float(m.lora_alpha["default"]), alphas[n])
+        for n, m in layers.items()
+        if int(m.r["default"]) != ranks[n] or float(m.lora_alpha["default"]) != float(alphas[n])
+    ]
     if wrong:
-        raise ConfigError("peft built other ranks/alphas than allocated (module, r, want, alpha, want): "
-                          f"{wrong[:5]}")
+        raise ConfigError(f"peft built other ranks/alphas than allocated (module, r, want, alpha, want): {wrong[:5]}")

@@ -46,7 +46,7 @@ def esd_eigenvalues(weights: Sequence[torch.Tensor], max_batch_elems: int = 1 <<
     for (_, n, m), idx in groups.items():
         per_chunk = max(1, max_batch_elems // (n * m))
         for start in range(0, len(idx), per_chunk):
-            chunk = idx[start:start + per_chunk]
+            chunk = idx[start : start + per_chunk]
             stack = torch.stack([_oriented(weights[i]) for i in chunk])
             sv = torch.linalg.svdvals(stack)
             for row, i in enumerate(chunk):
@@ -86,8 +86,9 @@ def hill_alpha_median(eigs: torch.Tensor) -> float:
     return 1.0 + k / denom if denom > 0 else math.inf
 
 
-def hill_alpha_ks(eigs: torch.Tensor, min_tail: int = KS_MIN_TAIL,
-                  max_block_elems: int = 1 << 22) -> tuple[float, float, float]:
+def hill_alpha_ks(
+    eigs: torch.Tensor, min_tail: int = KS_MIN_TAIL, max_block_elems: int = 1 << 22
+) -> tuple[float, float, float]:
     """Power-law fit with ``x_min`` chosen by minimum Kolmogorov–Smirnov distance (Clauset et al. 2009).
 
     For every candidate ``x_min = x_j`` (ascending ``x``) with at least ``min_tail`` points in the tail,
@@ -113,7 +114,7 @@ def hill_alpha_ks(eigs: torch.Tensor, min_tail: int = KS_MIN_TAIL,
     best = (math.inf, 0)
     rows_per_block = max(1, max_block_elems // n)
     for start in range(0, cand.numel(), rows_per_block):
-        j = cand[start:start + rows_per_block]
+        j = cand[start : start + rows_per_block]
         a, m = alphas[j, None], tail_n[j, None]
         # Clamping both offsets at 0 turns every entry left of the tail into a copy of its first entry
         # (pos 0, fitted CDF 0), so no mask is needed.
@@ -159,8 +160,12 @@ def count_spikes(eigs: torch.Tensor, n: int, m: int, tracy_widom: bool = True) -
     return int((eigs.detach().to("cpu", torch.float64) > mp_edge(eigs, n, m, tracy_widom)).sum())
 
 
-def analyse_weights(weights: Mapping[str, torch.Tensor], hill_method: str = "median",
-                    eigenvalue_threshold: float = 1e-5, tracy_widom: bool = True) -> pd.DataFrame:
+def analyse_weights(
+    weights: Mapping[str, torch.Tensor],
+    hill_method: str = "median",
+    eigenvalue_threshold: float = 1e-5,
+    tracy_widom: bool = True,
+) -> pd.DataFrame:
     """One row per weight: module, out/in features, n_eigs (after filtering), lambda_max, mp_edge, alpha_hill,
     spikes. ``weights`` maps module name to its ``(out, in)`` weight (any device/dtype)."""
     if hill_method not in HILL_METHODS:
@@ -173,10 +178,19 @@ def analyse_weights(weights: Mapping[str, torch.Tensor], hill_method: str = "med
         out_f, in_f = weights[name].shape
         n, m = max(out_f, in_f), min(out_f, in_f)
         kept = filter_eigenvalues(eigs, eigenvalue_threshold)
-        rows.append(dict(
-            module=name, out_features=int(out_f), in_features=int(in_f), n_eigs=int(kept.numel()),
-            lambda_max=float(eigs.max()), mp_edge=mp_edge(eigs, n, m, tracy_widom),
-            alpha_hill=hill_alpha(kept, hill_method), spikes=count_spikes(eigs, n, m, tracy_widom),
-        ))
-    return pd.DataFrame(rows, columns=["module", "out_features", "in_features", "n_eigs", "lambda_max",
-                                       "mp_edge", "alpha_hill", "spikes"])
+        rows.append(
+            dict(
+                module=name,
+                out_features=int(out_f),
+                in_features=int(in_f),
+                n_eigs=int(kept.numel()),
+                lambda_max=float(eigs.max()),
+                mp_edge=mp_edge(eigs, n, m, tracy_widom),
+                alpha_hill=hill_alpha(kept, hill_method),
+                spikes=count_spikes(eigs, n, m, tracy_widom),
+            )
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["module", "out_features", "in_features", "n_eigs", "lambda_max", "mp_edge", "alpha_hill", "spikes"],
+    )

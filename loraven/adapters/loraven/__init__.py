@@ -17,37 +17,19 @@ from typing import Any
 
 from torch import nn
 
-from loraven.adapters.base import AdapterContext, ConfigError, linear_targets, rank_for_budget, register_adapter
+from loraven.adapters.base import AdapterContext, linear_targets, rank_for_budget, register_adapter
 from loraven.adapters.loraven.config import AdapterConfig, SchedulerConfig, adapter_config
 from loraven.adapters.loraven.layer import DynamicLowRankLayer
 from loraven.adapters.loraven.model import LoRAvenModel
+from loraven.adapters.targets import resolve_targets, smallest_side
+from loraven.errors import ConfigError
 
 __all__ = ["DynamicLowRankLayer", "LoRAvenModel", "apply_loraven", "find_targets", "inject"]
 
 
-def _output_head(model: nn.Module) -> nn.Module | None:
-    get = getattr(model, "get_output_embeddings", None)
-    if callable(get):
-        head = get()
-        if head is not None:
-            return head
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears and isinstance(model, nn.Sequential) else None
-
-
 def find_targets(model: nn.Module, target_modules: str | list[str]) -> list[str]:
-    """Names of the nn.Linear modules to adapt: suffix matches, or ``all-linear`` minus the output head."""
-    linear = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if target_modules == "all-linear":
-        head = _output_head(model)
-        names = [n for n, m in linear if m is not head and not n.endswith("lm_head")]
-    else:
-        names = [n for n, _ in linear if any(n == t or n.endswith("." + t) for t in target_modules)]
-    if not names:
-        available = sorted({n.rsplit(".", 1)[-1] for n, _ in linear})
-        raise ConfigError(f"adapter.target_modules={target_modules!r} matched no nn.Linear; "
-                          f"linear module names in this model: {', '.join(available)}")
-    return names
+    """Names of the nn.Linear modules to adapt (the shared resolver; LoRAven's layer needs an nn.Linear)."""
+    return list(resolve_targets(model, target_modules, classes=(nn.Linear,)))
 
 
 def inject(model: nn.Module, cfg: AdapterConfig) -> dict[str, DynamicLowRankLayer]:
@@ -60,16 +42,43 @@ def inject(model: nn.Module, cfg: AdapterConfig) -> dict[str, DynamicLowRankLaye
         limit = min(base.in_features, base.out_features)
         r_max = limit if cfg.r_max == "full" else int(cfg.r_max)
         if r_max > limit:
-            raise ConfigError(f"adapter.r_max={r_max} exceeds layer {name} ({base.out_features}x"
-                              f"{base.in_features}); valid: 1..{limit} or 'full'")
+            raise ConfigError(
+                f"adapter.r_max={r_max} exceeds layer {name} ({base.out_features}x"
+                f"{base.in_features}); valid: 1..{limit} or 'full'"
+            )
         layer = DynamicLowRankLayer(
-            base, r_max=r_max, r_init=None if cfg.r_init is None else min(int(cfg.r_init), r_max),
-            r_min=min(int(cfg.r_min), r_max), mode=cfg.mode, alpha=cfg.alpha, dropout=float(cfg.dropout),
-            nan_guard=cfg.nan_guard, gate_blocks=int(cfg.gate_blocks) if cfg.gate else 0,
-            gradient_checkpointing=cfg.gradient_checkpointing)
+            base,
+            r_max=r_max,
+            r_init=None if cfg.r_init is None else min(int(cfg.r_init), r_max),
+            r_min=min(int(cfg.r_min), r_max),
+            mode=cfg.mode,
+            alpha=cfg.alpha,
+            dropout=float(cfg.dropout),
+            nan_guard=cfg.nan_guard,
+            gate_blocks=int(cfg.gate_blocks) if cfg.gate else 0,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+        )
         setattr(parent, child, layer)
         layers[name] = layer
     return layers
+
+
+def check_rank_fits(model: nn.Module, adapter_cfg: Mapping[str, Any]) -> None:
+    """An integer ``r_max`` above a target layer's smaller side is a config error ('full' always fits)."""
+    r_max = adapter_cfg.get("r_max")
+    if r_max is None or r_max == "full":
+        return
+    targets = resolve_targets(model, adapter_cfg.get("target_modules", "all-linear"), classes=(nn.Linear,))
+    name, limit = smallest_side(targets)
+    if int(r_max) > limit:
+        raise ConfigError(
+            f"adapter.r_max={r_max} exceeds layer {name} (smaller side {limit}); valid: 1..{limit} or 'full'"
+        )
+
+
+def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
+    """Benchmarks at matched rank r: ``r_max = r`` (the scheduler may lower the live rank, never raise it)."""
+    return {**cfg, "r_max": rank, "r_min": min(int(cfg.get("r_min", 2)), rank), "alpha": 2 * rank}
 
 
 def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[str, Any]:
@@ -79,8 +88,10 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[st
     fitted, each is one clear error."""
     acfg = adapter_config(cfg)
     if acfg.mode != "adapter" or acfg.gate:
-        raise ConfigError(f"adapter.param_budget fits LoRAven's adapter mode without a gate; got "
-                          f"adapter.mode={acfg.mode}, adapter.gate={acfg.gate} (set param_budget=null)")
+        raise ConfigError(
+            f"adapter.param_budget fits LoRAven's adapter mode without a gate; got "
+            f"adapter.mode={acfg.mode}, adapter.gate={acfg.gate} (set param_budget=null)"
+        )
     layers = linear_targets(model, acfg.target_modules)
     if not layers:
         raise ConfigError(f"adapter.target_modules={acfg.target_modules!r} matches no Linear layer")
@@ -92,13 +103,23 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[st
     return {"r_max": r_max, "alpha": alpha}
 
 
-@register_adapter("loraven", schedulers=("static", "linear", "energy"), fit_budget=budget_fit,
-                  size_space=("adapter.r_max", "choice(4,8,16)"))
-def apply_loraven(model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any],
-                  ctx: AdapterContext) -> LoRAvenModel:
+LEVELS = {"static": "fixed low-rank", "linear": "dynamic", "energy": "full LoRAven"}  # the paper's §5.2 levels
+
+
+@register_adapter(
+    "loraven",
+    schedulers=("static", "linear", "energy"),
+    labels=LEVELS,
+    order=10,
+    check_fits=check_rank_fits,
+    match_rank=match_rank,
+    fit_budget=budget_fit,
+    size_space=("adapter.r_max", "choice(4,8,16)"),
+)
+def apply_loraven(model: nn.Module, adapter_cfg: Mapping[str, Any], ctx: AdapterContext) -> LoRAvenModel:
     """LoRAven: dynamic-rank U·diag(S)·Vᵀ layers (adapter beside frozen W0, or replacing W) + scheduler."""
     acfg = adapter_config(adapter_cfg)
-    scfg = SchedulerConfig.from_mapping(scheduler_cfg)
+    scfg = SchedulerConfig.from_mapping(ctx.scheduler)
     if acfg.mode == "adapter" or not acfg.train_other:
         for p in model.parameters():
             p.requires_grad_(False)

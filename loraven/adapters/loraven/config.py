@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.loraven.layer import MODES
+from loraven.errors import ConfigError
 
 SCHEDULERS = ("static", "linear", "energy")
 
@@ -50,8 +50,7 @@ class AdapterConfig:
         if int(self.r_min) < 1:
             raise ConfigError(f"adapter.r_min={self.r_min}; valid: >= 1")
         if self.inference_path not in ("auto", "fused", "factored", "merge"):
-            raise ConfigError(f"adapter.inference_path={self.inference_path!r}; "
-                              "valid: auto, fused, factored, merge")
+            raise ConfigError(f"adapter.inference_path={self.inference_path!r}; valid: auto, fused, factored, merge")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"adapter.dropout={self.dropout}; valid: [0, 1)")
         if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
@@ -122,8 +121,7 @@ class SchedulerConfig:
         raw["energy_model"] = dict(raw.get("energy_model") or {})
         out = _section(cls, raw, "scheduler")
         if out.name not in SCHEDULERS:
-            raise ConfigError(f"scheduler.name={out.name!r}; "
-                              f"valid choices for loraven: {', '.join(SCHEDULERS)}")
+            raise ConfigError(f"scheduler.name={out.name!r}; valid choices for loraven: {', '.join(SCHEDULERS)}")
         for key in ("update_every", "rank_bucket"):
             if int(getattr(out, key)) < 1:
                 raise ConfigError(f"scheduler.{key}={getattr(out, key)}; valid: >= 1")

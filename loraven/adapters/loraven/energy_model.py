@@ -23,19 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.loraven.estimators import LatencyEstimator, Workload, bytes_moved, flops
+from loraven.errors import ConfigError
 
 
 @dataclass
 class EnergyModel:
-    e_flop: float = 2.3e-12          # J/FLOP, fp32 (Horowitz 2014); bf16 ≈ 0.75e-12
-    e_byte_cache: float = 2.5e-12    # J/B, on-chip SRAM (32 KB)
-    e_byte_dram: float = 162.5e-12   # J/B, off-chip DRAM
-    miss_rate: float = 0.1           # fraction of accesses that reach DRAM
-    eta_parallel: float = 1.0        # parallel-efficiency factor on compute energy
-    f_dvfs: float = 1.0              # DVFS scaling of energy per op (1 = nominal voltage/frequency)
-    p_idle: float = 10.0             # W, idle/static power attributed to this work
+    e_flop: float = 2.3e-12  # J/FLOP, fp32 (Horowitz 2014); bf16 ≈ 0.75e-12
+    e_byte_cache: float = 2.5e-12  # J/B, on-chip SRAM (32 KB)
+    e_byte_dram: float = 162.5e-12  # J/B, off-chip DRAM
+    miss_rate: float = 0.1  # fraction of accesses that reach DRAM
+    eta_parallel: float = 1.0  # parallel-efficiency factor on compute energy
+    f_dvfs: float = 1.0  # DVFS scaling of energy per op (1 = nominal voltage/frequency)
+    p_idle: float = 10.0  # W, idle/static power attributed to this work
     latency: LatencyEstimator = field(default_factory=LatencyEstimator)
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)  # calibrated multipliers (compute, memory, static)
 
@@ -47,8 +47,9 @@ class EnergyModel:
         own = {f.name for f in fields(cls)} - {"latency", "scale"}
         bad = set(cfg) - lat_keys - own
         if bad:
-            raise ConfigError(f"unknown scheduler.energy_model keys {sorted(bad)}; "
-                              f"valid: {sorted(own | lat_keys | {'calibration'})}")
+            raise ConfigError(
+                f"unknown scheduler.energy_model keys {sorted(bad)}; valid: {sorted(own | lat_keys | {'calibration'})}"
+            )
         lat = LatencyEstimator(**{k: float(v) for k, v in cfg.items() if k in lat_keys})
         model = cls(latency=lat, **{k: float(v) for k, v in cfg.items() if k in own})
         if calibration:
@@ -71,8 +72,9 @@ class EnergyModel:
         ok = [r for r in candidates if self.energy(w.at_rank(r)) <= budget]
         return max(ok) if ok else None
 
-    def fit(self, measured_joules: Sequence[float], workloads: Sequence[Workload | Sequence[Workload]]
-            ) -> dict[str, float]:
+    def fit(
+        self, measured_joules: Sequence[float], workloads: Sequence[Workload | Sequence[Workload]]
+    ) -> dict[str, float]:
         """Calibrate the three term multipliers by non-negative least squares (scipy ``nnls``).
 
         ``workloads[i]`` is what was run while ``measured_joules[i]`` was measured (one Workload or a list
@@ -95,16 +97,17 @@ class EnergyModel:
         ss_tot = float(((y - y.mean()) ** 2).sum()) or 1e-30
         r2 = 1.0 - float(((y - pred) ** 2).sum()) / ss_tot
         self.scale = (float(coef[0]), float(coef[1]), float(coef[2]))
-        return {"scale_compute": self.scale[0], "scale_memory": self.scale[1], "scale_static": self.scale[2],
-                "r2": r2}
+        return {"scale_compute": self.scale[0], "scale_memory": self.scale[1], "scale_static": self.scale[2], "r2": r2}
 
 
 def load_scale(path: str | Path) -> tuple[float, float, float]:
     """The (compute, memory, static) multipliers of a calibration file written by ``calibrate``."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"scheduler.energy_model.calibration={str(path)!r} is not a file; valid: a JSON file "
-                          "written by python -m loraven.adapters.loraven.calibrate, or null")
+        raise ConfigError(
+            f"scheduler.energy_model.calibration={str(path)!r} is not a file; valid: a JSON file "
+            "written by python -m loraven.adapters.loraven.calibrate, or null"
+        )
     scale = tuple(float(v) for v in json.loads(p.read_text())["scale"])
     if len(scale) != 3 or any(v < 0 or not math.isfinite(v) for v in scale):
         raise ConfigError(f"calibration file {path}: scale={scale!r}; valid: three finite numbers >= 0")

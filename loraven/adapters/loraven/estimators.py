@@ -27,8 +27,7 @@ class Workload:
     training: bool = True
 
     def at_rank(self, rank: int) -> Workload:
-        return Workload(self.tokens, self.in_features, self.out_features, rank, self.bytes_per_element,
-                        self.training)
+        return Workload(self.tokens, self.in_features, self.out_features, rank, self.bytes_per_element, self.training)
 
 
 def flops(w: Workload) -> float:
@@ -48,10 +47,10 @@ def bytes_moved(w: Workload) -> float:
 class LatencyEstimator:
     """Roofline time: max(compute, memory) + a fixed launch overhead per GEMM."""
 
-    peak_flops: float = 1.0e11        # FLOP/s; ~2 AVX2 cores. An H100 is ~5e14 (bf16 dense)
-    bandwidth: float = 2.0e10         # B/s; DDR4 dual channel. An H100 is ~3.3e12 (HBM3)
-    launch_overhead_s: float = 5e-6   # per kernel; CUDA launches are ~5 µs
-    eta_parallel: float = 1.0         # achieved fraction of peak (1 = ideal)
+    peak_flops: float = 1.0e11  # FLOP/s; ~2 AVX2 cores. An H100 is ~5e14 (bf16 dense)
+    bandwidth: float = 2.0e10  # B/s; DDR4 dual channel. An H100 is ~3.3e12 (HBM3)
+    launch_overhead_s: float = 5e-6  # per kernel; CUDA launches are ~5 µs
+    eta_parallel: float = 1.0  # achieved fraction of peak (1 = ideal)
 
     def seconds(self, w: Workload) -> float:
         kernels = 6 if w.training else 2

@@ -25,8 +25,13 @@ class EventRow:
 
 
 class EventMonitor:
-    def __init__(self, target_loss: float | None = None, error_threshold: float = 0.5,
-                 performance_drop_pct: float = 10.0, loss_ema: float = 0.5) -> None:
+    def __init__(
+        self,
+        target_loss: float | None = None,
+        error_threshold: float = 0.5,
+        performance_drop_pct: float = 10.0,
+        loss_ema: float = 0.5,
+    ) -> None:
         self.target_loss = target_loss
         self.error_threshold = float(error_threshold)
         self.performance_drop_pct = float(performance_drop_pct)

@@ -15,8 +15,15 @@ import torch
 
 
 @torch.no_grad()
-def hebbian_update(U: torch.Tensor, V: torch.Tensor, r: int, x_mean: torch.Tensor,
-                   y_mean: torch.Tensor, lr: float, max_rel: float = 0.01) -> None:
+def hebbian_update(
+    U: torch.Tensor,
+    V: torch.Tensor,
+    r: int,
+    x_mean: torch.Tensor,
+    y_mean: torch.Tensor,
+    lr: float,
+    max_rel: float = 0.01,
+) -> None:
     """In-place update of the active slices U[:, :r], V[:, :r] (parameters and optimizer state kept)."""
     u, v = U[:, :r], V[:, :r]
     x = x_mean.to(v.dtype)

@@ -36,10 +36,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from loraven.adapters.base import ConfigError
 from loraven.adapters.loraven import fusion
 from loraven.adapters.loraven.gate import GateNetwork
 from loraven.adapters.loraven.lowrank_fn import LowRankMatmul
+from loraven.errors import ConfigError
 
 MODES = ("adapter", "replace")
 PATHS = ("factored", "three_matmul", "fused", "inplace")
@@ -49,10 +49,19 @@ NAN_GUARDS = ("input", "bottleneck", "off")
 class DynamicLowRankLayer(nn.Module):
     """Low-rank (adapter or replacement) ``nn.Linear`` whose active rank changes without losing weights."""
 
-    def __init__(self, base: nn.Linear, r_max: int, r_init: int | None = None, r_min: int = 1,
-                 mode: str = "adapter", alpha: float | None = None, dropout: float = 0.0,
-                 nan_guard: bool | str = "auto", gate_blocks: int = 0,
-                 gradient_checkpointing: bool = False) -> None:
+    def __init__(
+        self,
+        base: nn.Linear,
+        r_max: int,
+        r_init: int | None = None,
+        r_min: int = 1,
+        mode: str = "adapter",
+        alpha: float | None = None,
+        dropout: float = 0.0,
+        nan_guard: bool | str = "auto",
+        gate_blocks: int = 0,
+        gradient_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"adapter.mode={mode!r}; valid choices: {', '.join(MODES)}")
@@ -71,8 +80,10 @@ class DynamicLowRankLayer(nn.Module):
         if nan_guard not in NAN_GUARDS:
             raise ConfigError(f"adapter.nan_guard={nan_guard!r}; valid: auto, {', '.join(NAN_GUARDS)}")
         if mode == "replace" and dropout > 0:
-            raise ConfigError(f"adapter.dropout={dropout} with adapter.mode=replace; valid: 0.0 (dropout acts on "
-                              "the adapter input beside a frozen W0; replace mode has no separate adapter path)")
+            raise ConfigError(
+                f"adapter.dropout={dropout} with adapter.mode=replace; valid: 0.0 (dropout acts on "
+                "the adapter input beside a frozen W0; replace mode has no separate adapter path)"
+            )
         self.nan_guard, self.gradient_checkpointing = nan_guard, bool(gradient_checkpointing)
         self.path = "factored"
         self.merged = False
@@ -128,8 +139,10 @@ class DynamicLowRankLayer(nn.Module):
         return self.delta_weight()
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}, "
-                f"r={self.r}, r_max={self.r_max}, path={self.path}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}, "
+            f"r={self.r}, r_max={self.r_max}, path={self.path}"
+        )
 
     # ------------------------------------------------------------------ rank management
     def set_rank(self, r: int) -> None:
@@ -215,8 +228,13 @@ class DynamicLowRankLayer(nn.Module):
             s = s * self.scaling
         if self.path == "three_matmul":
             return fusion.three_matmul(x, u, s, v)
-        if (self.gate is None and self.nan_guard != "bottleneck" and x.dtype == self.U.dtype
-                and not torch.is_autocast_enabled(x.device.type) and not torch.compiler.is_compiling()):
+        if (
+            self.gate is None
+            and self.nan_guard != "bottleneck"
+            and x.dtype == self.U.dtype
+            and not torch.is_autocast_enabled(x.device.type)
+            and not torch.compiler.is_compiling()
+        ):
             y = LowRankMatmul.apply(x.reshape(-1, self.in_features), self.U, self.S, self.V, r, self.scaling)
             return y.reshape(*x.shape[:-1], self.out_features)
         z = torch.matmul(x, v)
@@ -239,14 +257,21 @@ class DynamicLowRankLayer(nn.Module):
     # ------------------------------------------------------------------ fusion (§3.1.1)
     def fused_weight_t(self) -> torch.Tensor:
         """Cached W_fusedᵀ (in × out); recomputed when the rank or any factor/base weight changed."""
-        key = (self.r, self.U._version, self.S._version, self.V._version, self.merged,
-               self.base_layer.weight._version if self.mode == "adapter" else 0)
+        key = (
+            self.r,
+            self.U._version,
+            self.S._version,
+            self.V._version,
+            self.merged,
+            self.base_layer.weight._version if self.mode == "adapter" else 0,
+        )
         if self._fused_key != key or self._fused_t is None:
             with torch.no_grad():
                 if self.mode == "adapter":
                     w = self.base_layer.weight
-                    self._fused_t = w.T.contiguous() if self.merged else (
-                        w.T + self.delta_weight().T.to(w.dtype)).contiguous()
+                    self._fused_t = (
+                        w.T.contiguous() if self.merged else (w.T + self.delta_weight().T.to(w.dtype)).contiguous()
+                    )
                 else:
                     u, s, v = self.active_factors()
                     self._fused_t = fusion.fuse_weight(u, s, v).contiguous()
@@ -266,8 +291,12 @@ class DynamicLowRankLayer(nn.Module):
         wt = self.fused_weight_t()
         xf = x.reshape(-1, self.in_features).to(wt.dtype)
         if self.path == "inplace":
-            if self._out_buf is None or self._out_buf.shape != (xf.shape[0], self.out_features) \
-                    or self._out_buf.dtype != wt.dtype or self._out_buf.device != wt.device:
+            if (
+                self._out_buf is None
+                or self._out_buf.shape != (xf.shape[0], self.out_features)
+                or self._out_buf.dtype != wt.dtype
+                or self._out_buf.device != wt.device
+            ):
                 self._out_buf = torch.empty(xf.shape[0], self.out_features, dtype=wt.dtype, device=wt.device)
             y = fusion.fused_inplace(xf, wt, self._out_buf)
             b = self._bias()

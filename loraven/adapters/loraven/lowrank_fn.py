@@ -14,8 +14,9 @@ import torch
 
 class LowRankMatmul(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, V: torch.Tensor, r: int,
-                scaling: float) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, U: torch.Tensor, S: torch.Tensor, V: torch.Tensor, r: int, scaling: float
+    ) -> torch.Tensor:
         z = torch.mm(x, V[:, :r])
         s = S[:r] * scaling if scaling != 1.0 else S[:r]
         y = torch.mm(z * s, U[:, :r].T)

@@ -45,15 +45,23 @@ EVENT_HEADER = ["step", "module", "event", "old_rank", "new_rank"]
 
 
 class LoRAvenModel(AdaptedModel):
-    def __init__(self, model: nn.Module, layers: dict[str, DynamicLowRankLayer], acfg: AdapterConfig,
-                 scfg: SchedulerConfig, seed: int = 0, total_steps: int = 0) -> None:
-        super().__init__(model, "loraven", scfg.name)
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: dict[str, DynamicLowRankLayer],
+        acfg: AdapterConfig,
+        scfg: SchedulerConfig,
+        seed: int = 0,
+        total_steps: int = 0,
+    ) -> None:
+        super().__init__(model)
         self.layers = layers
         self.acfg, self.scfg = acfg, scfg
         cap = max(1, int(total_steps) // 4) if total_steps and total_steps > 0 else None
         self.update_every = min(scfg.update_every, cap) if cap else scfg.update_every
-        self.min_steps_between_changes = min(scfg.min_steps_between_changes, cap) if cap else \
-            scfg.min_steps_between_changes
+        self.min_steps_between_changes = (
+            min(scfg.min_steps_between_changes, cap) if cap else scfg.min_steps_between_changes
+        )
         scfg.min_steps_between_changes = self.min_steps_between_changes  # the scheduler's hysteresis reads it
         self.energy = EnergyModel.from_config(scfg.energy_model)
         self.scheduler_impl = build_scheduler(scfg, self.energy)
@@ -62,8 +70,14 @@ class LoRAvenModel(AdaptedModel):
         self.dynamic = scfg.name != "static"
         self.observing = self.dynamic or acfg.hebbian
         device = next(iter(layers.values())).U.device
-        self.scorers = ScorerBank({n: lay.in_features for n, lay in layers.items()} if self.dynamic else {},
-                                  device, scfg.scorer.lr, scfg.scorer.steps, scfg.scorer.buffer, seed=seed)
+        self.scorers = ScorerBank(
+            {n: lay.in_features for n, lay in layers.items()} if self.dynamic else {},
+            device,
+            scfg.scorer.lr,
+            scfg.scorer.steps,
+            scfg.scorer.buffer,
+            seed=seed,
+        )
         for layer in layers.values():
             layer.probe_rows = scfg.scorer.probe_rows
             layer._grad_sq = None
@@ -107,11 +121,15 @@ class LoRAvenModel(AdaptedModel):
 
     def step_metrics(self) -> dict[str, float]:
         ranks = [layer.r for layer in self.layers.values()]
-        out = {"loraven/rank_mean": sum(ranks) / max(len(ranks), 1), "loraven/rank_min": float(min(ranks)),
-               "loraven/rank_max": float(max(ranks)), "loraven/n_events": float(len(self.events)),
-               "loraven/n_rank_changes": float(len(self.trace) - len(self.layers)),
-               "loraven/pred_energy_j": self.predicted_energy(), "loraven/pred_energy_rmax_j":
-               self.predicted_energy(at_rmax=True)}
+        out = {
+            "loraven/rank_mean": sum(ranks) / max(len(ranks), 1),
+            "loraven/rank_min": float(min(ranks)),
+            "loraven/rank_max": float(max(ranks)),
+            "loraven/n_events": float(len(self.events)),
+            "loraven/n_rank_changes": float(len(self.trace) - len(self.layers)),
+            "loraven/pred_energy_j": self.predicted_energy(),
+            "loraven/pred_energy_rmax_j": self.predicted_energy(at_rmax=True),
+        }
         if self.scheduler_impl.last_total_budget:
             out["loraven/budget_j"] = self.scheduler_impl.last_total_budget
             out["loraven/budget_use"] = out["loraven/pred_energy_j"] / self.scheduler_impl.last_total_budget
@@ -127,8 +145,10 @@ class LoRAvenModel(AdaptedModel):
         run_dir.mkdir(parents=True, exist_ok=True)
         paths = []
         event_rows = [(e.step, e.module, e.event, e.old_rank, e.new_rank) for e in self.events]
-        for fname, header, rows in (("rank_trace.csv", TRACE_HEADER, self.trace_rows()),
-                                    ("loraven_events.csv", EVENT_HEADER, event_rows)):
+        for fname, header, rows in (
+            ("rank_trace.csv", TRACE_HEADER, self.trace_rows()),
+            ("loraven_events.csv", EVENT_HEADER, event_rows),
+        ):
             path = run_dir / fname
             tmp = path.with_suffix(".csv.tmp")
             with tmp.open("w", newline="") as fh:
@@ -142,25 +162,35 @@ class LoRAvenModel(AdaptedModel):
     def artifact_tables(self) -> Mapping[str, Any]:
         import pandas as pd
 
-        return {"rank_trace": pd.DataFrame(self.trace_rows(), columns=TRACE_HEADER),
-                "loraven_events": pd.DataFrame([e.__dict__ for e in self.events], columns=EVENT_HEADER)}
+        return {
+            "rank_trace": pd.DataFrame(self.trace_rows(), columns=TRACE_HEADER),
+            "loraven_events": pd.DataFrame([e.__dict__ for e in self.events], columns=EVENT_HEADER),
+        }
 
     def summary(self) -> dict[str, Any]:
         ranks = list(self.ranks().values())
         out: dict[str, Any] = {
             **super().summary(),
-            "mode": self.acfg.mode, "r_min": min(lay.r_min for lay in self.layers.values()),
+            "mode": self.acfg.mode,
+            "r_min": min(lay.r_min for lay in self.layers.values()),
             "r_max": max(lay.r_max for lay in self.layers.values()),
-            "mean_rank": sum(ranks) / max(len(ranks), 1), "n_layers": len(ranks),
-            "n_events": len(self.events), "events_by_type": dict(Counter(e.event for e in self.events)),
-            "n_rank_changes": len(self.trace) - len(self.layers), "n_decisions": self.n_decisions,
+            "mean_rank": sum(ranks) / max(len(ranks), 1),
+            "n_layers": len(ranks),
+            "n_events": len(self.events),
+            "events_by_type": dict(Counter(e.event for e in self.events)),
+            "n_rank_changes": len(self.trace) - len(self.layers),
+            "n_decisions": self.n_decisions,
             "predicted_energy_j": self.predicted_energy(),
             "predicted_energy_rmax_j": self.predicted_energy(at_rmax=True),
             "energy_model": "loraven-analytic (Horowitz 2014 constants; a prediction, not a measurement)"
-            + (f", calibrated by {self.scfg.energy_model['calibration']}" if self.scfg.energy_model.get(
-                "calibration") else ", uncalibrated"),
+            + (
+                f", calibrated by {self.scfg.energy_model['calibration']}"
+                if self.scfg.energy_model.get("calibration")
+                else ", uncalibrated"
+            ),
             "update_every": self.update_every,
-            "min_steps_between_changes": self.min_steps_between_changes, "rank_bucket": self.scfg.rank_bucket,
+            "min_steps_between_changes": self.min_steps_between_changes,
+            "rank_bucket": self.scfg.rank_bucket,
         }
         if self.scheduler_impl.last_total_budget:
             out["budget_j"] = self.scheduler_impl.last_total_budget
@@ -198,8 +228,9 @@ class LoRAvenModel(AdaptedModel):
         for layer in self.layers.values():
             if layer.obs_tokens:
                 r = layer.r_max if at_rmax else layer.r
-                total += self.energy.energy(Workload(layer.obs_tokens, layer.in_features, layer.out_features,
-                                                     r, layer.U.element_size()))
+                total += self.energy.energy(
+                    Workload(layer.obs_tokens, layer.in_features, layer.out_features, r, layer.U.element_size())
+                )
         return total
 
     def _set_observe(self, on: bool) -> None:
@@ -253,12 +284,25 @@ class LoRAvenModel(AdaptedModel):
             u, s, v = lay.active_factors()
             pnorm = torch.sqrt(u.float().pow(2).sum() + s.float().pow(2).sum() + v.float().pow(2).sum())
             gsq = lay._grad_sq if lay._grad_sq is not None else feat.new_zeros(())
-            rows.append(torch.stack([score.float(), div.float(), (gsq.sqrt() / (pnorm + 1e-12)).float(),
-                                     target.float()]))
+            rows.append(
+                torch.stack([score.float(), div.float(), (gsq.sqrt() / (pnorm + 1e-12)).float(), target.float()])
+            )
         values = torch.stack(rows).tolist()  # the one host sync of a decision step
         out = []
         for (name, lay), (score, div, grad_rel, _target) in zip(observed.items(), values, strict=True):
             self.last_scores[name] = score
-            out.append(Observation(name, lay.r, lay.r_min, lay.r_max, lay.in_features, lay.out_features,
-                                   lay.obs_tokens, score, div, grad_rel if math.isfinite(grad_rel) else 0.0))
+            out.append(
+                Observation(
+                    name,
+                    lay.r,
+                    lay.r_min,
+                    lay.r_max,
+                    lay.in_features,
+                    lay.out_features,
+                    lay.obs_tokens,
+                    score,
+                    div,
+                    grad_rel if math.isfinite(grad_rel) else 0.0,
+                )
+            )
         return out

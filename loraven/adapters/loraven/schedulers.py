@@ -70,8 +70,9 @@ class Observation:
     grad_rel: float
 
     def workload(self, rank: int | None = None, bytes_per_element: int = 4) -> Workload:
-        return Workload(self.tokens, self.in_features, self.out_features,
-                        self.rank if rank is None else rank, bytes_per_element)
+        return Workload(
+            self.tokens, self.in_features, self.out_features, self.rank if rank is None else rank, bytes_per_element
+        )
 
 
 def diversity(features: deque) -> torch.Tensor:
@@ -110,8 +111,12 @@ class RankScheduler:
 
     def linear_rank(self, obs: Observation, s_avg: float, g: float, bump: bool) -> int:
         span = obs.r_max - obs.r_min
-        r = (obs.r_min + s_avg * span + self.cfg.diversity_weight * obs.diversity * span
-             + self.cfg.gradient_weight * g * span)
+        r = (
+            obs.r_min
+            + s_avg * span
+            + self.cfg.diversity_weight * obs.diversity * span
+            + self.cfg.gradient_weight * g * span
+        )
         if bump:
             r += self.cfg.rank_bucket
         return to_bucket(min(r, obs.r_max), bucket_set(obs.r_min, obs.r_max, self.cfg.rank_bucket))
@@ -130,8 +135,9 @@ class RankScheduler:
         st.last_change = step
         return proposed
 
-    def decide(self, observations: list[Observation], step: int, loss_events: list[str]
-               ) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    def decide(
+        self, observations: list[Observation], step: int, loss_events: list[str]
+    ) -> tuple[dict[str, int], list[tuple[str, str]]]:
         """New rank per layer, and (layer, event) pairs for per-layer events (budget violations)."""
         return {o.name: o.rank for o in observations}, []
 
@@ -192,8 +198,7 @@ class EnergyScheduler(RankScheduler):
             if r_energy is None:
                 r_energy = obs.r_min
             r_complexity = self.linear_rank(obs, s_avg, g, "performance_drop" in loss_events)
-            proposed = min(r_energy, to_bucket(self.cfg.alpha * r_energy + self.cfg.beta * r_complexity,
-                                               candidates))
+            proposed = min(r_energy, to_bucket(self.cfg.alpha * r_energy + self.cfg.beta * r_complexity, candidates))
             new = self.hysteresis(obs, proposed, step, force=bool(loss_events) or violation)
             new = min(new, r_energy)
             if new != obs.rank:

@@ -39,8 +39,9 @@ class LightweightScorer(nn.Module):
 
     def __init__(self, in_features: int, hidden_dim: int = 32) -> None:
         super().__init__()
-        self.scorer = nn.Sequential(nn.Linear(in_features, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1),
-                                    nn.Sigmoid())
+        self.scorer = nn.Sequential(
+            nn.Linear(in_features, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1), nn.Sigmoid()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Score of a batch (N × in) via its mean, or of an already-averaged feature vector (in,)."""
@@ -56,8 +57,15 @@ class ScorerBank:
     keeps a replay buffer of its last ``buffer`` (feature, target) pairs.
     """
 
-    def __init__(self, in_features: dict[str, int], device: torch.device, lr: float = 1e-2, steps: int = 4,
-                 buffer: int = 32, seed: int = 0) -> None:
+    def __init__(
+        self,
+        in_features: dict[str, int],
+        device: torch.device,
+        lr: float = 1e-2,
+        steps: int = 4,
+        buffer: int = 32,
+        seed: int = 0,
+    ) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.nets = {name: LightweightScorer(d).to(device) for name, d in in_features.items()}
@@ -68,19 +76,18 @@ class ScorerBank:
         self.targets = {name: deque(maxlen=buffer) for name in self.nets}
         self.updates = 0
 
-    def update(self, features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
-               ) -> dict[str, torch.Tensor]:
+    def update(self, features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Add one pair per named layer, take ``steps`` Adam steps; return the new predictions (0-d)."""
         for name, f in features.items():
             self.feats[name].append(f.detach().float())
             self.targets[name].append(targets[name].detach().float().reshape(()))
-        batches = {n: (torch.stack(list(self.feats[n])), torch.stack(list(self.targets[n])))
-                   for n in features}
+        batches = {n: (torch.stack(list(self.feats[n])), torch.stack(list(self.targets[n]))) for n in features}
         with torch.enable_grad():
             for _ in range(self.steps):
                 self.opt.zero_grad(set_to_none=True)
-                loss = sum(torch.nn.functional.mse_loss(self.nets[n].scorer(x).squeeze(-1), y)
-                           for n, (x, y) in batches.items())
+                loss = sum(
+                    torch.nn.functional.mse_loss(self.nets[n].scorer(x).squeeze(-1), y) for n, (x, y) in batches.items()
+                )
                 loss.backward()
                 self.opt.step()
         self.updates += 1

@@ -9,6 +9,7 @@ add a method"). Adapters must not import train, track or measure.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -291,8 +292,11 @@ def rank_for_budget(budget: int, per_rank: int, fixed: int, key: str, limit: int
     return int(min(r, limit))
 
 
+@functools.cache
 def _load_builtin() -> None:
-    """Import every module of this package so their ``register_adapter`` calls run.
+    """Import every module of this package so their ``register_adapter`` calls run (once per process: every
+    registry lookup calls this, and listing the package folder each time is file-system work on hot paths
+    such as the analysis's per-row labels).
 
     Discovered, not listed: a new method is a new module or folder here and nothing else.
     """

@@ -100,8 +100,6 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int, dora: bool
     its magnitude vector (out) per layer. ``alpha`` keeps the configured alpha/r, so the update's scale
     (hence the learning rate that suits it) does not change with the fitted rank."""
     layers = linear_targets(model, target_modules(cfg))
-    if not layers:
-        raise ConfigError(f"adapter.target_modules={cfg.get('target_modules')!r} matches no Linear layer")
     per_rank = sum(m.in_features + m.out_features for _, m in layers)
     fixed = sum(m.out_features for _, m in layers) if dora else 0
     limit = min(min(m.in_features, m.out_features) for _, m in layers)

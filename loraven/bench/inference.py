@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraven.bench.methods import apply_method, bench_methods, build_base, check_methods, is_available, token_batch
+from loraven.bench.methods import apply_method, bench_methods, build_base, check_methods, token_batch
 from loraven.bench.timing import dtype_name, round_robin
 from loraven.provenance import device_name
 
@@ -61,11 +61,7 @@ def run_inference(
     batch = token_batch(base.config.vocab_size, batch_size, seq_len, device, seed)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     models: dict[tuple[str, str], nn.Module] = {("base", "base"): base}
-    skipped = []
     for method in methods:
-        if not is_available(method):
-            skipped.append(method)
-            continue
         adapted = apply_method(base, method, rank, device, seed, rank_mode)
         _perturb_adapter(adapted.model, seed)
         models[(method, "unmerged")] = adapted.model.eval()
@@ -97,11 +93,6 @@ def run_inference(
         if variant == "merged":
             row["max_abs_diff"] = float((outputs[key] - outputs[f"{method}/unmerged"]).abs().max())
         rows.append(row)
-    rows += [
-        {"method": m, "variant": v, **common, "status": "not registered"}
-        for m in skipped
-        for v in ("unmerged", "merged")
-    ]
     return rows
 
 

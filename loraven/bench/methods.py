@@ -63,10 +63,6 @@ def method_configs(method: str, rank: int, rank_mode: str = "uniform") -> tuple[
     return cfg, _load_group("scheduler", scheduler)
 
 
-def is_available(method: str) -> bool:
-    return method in bench_methods()
-
-
 def build_base(
     model: str = "smollm2",
     layers: int | None = None,

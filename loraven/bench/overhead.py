@@ -109,16 +109,7 @@ def run_overhead(
         if tmp is not None:
             tmp.cleanup()
     med = {label: {k: statistics.median(v) for k, v in s.items()} for label, s in samples.items()}
-    pairs = {
-        label: [a / b for a, b in zip(samples[label]["train_s"], samples["bare"]["train_s"], strict=True)]
-        for label in settings
-        if label != "bare"
-    }
-    cpu_pairs = {
-        label: [a / b for a, b in zip(samples[label]["train_cpu_s"], samples["bare"]["train_cpu_s"], strict=True)]
-        for label in settings
-        if label != "bare"
-    }
+    pairs, cpu_pairs = _pair_ratios(samples, "train_s"), _pair_ratios(samples, "train_cpu_s")
     return {
         "model": model,
         "adapter": adapter or "default",
@@ -141,6 +132,16 @@ def run_overhead(
         "component_ratios": {k: statistics.median(v) for k, v in pairs.items()},
         "samples": samples,
         "goal_train_s_ratio": 1.02,
+    }
+
+
+def _pair_ratios(samples: dict[str, dict[str, list[float]]], key: str) -> dict[str, list[float]]:
+    """Per pair, each instrumented setting's ``key`` ÷ the bare run's of the same pair."""
+    bare = samples["bare"][key]
+    return {
+        label: [a / b for a, b in zip(values[key], bare, strict=True)]
+        for label, values in samples.items()
+        if label != "bare"
     }
 
 

@@ -30,7 +30,6 @@ from loraven.bench.methods import (
     bench_methods,
     build_base,
     check_methods,
-    is_available,
     optimizer_bytes,
     param_bytes,
     token_batch,
@@ -141,9 +140,6 @@ def run_train_step(
             "total_params": total_params,
         }
         rows[method] = row
-        if not is_available(method):
-            row["status"] = "not registered"
-            continue
         adapted = apply_method(base, method, rank, device, seed, rank_mode)
         steppers[method] = _Stepper(adapted, batch, lr, grad_clip, device)
         row.update(

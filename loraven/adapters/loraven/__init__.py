@@ -93,8 +93,6 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[st
             f"adapter.mode={acfg.mode}, adapter.gate={acfg.gate} (set param_budget=null)"
         )
     layers = linear_targets(model, acfg.target_modules)
-    if not layers:
-        raise ConfigError(f"adapter.target_modules={acfg.target_modules!r} matches no Linear layer")
     per_rank = sum(m.in_features + m.out_features + 1 for _, m in layers)
     limit = min(min(m.in_features, m.out_features) for _, m in layers)
     r_max = rank_for_budget(budget, per_rank, 0, "adapter.r_max", limit)

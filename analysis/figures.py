@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import seaborn as sns  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from analysis import paper  # noqa: E402
-from analysis.load import AnalysisWarning, evidence_of, read_csv_beside  # noqa: E402
+from analysis.load import AnalysisWarning, read_csv_beside  # noqa: E402
 from analysis.pareto import pareto_front  # noqa: E402
 from analysis.stats import completed_training  # noqa: E402
 
@@ -41,8 +41,8 @@ def _save(fig: plt.Figure, out: Path, name: str) -> Path:
     return path
 
 
-def _palette(levels: Iterable[str]) -> dict[str, Any]:
-    ordered = sorted(set(levels), key=lambda lv: (paper.level_rank(lv), lv))
+def _palette(frame: pd.DataFrame) -> dict[str, Any]:
+    ordered = paper.sort_levels(frame["level"], paper.level_ranks(frame))
     return dict(zip(ordered, sns.color_palette("tab10", len(ordered)), strict=True))
 
 
@@ -148,7 +148,7 @@ def energy_accuracy_figure(frame: pd.DataFrame, out: Path) -> Path | None:
         return None
     panels = list(runs.groupby(["experiment", "task", "energy_method"], dropna=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
-    palette = _palette(runs["level"])
+    palette = _palette(runs)
     for ax, ((experiment, task, method), part) in zip(axes[0], panels, strict=True):
         regression = part["accuracy"].isna().all()
         y = "mse" if regression else "accuracy"
@@ -172,7 +172,7 @@ def energy_accuracy_figure(frame: pd.DataFrame, out: Path) -> Path | None:
             ax.axhline(float(chance.mean()), color="red", linestyle=":", linewidth=1, label="chance")
         elif not regression:
             ax.text(0.02, 0.08, "chance level unknown (not recorded)", transform=ax.transAxes, fontsize=8)
-        evidence = evidence_of(method)
+        evidence = part["energy_evidence"].iloc[0]
         below = part["energy_below_resolution"].astype(bool).any()
         ax.set(
             title=f"{experiment} / {task}\nenergy method: {method}" + ("\nbelow meter resolution" if below else ""),
@@ -214,7 +214,7 @@ def rank_trace_figure(frame: pd.DataFrame, out: Path) -> Path | None:
         _skip("rank_trace", "no rank_trace.csv beside any completed run")
         return None
     data = pd.concat(lines, ignore_index=True)
-    palette = _palette(data["level"])
+    palette = _palette(data)
     fig, ax = plt.subplots(figsize=(8, 5))
     sns.lineplot(
         data=data,
@@ -295,8 +295,8 @@ def cost_figure(frame: pd.DataFrame, out: Path) -> Path | None:
         _skip("time_memory", "no completed run reports time.step_ms_median or memory.peak_mb")
         return None
     runs = runs.assign(setting=runs["model"].astype(str) + " / " + runs["task"].astype(str))
-    order = sorted(runs["level"].unique(), key=lambda lv: (paper.level_rank(lv), lv))
-    whole = (runs["memory_device"].astype(str) == "cpu-process-peak-rss").any()
+    order = paper.sort_levels(runs["level"], paper.level_ranks(runs))
+    whole = (runs["memory_scope"].astype(str) == "whole process").any()
     memory_label = "peak memory, whole process RSS (MB)" if whole else "peak memory, device-allocated (MB)"
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for ax, (column, label) in zip(

@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.paper import level_of
 from loraven.contract import contract_violations
 
 RUN_DIR_KEY = "_run_dir"  # added to each record: where its rank_trace.csv etc. live (None for W&B runs)
@@ -143,34 +142,18 @@ def steps_of(result: Mapping[str, Any]) -> float:
     return steps if math.isfinite(steps) else _num(_get(result, "config.trainer.steps"))
 
 
-MEASURED_MARKERS = ("rapl", "nvml")
-
-
-def evidence_of(method: Any) -> str:
-    """``measured`` (RAPL/NVML counters), ``estimated`` (codecarbon TDP × load or constant: proportional to
-    time) or ``not measured`` (energy=none, unavailable, missing)."""
-    text = str(method or "").lower()
-    if any(m in text for m in MEASURED_MARKERS):
-        return "measured"
-    if "estimate" in text:
-        return "estimated"
-    return "not measured"
-
-
-RESOLUTION_FACTOR = 10  # a phase must last ≥ 10 meter samples to be resolved
+def phase_energy(result: Mapping[str, Any], phase: str) -> Mapping[str, Any]:
+    """A phase's energy reading: the training phase is the energy section itself, the others are under
+    ``energy.phases`` (each value is written once)."""
+    energy = _get(result, "energy") or {}
+    if phase == "train":
+        return energy
+    return _get(energy, f"phases.{phase}") or {}
 
 
 def below_resolution(result: Mapping[str, Any], phase: str) -> bool:
-    """The phase's ``below_resolution`` flag, or derived from its duration and the meter's sampling
-    interval when both are recorded (older records); False when neither is known."""
-    flag = _get(result, f"energy.phases.{phase}.below_resolution")
-    if isinstance(flag, bool):
-        return flag
-    duration = _num(_get(result, f"energy.phases.{phase}.duration_s"))
-    interval = _num(_get(result, f"energy.phases.{phase}.detail.measure_power_secs"))
-    if not math.isfinite(interval):
-        interval = _num(_get(result, "energy.measure_power_secs"))
-    return bool(math.isfinite(duration) and math.isfinite(interval) and duration < RESOLUTION_FACTOR * interval)
+    """The meter's own verdict on the phase (``below_resolution``, set by the meter from its sampling interval)."""
+    return phase_energy(result, phase).get("below_resolution") is True
 
 
 def per_unit(result: Mapping[str, Any], phase: str, key: str, units_key: str) -> float:
@@ -181,7 +164,7 @@ def per_unit(result: Mapping[str, Any], phase: str, key: str, units_key: str) ->
     value = _num(_get(result, key))
     if math.isfinite(value):
         return value
-    kwh, units = _num(_get(result, f"energy.phases.{phase}.kwh")), _num(_get(result, units_key))
+    kwh, units = _num(phase_energy(result, phase).get("kwh")), _num(_get(result, units_key))
     return kwh * 3.6e6 / units if math.isfinite(kwh) and math.isfinite(units) and units > 0 else math.nan
 
 
@@ -190,115 +173,75 @@ def is_bench(result: Mapping[str, Any]) -> bool:
     return bool(result.get("bench")) or _get(result, "config.job") == "bench"
 
 
+def run_row(r: Mapping[str, Any]) -> dict[str, Any]:
+    """One run as the canonical columns every table groups and averages over, read from its record only (labels,
+    order, baseline, task family and energy evidence are written by the harness into every record)."""
+    adapter_type = _get(r, "adapter.type") or _get(r, "config.adapter.name")
+    mode = _get(r, "adapter.mode")
+    if mode is None:  # a method with modes (LoRAven: adapter | replace) records its mode in its config
+        mode = _get(r, "config.adapter.mode")
+    return {
+        "experiment": r.get("experiment") or _get(r, "config.experiment_name"),
+        "run_id": r.get("run_id"),
+        "status": r.get("status"),
+        "reason": r.get("reason"),
+        "seed": seed_of(r),
+        "model": _get(r, "model.name"),
+        "task": _get(r, "metrics.task"),
+        "metric": _get(r, "metrics.metric"),
+        "accuracy": _num(_get(r, "metrics.accuracy")),
+        "accuracy_stderr": _num(_get(r, "metrics.accuracy_stderr")),
+        "eval_n": _num(_get(r, "metrics.n")),
+        "chance": chance_of(r),
+        "chance_known": chance_known(r),
+        "base_accuracy": _num(_get(r, "metrics.base_accuracy")),
+        "steps": steps_of(r),
+        "mse": _num(_get(r, "metrics.mse")),
+        "adapter_type": adapter_type,
+        "scheduler": _get(r, "adapter.scheduler") or _get(r, "config.scheduler.name"),
+        "mode": mode,
+        "level": _get(r, "adapter.label") or str(adapter_type),
+        "level_order": _num(_get(r, "adapter.order")),
+        "baseline": _get(r, "adapter.baseline") is True,
+        "size_key": _get(r, "adapter.size.key"),
+        "size": _get(r, "adapter.size.value"),
+        "family": _get(r, "task.family"),
+        "higher_is_better": _get(r, "task.higher_is_better"),
+        "energy_kwh": _num(_get(r, "energy.kwh")),
+        "energy_method": _get(r, "energy.method"),
+        "energy_evidence": _get(r, "energy.evidence") or "not measured",
+        "energy_below_resolution": below_resolution(r, "train"),
+        "energy_eval_kwh": _num(phase_energy(r, "eval").get("kwh")),
+        "j_per_train_unit": per_unit(r, "train", "energy.j_per_train_unit", "time.train_tokens"),
+        "j_per_eval_example": per_unit(r, "eval", "energy.j_per_eval_example", "metrics.n"),
+        "train_s": _num(_get(r, "time.train_s")),
+        "step_ms": _num(_get(r, "time.step_ms_median")),
+        "tokens_per_s": _num(_get(r, "time.tokens_per_s")),
+        "peak_mb": _num(_get(r, "memory.peak_mb")),
+        "memory_device": _get(r, "memory.device"),
+        "memory_scope": _get(r, "memory.scope"),
+        "r_min": _num(_get(r, "adapter.r_min")),
+        "r_max": _num(_get(r, "adapter.r_max")),
+        "n_decisions": _num(_get(r, "adapter.n_decisions")),
+        "trainable_params": _num(_get(r, "model.trainable_params")),
+        "split": _get(r, "metrics.split") or "test",  # records before issue 17 were all test
+        "lr": _num(_get(r, "config.trainer.lr")),
+        "tuning_role": _get(r, "config.tuning.role"),
+        "tuned_params": tuned_params(r),
+        **{f"env_{k}": _get(r, f"env.{k}") for k in (*VERSION_KEYS, "device")},
+        "bench": is_bench(r),
+        "run_dir": r.get(RUN_DIR_KEY),
+    }
+
+
+COLUMNS = tuple(run_row({}))  # the frame's columns: derived from the row itself, never kept in sync by hand
+
+
 def runs_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per run with the canonical columns every table groups and averages over."""
-    rows = []
-    for r in records:
-        adapter_type = _get(r, "adapter.type") or _get(r, "config.adapter.name")
-        scheduler = _get(r, "adapter.scheduler") or _get(r, "config.scheduler.name")
-        mode = _get(r, "adapter.mode")
-        if mode is None:  # a method with modes (LoRAven: adapter | replace) records its mode in its config
-            mode = _get(r, "config.adapter.mode")
-        rows.append(
-            {
-                "experiment": r.get("experiment") or _get(r, "config.experiment_name"),
-                "run_id": r.get("run_id"),
-                "status": r.get("status"),
-                "reason": r.get("reason"),
-                "seed": seed_of(r),
-                "model": _get(r, "model.name"),
-                "task": _get(r, "metrics.task"),
-                "metric": _get(r, "metrics.metric"),
-                "accuracy": _num(_get(r, "metrics.accuracy")),
-                "accuracy_stderr": _num(_get(r, "metrics.accuracy_stderr")),
-                "eval_n": _num(_get(r, "metrics.n")),
-                "chance": chance_of(r),
-                "chance_known": chance_known(r),
-                "base_accuracy": _num(_get(r, "metrics.base_accuracy")),
-                "steps": steps_of(r),
-                "mse": _num(_get(r, "metrics.mse")),
-                "adapter_type": adapter_type,
-                "scheduler": scheduler,
-                "mode": mode,
-                "level": level_of(adapter_type, scheduler, _get(r, "adapter.label")),
-                "energy_kwh": _num(_get(r, "energy.kwh")),
-                "energy_method": _get(r, "energy.method"),
-                "energy_evidence": evidence_of(_get(r, "energy.method")),
-                "energy_below_resolution": below_resolution(r, "train"),
-                "energy_eval_kwh": _num(_get(r, "energy.phases.eval.kwh")),
-                "j_per_train_unit": per_unit(r, "train", "energy.j_per_train_unit", "time.train_tokens"),
-                "j_per_eval_example": per_unit(r, "eval", "energy.j_per_eval_example", "metrics.n"),
-                "train_s": _num(_get(r, "time.train_s")),
-                "step_ms": _num(_get(r, "time.step_ms_median")),
-                "tokens_per_s": _num(_get(r, "time.tokens_per_s")),
-                "peak_mb": _num(_get(r, "memory.peak_mb")),
-                "memory_device": _get(r, "memory.device"),
-                "r_min": _num(_get(r, "adapter.r_min")),
-                "r_max": _num(_get(r, "adapter.r_max")),
-                "n_decisions": _num(_get(r, "adapter.n_decisions")),
-                "trainable_params": _num(_get(r, "model.trainable_params")),
-                "split": _get(r, "metrics.split") or "test",  # records before issue 17 were all test
-                "lr": _num(_get(r, "config.trainer.lr")),
-                "tuning_role": _get(r, "config.tuning.role"),
-                "tuned_params": tuned_params(r),
-                **{f"env_{k}": _get(r, f"env.{k}") for k in (*VERSION_KEYS, "device")},
-                "bench": is_bench(r),
-                "run_dir": r.get(RUN_DIR_KEY),
-            }
-        )
-    frame = pd.DataFrame(rows, columns=list(_COLUMNS) if not rows else None)
+    """One row per run (:func:`run_row`)."""
+    frame = pd.DataFrame([run_row(r) for r in records], columns=list(COLUMNS))
     _label_modes(frame)
     return frame
-
-
-_COLUMNS = (
-    "experiment",
-    "run_id",
-    "status",
-    "reason",
-    "seed",
-    "model",
-    "task",
-    "metric",
-    "accuracy",
-    "accuracy_stderr",
-    "eval_n",
-    "chance",
-    "chance_known",
-    "base_accuracy",
-    "steps",
-    "mse",
-    "adapter_type",
-    "scheduler",
-    "mode",
-    "level",
-    "energy_kwh",
-    "energy_method",
-    "energy_evidence",
-    "energy_below_resolution",
-    "energy_eval_kwh",
-    "j_per_train_unit",
-    "j_per_eval_example",
-    "train_s",
-    "step_ms",
-    "tokens_per_s",
-    "peak_mb",
-    "memory_device",
-    "r_min",
-    "r_max",
-    "n_decisions",
-    "trainable_params",
-    "split",
-    "lr",
-    "tuning_role",
-    "tuned_params",
-    "env_torch",
-    "env_transformers",
-    "env_peft",
-    "env_device",
-    "bench",
-    "run_dir",
-)
 
 
 def _label_modes(frame: pd.DataFrame) -> None:

@@ -288,19 +288,21 @@ def energy_table(frame: pd.DataFrame) -> pd.DataFrame:
     values = ["energy_kwh", "accuracy", "mse", "step_ms", "j_per_train_unit", "j_per_eval_example", "trainable_params"]
     stats = group_stats(runs, ENERGY_KEYS, values) if not runs.empty else None
     rows = []
+    dense = set(runs.loc[runs["baseline"].astype(bool), "level"]) if not runs.empty else set()
+    ranks = paper.level_ranks(runs)
     for row in [] if stats is None else stats.to_dict("records"):
         group = _group(runs, row, ENERGY_KEYS)
         row["energy_j_mean"], row["energy_j_std"] = row["energy_kwh_mean"] * 3.6e6, row["energy_kwh_std"] * 3.6e6
         row["evidence"] = group["energy_evidence"].iloc[0]
         row["below_resolution"] = bool(group["energy_below_resolution"].astype(bool).any())
         row["chance"] = chance_state(group)
-        same = runs[(runs["level"] == "dense") & _mask(runs, row, ENERGY_KEYS[:3])]
+        same = runs[runs["baseline"].astype(bool) & _mask(runs, row, ENERGY_KEYS[:3])]
         base = same[_eq(same["energy_method"], row["energy_method"])]
-        row["dense_n"] = len(base) if row["level"] != "dense" else math.nan
+        row["dense_n"] = len(base) if row["level"] not in dense else math.nan
         for name in ("reduction_pct", "retention_pct", "step_time_ratio"):
             _put(row, name, iv.NAN_INTERVAL)
         row["note"] = "below meter resolution" if row["below_resolution"] else "none"
-        if row["level"] == "dense":
+        if row["level"] in dense:
             row["verdict"] = iv.BASELINE
         elif len(base):
             reduction = iv.ratio(group["energy_kwh"], base["energy_kwh"]).scaled(-100.0, 100.0)
@@ -323,7 +325,7 @@ def energy_table(frame: pd.DataFrame) -> pd.DataFrame:
             str(r["model"]),
             str(r["task"]),
             str(r["energy_method"]),
-            paper.level_rank(r["level"]),
+            ranks.get(r["level"], math.inf),
             r["level"],
         )
     )
@@ -496,20 +498,25 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
     runs = outside_tuning(completed_training(frame))
     warn_mixed_versions(runs, "accuracy table")
     rows = []
+    ranks = paper.level_ranks(runs)
     if not runs.empty:
         stats = group_stats(runs, ACC_KEYS, ["accuracy", "mse"])
+        dense = set(runs.loc[runs["baseline"].astype(bool), "level"])
         for row in stats.to_dict("records"):
-            if row["level"] == "dense":
+            if row["level"] in dense:
                 continue
             group = _group(runs, row, ACC_KEYS)
+            kind = paper.claim_for(group["family"].iloc[0])
+            if kind is None:  # a task that matches no §5.3 claim (generated, commonsense...) is left out
+                continue
             regression = math.isnan(row["accuracy_mean"]) and not math.isnan(row["mse_mean"])
             value = "mse" if regression else "accuracy"
-            base = runs[(runs["level"] == "dense") & _mask(runs, row, ACC_KEYS[:3])]
-            b = stats[(stats["level"] == "dense") & _mask(stats, row, ACC_KEYS[:3])]
+            base = runs[runs["baseline"].astype(bool) & _mask(runs, row, ACC_KEYS[:3])]
+            b = stats[stats["level"].isin(dense) & _mask(stats, row, ACC_KEYS[:3])]
             b = b.iloc[0] if len(b) else None
             out = {
                 **{k: row[k] for k in ACC_KEYS},
-                "kind": paper.task_kind(row["task"], regression),
+                "kind": kind,
                 "metric": value,
                 "n": row["n"],
                 "seeds": row["seeds"],
@@ -583,7 +590,7 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=columns)
     table["n"], table["dense_n"] = as_count(table["n"]), as_count(table["dense_n"])
     table["_k"] = table["kind"].map(order.index)
-    table["_l"] = table["level"].map(paper.level_rank)
+    table["_l"] = table["level"].map(lambda lv: ranks.get(lv, math.inf))
     return (
         table.sort_values(["_k", "experiment", "task", "_l"], na_position="last")
         .drop(columns=["_k", "_l"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from loraven.contract import SCHEMA_VERSION
+
 _STATE_TO_STATUS = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "failed"}
 
 
@@ -55,6 +57,7 @@ def record_from_run(run: Any) -> dict[str, Any]:
         adapter.setdefault("mode", adapter_cfg.get("mode"))
     status = summary.get("status") or _STATE_TO_STATUS.get(getattr(run, "state", ""), "failed")
     return {
+        "schema_version": summary.get("schema_version", SCHEMA_VERSION),
         "run_id": summary.get("run_id") or getattr(run, "id", None),
         "status": status,
         "reason": summary.get("reason") or (None if status == "completed" else f"W&B state {run.state}"),
@@ -62,7 +65,8 @@ def record_from_run(run: Any) -> dict[str, Any]:
         "seed": config.get("seed"),
         "config": config,
         "model": summary.get("model") or {},
-        "adapter": adapter,
+        "adapter": {"ranks": {}, **adapter},
+        "task": summary.get("task") or {},
         "metrics": summary.get("metrics") or {},
         "time": summary.get("time") or {},
         "energy": summary.get("energy") or {},

@@ -4,6 +4,9 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-# The Hydra configs (config.yaml and its groups) ship inside the package, so an installed loraven carries
-# them; run.py, the benchmarks and the tests all read them from here.
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+# The Hydra configs live in conf/ at the top of the repository (one source of truth) and ship inside the wheel
+# as loraven/conf (setup.py maps the folder); run.py, the console command, the benchmarks and the tests all read
+# them from CONF_DIR: the checkout's conf/ when running from a source tree, the packaged copy once installed.
+_SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
+_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _SOURCE_CONF if (_SOURCE_CONF / "config.yaml").is_file() else _PACKAGED_CONF

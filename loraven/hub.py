@@ -12,9 +12,14 @@ OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def needs_hub(cfg: Mapping[str, Any]) -> bool:
+    """A hub model id (not a local folder), or a task kind that declares it needs the network for this config."""
+    from loraven.tasks import TASKS
+
     model, task = cfg["model"], cfg["task"]
     remote_model = model.get("kind") == "hf" and not Path(str(model.get("name_or_path") or "")).expanduser().exists()
-    return remote_model or task.get("kind") == "lm_eval"
+    kind = str(task.get("kind"))
+    spec = TASKS.get(kind) if kind in TASKS else None
+    return remote_model or bool(spec and spec.needs_network and spec.needs_network(task))
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:

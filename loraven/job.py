@@ -1,4 +1,4 @@
-"""One job, end to end: check → load → base accuracy → adapt → train → evaluate → one result record.
+"""One job, end to end: validate → resume → claim → body (load → base score → adapt → train → evaluate) → one record.
 
 Every outcome is written as a result.json: ``completed``, ``failed`` (with the reason: divergence, out of
 memory, interruption, any error) or ``skipped`` (an incompatible adapter/scheduler pair in a sweep). A
@@ -8,35 +8,28 @@ failure never takes down the sweep: the caller gets the record back, not an exce
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import os
-import resource
 import signal
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from loraven import measure, provenance
-from loraven.adapters.base import (
-    AdapterContext,
-    apply_adapter,
-    check_combination,
-    check_fits,
-    display_label,
-    fit_param_budget,
-)
-from loraven.checks import check_config
-from loraven.contract import empty_sections
+from loraven.adapters.base import AdapterContext, apply_adapter, check_fits, fit_param_budget, get_adapter
 from loraven.errors import ConfigError, IncompatibleCombination
 from loraven.evaluate import evaluate
+from loraven.meters import EnergyReading, combine, make_meter
 from loraven.models import LoadedModel, cache_dir, load_model
-from loraven.settings import trainer_settings
-from loraven.tasks import ClassicTask, build_task, check_tokenizer
+from loraven.record import ModelInfo, Record, TimeInfo
+from loraven.run_config import RunConfig, validate_run_config
+from loraven.tasks import TASKS, build_task
 from loraven.track import (
     ContractViolation,
     ResultsStore,
@@ -44,7 +37,6 @@ from loraven.track import (
     atomic_write_text,
     flatten,
     make_tracker,
-    now_iso,
     redact,
     run_id_for,
 )
@@ -65,24 +57,24 @@ def experiment_name(cfg: Mapping[str, Any]) -> str:
     return str(cfg.get("experiment_name") or "default")
 
 
-def skeleton(cfg: Mapping[str, Any], run_id: str, status: str, reason: str | None) -> dict[str, Any]:
-    """A result with every contract key present (from :mod:`loraven.contract`); sections fill in as the run goes."""
-    sections = empty_sections()
-    sections["adapter"].update(type=cfg["adapter"]["name"], scheduler=cfg["scheduler"]["name"], ranks={})
-    sections["adapter"]["label"] = display_label(cfg["adapter"]["name"], cfg["scheduler"]["name"])
-    sections["energy"]["method"] = "none"
-    sections["env"] = {}  # filled by provenance.environment once the run reaches the machine
-    return {
-        "run_id": run_id,
-        "status": status,
-        "reason": reason,
-        "created_at": now_iso(),
-        "experiment": experiment_name(cfg),
-        "seed": cfg.get("seed"),
-        "config": dict(cfg),
-        **sections,
-        "memory": {"peak_mb": None, "device": None},
-    }
+def new_record(cfg: Mapping[str, Any], run_id: str, status: str = "failed", reason: str | None = "did not finish"):
+    """A record with every contract section present; what the method and task *are* comes from their registry
+    entries (labels, order, baseline, family), so analysis never needs the registries."""
+    adapter_name, scheduler = str(cfg["adapter"]["name"]), str(cfg["scheduler"]["name"])
+    adapter: dict[str, Any] = {"type": adapter_name, "scheduler": scheduler, "ranks": {}}
+    try:
+        adapter.update(get_adapter(adapter_name).describe(scheduler))
+    except ConfigError:  # an unknown method (a config error being recorded): shown as it is named
+        adapter.update(label=adapter_name, order=None, baseline=False, size=None)
+    kind = str(cfg["task"].get("kind"))
+    task: dict[str, Any] = {"kind": kind, "family": None, "metric": None, "higher_is_better": None}
+    if kind in TASKS:
+        spec = TASKS.get(kind)
+        metric = str(cfg["task"].get("metric") or spec.default_metric)
+        task.update(family=spec.family, metric=metric, higher_is_better=spec.higher_is_better(metric))
+    return Record(
+        cfg, run_id, experiment=experiment_name(cfg), adapter=adapter, task=task, status=status, reason=reason
+    )
 
 
 def is_main_process() -> bool:
@@ -91,9 +83,9 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-JobBody = Callable[[Mapping[str, Any], dict[str, Any], Path, Tracker, bool, bool], None]
-"""What a job does between resume and record: ``body(cfg, result, run_dir, tracker, progress, main)`` fills
-``result`` in place; raising records the run as failed with the reason."""
+JobBody = Callable[[RunConfig, Record, Path, Tracker, bool, bool], None]
+"""What a job does between resume and record: ``body(run, record, run_dir, tracker, progress, main)`` fills the
+record; raising records the run as failed with the reason."""
 
 
 def run_job(
@@ -103,51 +95,51 @@ def run_job(
     progress: bool = True,
     parallel_jobs: int = 1,
     body: JobBody | None = None,
+    search_dirs: Iterable[str | Path] = (),
 ) -> dict[str, Any]:
     """Run one resolved config; returns its result record (also written to the results store).
 
-    The one job wrapper: check → resume (a completed record is not redone) → claim → ``body`` (default:
-    train and evaluate; the benchmarks pass theirs) → one record, whatever happened.
+    The one job wrapper: validate every group → resume (a completed record is not redone) → claim → ``body``
+    (default: train and evaluate; the benchmarks pass theirs) → one record, whatever happened.
     ``parallel_jobs`` (how many jobs the launcher runs at once) is recorded in ``energy.parallel_jobs``.
     Under data parallelism every rank trains; only rank 0 evaluates and writes (result, W&B, artifacts).
     """
-    check_config(cfg)
+    run = validate_run_config(cfg, search_dirs)
     main = is_main_process()
-    store = ResultsStore(cfg.get("results_dir", "results")) if main else _NoStore(cfg.get("results_dir", "results"))
+    results_dir = run.top.results_dir
+    store = ResultsStore(results_dir) if main else _NoStore(results_dir)
     store.check_writable()
     run_id = run_id_for(cfg)
     experiment = experiment_name(cfg)
-    if not cfg.get("rerun", False):
+    if not run.top.rerun:
         existing = store.load(experiment, run_id)
         if existing and existing["status"] == "completed":
             log.info("run %s already completed; skipping (rerun=true forces)", run_id)
             return {**existing, "_resumed": True}
-    try:
-        check_combination(cfg["adapter"]["name"], cfg["scheduler"]["name"])
-    except IncompatibleCombination as err:
+    if run.incompatible is not None:
         if not multirun:
-            raise
-        result = skeleton(cfg, run_id, "skipped", str(err))
-        store.write(experiment, result)
-        return result
+            raise run.incompatible
+        record = new_record(cfg, run_id, "skipped", str(run.incompatible))
+        store.write(experiment, record.to_dict())
+        return record.to_dict()
 
     if main:  # a second sweep on the same results_dir skips a job another live process is running
         owner = store.claim(experiment, run_id)
         if owner is not None:
             log.warning("run %s skipped: %s", run_id, owner)
-            return skeleton(cfg, run_id, "skipped", f"running elsewhere: {owner}")  # theirs to write, not ours
+            return new_record(cfg, run_id, "skipped", f"running elsewhere: {owner}").to_dict()  # theirs to write
     try:
-        later = None if cfg.get("rerun", False) else store.load(experiment, run_id, quiet=True)
+        later = None if run.top.rerun else store.load(experiment, run_id, quiet=True)
         if later and later["status"] == "completed":  # finished by its owner while we waited for the claim
             return {**later, "_resumed": True}
-        return _run_claimed(cfg, store, experiment, run_id, multirun, progress, parallel_jobs, main, body or _execute)
+        return _run_claimed(run, store, experiment, run_id, multirun, progress, parallel_jobs, main, body or _execute)
     finally:
         if main:
             store.release(experiment, run_id)
 
 
 def _run_claimed(
-    cfg: Mapping[str, Any],
+    run: RunConfig,
     store: ResultsStore,
     experiment: str,
     run_id: str,
@@ -157,8 +149,9 @@ def _run_claimed(
     main: bool,
     body: JobBody,
 ) -> dict[str, Any]:
+    cfg = run.raw
     run_dir = store.run_dir(experiment, run_id)
-    result = skeleton(cfg, run_id, "failed", "did not finish")
+    record = new_record(cfg, run_id)
     tracker: Tracker = Tracker()
     previous = _set_sigterm(_raise_interrupted)  # before W&B init: a SIGTERM there is recorded too
     exit_code = 1
@@ -175,39 +168,39 @@ def _run_claimed(
                 job_type=cfg["adapter"]["name"],
                 tags=_tags(cfg),
             )
-        body(cfg, result, run_dir, tracker, progress, main)
-        result["energy"].update(parallel_jobs=int(parallel_jobs), tracking_mode=_tracking_mode(cfg))
-        result["status"], result["reason"] = "completed", None
+        body(run, record, run_dir, tracker, progress, main)
+        record.data["energy"]["parallel_jobs"] = int(parallel_jobs)
+        record.complete()
         exit_code = 0
     except DivergenceError as err:
-        result["reason"] = f"diverged: {err}"
+        record.fail(f"diverged: {err}")
     except torch.cuda.OutOfMemoryError as err:
-        result["reason"] = f"out of memory: {str(err)[:300]}"
+        record.fail(f"out of memory: {str(err)[:300]}")
     except (KeyboardInterrupt, Interrupted) as err:
-        result["reason"] = f"interrupted ({signal.Signals(getattr(err, 'signum', signal.SIGINT)).name})"
+        record.fail(f"interrupted ({signal.Signals(getattr(err, 'signum', signal.SIGINT)).name})")
         exit_code = 255
-        _finalise(store, experiment, result, tracker, exit_code)
+        _finalise(store, experiment, record, tracker, exit_code)
         raise
     except ConfigError as err:
-        result["reason"] = f"config error: {err}"
+        record.fail(f"config error: {err}")
         if not multirun:
-            _finalise(store, experiment, result, tracker, exit_code)
+            _finalise(store, experiment, record, tracker, exit_code)
             raise
     except Exception as err:  # a failed run is recorded with its reason; the sweep goes on
-        result["reason"] = f"{type(err).__name__}: {err}"
-        result["traceback"] = traceback.format_exc(limit=20)
+        record.fail(f"{type(err).__name__}: {err}", traceback.format_exc(limit=20))
     finally:
         _set_sigterm(previous)
-    _finalise(store, experiment, result, tracker, exit_code)
-    return result
+    _finalise(store, experiment, record, tracker, exit_code)
+    return record.to_dict()
 
 
-def _finalise(store: ResultsStore, experiment: str, result: dict[str, Any], tracker, exit_code: int) -> None:
+def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exit_code: int) -> None:
     """Write the record, then always summarise and finish W&B; a failed write (ENOSPC) is one clear line.
 
     The record that could not be written is kept in memory (``_unsaved``) so the caller still prints its
     metrics; partial files the failure left in the run folder (temp files, empty CSVs) are removed.
     """
+    result = record.to_dict()
     try:
         store.write(experiment, result)
         # the record is on disk: free the claim now, before W&B's finish (slow under load, and a launcher that
@@ -226,7 +219,7 @@ def _finalise(store: ResultsStore, experiment: str, result: dict[str, Any], trac
     finally:
         remove_partial_files(store.run_dir(experiment, str(result["run_id"])))
         try:
-            sections = {k: result[k] for k in ("metrics", "time", "energy", "model", "memory", "env")}
+            sections = {k: result[k] for k in ("metrics", "time", "energy", "model", "memory", "env", "task")}
             sections["adapter"] = {k: v for k, v in result["adapter"].items() if k != "ranks"}  # ranks: rank_trace
             tracker.summary(flatten("", sections) | {"status": result["status"], "reason": result["reason"] or ""})
         finally:
@@ -260,12 +253,6 @@ def _set_sigterm(handler):
         return None
 
 
-def _tracking_mode(cfg: Mapping[str, Any]) -> str | None:
-    """codecarbon's tracking mode (process: CPU/RAM scaled by this process's share), else None."""
-    energy = cfg.get("energy") or {}
-    return str(energy.get("tracking_mode", "process")) if energy.get("name") == "codecarbon" else None
-
-
 class _NoStore(ResultsStore):
     """Data-parallel ranks > 0 read the store (resume decisions match rank 0) but never write it."""
 
@@ -288,117 +275,111 @@ def _tags(cfg: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _execute(
-    cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, tracker, progress: bool, main: bool = True
-) -> None:
+def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: bool, main: bool = True) -> None:
+    """The training job: load → base score → adapt → train (metered) → evaluate (metered) → record."""
     timer = measure.PhaseTimes()
-    device = provenance.pick_device(str(cfg.get("device", "auto")))
+    device = provenance.pick_device(run.top.device)
     if device.type == "cuda" and torch.distributed.is_initialized():  # one GPU per data-parallel rank
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    seed = int(cfg["seed"])
+    seed = run.top.seed
     torch.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    result["env"] = provenance.environment(device)
+    memory = measure.PeakMemory(device)
+    record.set_env(provenance.environment(device))
     start = time.perf_counter()
     with timer.phase("load", device):
-        task = build_task(cfg["task"], cache_dir() / "data")
-        info = task.info if isinstance(task, ClassicTask) else None
-        loaded = load_model(cfg["model"], info)
-        check_fits(loaded.model, cfg["adapter"])
-        check_tokenizer(task, loaded.tokenizer)
+        task = build_task(run.task, cache_dir() / "data")
+        loaded = load_model(run.raw["model"], task.info or None)
+        check_fits(loaded.model, run.adapter)
+        task.check_tokenizer(loaded.tokenizer)
         loaded.model.to(device)
-    result["metrics"]["task"], result["metrics"]["metric"] = task.name, getattr(task, "metric_key", task.metric)
-    eval_bs = int(trainer_settings(cfg["trainer"])["eval_batch_size"])
-    base = base_metrics(cfg, loaded, task, eval_bs, seed) if main else {}
+    record.set_metrics({"task": task.name, "metric": task.metric_key})
+    record.update_task(task.describe())
+    eval_bs = run.trainer.eval_batch_size
+    base = base_metrics(run.raw, loaded, task, eval_bs, seed) if main else {}
     total_params = sum(p.numel() for p in loaded.model.parameters())
-    ctx = AdapterContext(total_steps=int(cfg["trainer"]["steps"]), seed=seed)
+    ctx = AdapterContext(total_steps=run.trainer.steps, seed=seed)
     with timer.phase("adapt", device):
-        _, budget = fit_param_budget(loaded.model, cfg["adapter"])  # what adapter.param_budget chose, recorded
-        adapted = apply_adapter(loaded.model, cfg["adapter"], cfg["scheduler"], ctx)
+        fitted, budget = fit_param_budget(loaded.model, run.adapter)  # what adapter.param_budget chose, recorded
+        adapted = apply_adapter(loaded.model, fitted, run.scheduler, ctx)
         adapted.model.to(device)
-    result["model"] = {
-        "name": loaded.name,
-        "total_params": total_params,
-        "trainable_params": adapted.trainable_param_count(),
-    }
-    meter = measure.make_meter(cfg["energy"] if main else {"name": "none"}, run_dir)
+    record.update_adapter(get_adapter(str(fitted.name)).describe(run.scheduler.name, fitted))  # type: ignore[attr-defined]
+    record.set_model(ModelInfo(loaded.name, total_params, adapted.trainable_param_count()))
+    meter = make_meter(run.energy if main else {"name": "none"}, run_dir)
     warmup_s = measure.warm_up(device)  # one-time process costs stay out of the metered phases
-    readings: dict[str, measure.EnergyReading] = {}
+    readings: dict[str, EnergyReading] = {}
     with meter.measure("train") as box, timer.phase("train", device):
         stats = train(
-            adapted, task, loaded.tokenizer, cfg["trainer"], device, log_fn=tracker.log, seed=seed, progress=progress
+            adapted, task, loaded.tokenizer, run.trainer, device, log_fn=tracker.log, seed=seed, progress=progress
         )
     readings["train"] = box["reading"]
     if not main:  # rank 0 evaluates and writes; the others are done once training is
-        result["metrics"]["loss"] = stats.final_loss
+        record.set_metrics({"loss": stats.final_loss})
         return
     with meter.measure("eval") as box, timer.phase("eval", device):
         adapted.prepare_for_inference()
         metrics = evaluate(adapted.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
     readings["eval"] = box["reading"]
-    metrics.update(base)
-    metrics["loss"] = stats.final_loss
-    result["metrics"] = metrics
-    result["adapter"].update({"ranks": adapted.ranks(), **adapted.summary(), **budget})
+    record.set_metrics({**metrics, **base, "loss": stats.final_loss})
+    record.update_adapter({"ranks": adapted.ranks(), **adapted.summary(), **budget})
     if budget and not budget.get("budget_applied"):
         _warn(
-            result,
+            record,
             f"adapter.param_budget={budget['param_budget']} does not apply to adapter="
-            f"{cfg['adapter']['name']}: it trained {result['model']['trainable_params']} parameters",
+            f"{fitted.name}: it trained {record['model']['trainable_params']} parameters",  # type: ignore[attr-defined]
         )
-    result["time"] = {
-        "train_s": timer.phases["train"],
-        "train_cpu_s": timer.cpu["train"],  # every thread of this process (compute + meter + W&B threads)
-        "train_helper_cpu_s": timer.helper_cpu["train"],  # child processes (W&B's service)
-        "eval_s": timer.phases["eval"],
-        "load_s": timer.phases["load"],
-        "total_s": time.perf_counter() - start,
-        "step_ms_median": stats.step_ms_median,
-        "tokens_per_s": stats.tokens_per_s,
-        "steps": stats.steps,
-        "train_tokens": stats.tokens,
-    }
-    result["energy"] = measure.combine(
-        readings, stats.tokens, metrics.get("n"), "sample" if isinstance(task, ClassicTask) else "token"
+    record.set_time(
+        TimeInfo(
+            train_s=timer.phases["train"],
+            train_cpu_s=timer.cpu["train"],  # every thread of this process (compute + meter + W&B threads)
+            train_helper_cpu_s=timer.helper_cpu["train"],  # child processes (W&B's service)
+            eval_s=timer.phases["eval"],
+            load_s=timer.phases["load"],
+            total_s=time.perf_counter() - start,
+            step_ms_median=stats.step_ms_median,
+            tokens_per_s=stats.tokens_per_s,
+            steps=stats.steps,
+            train_tokens=stats.tokens,
+        )
     )
-    result["energy"]["process_warmup_s"] = warmup_s
+    energy = combine(readings, stats.tokens, metrics.get("n"), task.train_unit)
+    energy["process_warmup_s"] = warmup_s
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if world > 1:
-        result["energy"]["ddp_world_size"] = world
-        result["energy"]["note"] = "rank 0's process only; the other ranks ran alike (total ≈ × ddp_world_size)"
-    result["memory"] = peak_memory(device)
-    result["train"] = {"loss_curve": stats.loss_curve}
+        energy["ddp_world_size"] = world
+        energy["note"] = "rank 0's process only; the other ranks ran alike (total ≈ × ddp_world_size)"
+    record.set_energy(energy)
+    record.set_memory(memory.read())
+    record.add_section("train", {"loss_curve": stats.loss_curve})
     try:
         for path in adapted.write_artifacts(run_dir):
             log.info("wrote %s", path)
     except OSError as err:  # the result is worth more than its side files: keep it, say what is missing
         remove_partial_files(run_dir)
-        _warn(result, f"could not write the method's artifacts ({err.strerror or err})")
-    flag_collapse(result, cfg)
+        _warn(record, f"could not write the method's artifacts ({err.strerror or err})")
+    flag_collapse(record, run.raw)
     for name, frame in adapted.artifact_tables().items():
         tracker.log_table(name, frame)
     tracker.log(
-        flatten("eval", {k: v for k, v in metrics.items() if k != "per_task"})
-        | flatten("energy", {k: v for k, v in result["energy"].items() if k != "phases"})
-        | flatten("time", result["time"])
+        flatten("eval", {k: v for k, v in record["metrics"].items() if k != "per_task"})
+        | flatten("energy", {k: v for k, v in energy.items() if k != "phases"})
+        | flatten("time", record["time"])
     )
 
 
-def _warn(result: dict[str, Any], message: str) -> None:
+def _warn(record: Record, message: str) -> None:
     """A warning that belongs to the record (``warnings`` in result.json) and to the log."""
-    log.warning("run %s: %s", result["run_id"], message)
-    result.setdefault("warnings", []).append(message)
+    log.warning("run %s: %s", record["run_id"], message)
+    record.warn(message)
 
 
-def flag_collapse(result: dict[str, Any], cfg: Mapping[str, Any]) -> None:
+def flag_collapse(record: Record, cfg: Mapping[str, Any]) -> None:
     """``metrics.at_chance``: accuracy within noise of the task's chance level (``metrics.chance``).
 
     A collapsed run (lr far too high: loss pinned at ln(V), guessing) still completes; this makes it visible.
     The margin is two standard errors of the accuracy (at least one point). Only computed when the task
     declares its chance level.
     """
-    metrics = result["metrics"]
+    metrics = record["metrics"]
     chance, accuracy = metrics.get("chance"), metrics.get("accuracy")
     if not isinstance(chance, (int, float)) or not isinstance(accuracy, (int, float)):
         return
@@ -406,34 +387,59 @@ def flag_collapse(result: dict[str, Any], cfg: Mapping[str, Any]) -> None:
     metrics["at_chance"] = bool(accuracy <= chance + margin)
     if metrics["at_chance"]:
         _warn(
-            result,
+            record,
             f"accuracy {accuracy:.4g} is at chance ({chance:.4g}): the run may have collapsed "
             f"(trainer.lr={cfg['trainer'].get('lr')}, final loss {metrics.get('loss')})",
         )
 
 
-def peak_memory(device: torch.device) -> dict[str, Any]:
-    if device.type == "cuda":
-        return {"peak_mb": torch.cuda.max_memory_allocated(device) / 2**20, "device": "cuda-allocated"}
-    # ru_maxrss is the whole process's peak resident set (kB on Linux): an upper bound for this job
-    return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "device": "cpu-process-peak-rss"}
+BASE_CACHE_SCHEMA = 2
 
 
 def base_metrics(cfg: Mapping[str, Any], loaded: LoadedModel, task, eval_bs: int, seed: int) -> dict[str, Any]:
-    """Accuracy of the untrained model, measured once per (model, task) and cached."""
+    """Accuracy of the untrained model, measured once per (model, task, split, limit) and cached.
+
+    The cache entry carries its key, a schema number and a checksum of its metrics; one that fails any of them
+    (truncated, edited, another format) is measured again, with a warning, never trusted.
+    """
     key = run_id_for(
         {"model": cfg["model"], "task": cfg["task"], "seed": 0, "trainer": {"eval": eval_bs}, "job": task.fingerprint}
     )
     path = cache_dir() / "base_metrics" / f"{key}.json"
-    if path.is_file():
-        try:
-            cached = json.loads(path.read_text())
-            return _base_fields(cached)
-        except (ValueError, KeyError):
-            log.warning("ignoring corrupt base-accuracy cache %s", path)
+    cached = _read_base_cache(path, key)
+    if cached is not None:
+        return _base_fields(cached)
     metrics = evaluate(loaded.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
-    atomic_write_text(path, json.dumps(metrics))
+    entry = {"schema": BASE_CACHE_SCHEMA, "key": key, "metrics": metrics, "sha256": _digest(metrics)}
+    atomic_write_text(path, json.dumps(entry, default=str))
     return _base_fields(metrics)
+
+
+def _digest(metrics: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(metrics, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read_base_cache(path: Path, key: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text())
+        ok = (
+            isinstance(entry, dict)
+            and entry.get("schema") == BASE_CACHE_SCHEMA
+            and entry.get("key") == key
+            and isinstance(entry.get("metrics"), dict)
+            and entry.get("sha256") == _digest(entry["metrics"])
+        )
+        accuracy = entry["metrics"].get("accuracy") if ok else None
+        if ok and accuracy is not None and not (isinstance(accuracy, (int, float)) and 0.0 <= accuracy <= 1.0):
+            ok = False
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        log.warning("base-score cache %s fails its check (schema, key or checksum); measuring again", path)
+        return None
+    return entry["metrics"]
 
 
 def _base_fields(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -444,4 +450,8 @@ def _base_fields(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "base_n": metrics.get("n"),
         "base_mse": metrics.get("mse"),
         "base_scores": metrics.get("scores"),
+        **({"base_per_task": metrics["per_task"]} if metrics.get("per_task") else {}),
     }
+
+
+__all__ = ["IncompatibleCombination", "Interrupted", "new_record", "run_job"]

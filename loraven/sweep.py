@@ -18,7 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from loraven.cli import JOB_POINTER, _fmt, console
+from loraven.cli.console import console, fmt
+from loraven.cli.hydra_glue import JOB_POINTER
 from loraven.search import is_optuna
 
 log = logging.getLogger("loraven.sweep")
@@ -84,7 +85,7 @@ class SweepSummary(Callback):
             table.add_row(
                 str(i),
                 str(job["status"]) + (" (resumed)" if job.get("_resumed") else ""),
-                *(_fmt(s.get(k)) for k in shown),
+                *(fmt(s.get(k)) for k in shown),
                 # a terminal gets the first 80 characters of a reason; a log file keeps all of it
                 (job.get("reason") or "")[: 80 if sys.stderr.isatty() else None],
             )

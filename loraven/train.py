@@ -13,7 +13,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from loraven.adapters.base import AdaptedModel
-from loraven.settings import trainer_settings
-from loraven.tasks import ClassicTask, LMTask, chat_pair
+from loraven.settings import TrainerConfig, trainer_config
+from loraven.tasks.base import Task
+from loraven.tasks.lm import lm_loss
 
 FAULT_ENV = "LORAVEN_FAULT_INJECT"  # tests: "oom@3" simulated CUDA OOM at step 3; "error@N"; "nan@N" (NaN loss);
 # "interrupt@N" (Ctrl-C at step N)
@@ -54,111 +55,32 @@ class TrainStats:
         return self.tokens / self.train_s if self.train_s > 0 else None
 
 
-# --------------------------------------------------------------------------- batches
-
-
-def lm_batches(
-    task: LMTask, tokenizer: Any, batch_size: int, max_len: int, seed: int, rank: int = 0, world: int = 1
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless shuffled batches of (context, continuation) with loss on the continuation only.
-
-    Context and continuation are encoded separately and concatenated, as lm-eval scores them. With
-    ``world`` > 1 every process draws the same global batch and keeps its own slice (data parallel).
-    """
-    encoded = []
-    for context, continuation in task.train_pairs:
-        if getattr(task, "apply_chat_template", False):  # train on the prompt lm-eval will evaluate with
-            context, continuation = chat_pair(tokenizer, context, continuation)
-        ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
-        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
-        ids = (ctx + cont)[-max_len:]
-        n_cont = min(len(cont), len(ids))
-        encoded.append((ids, n_cont))
-    if not encoded:
-        raise ValueError(f"task {task.name} has no training examples")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    gen = torch.Generator().manual_seed(seed)
-    batch_size = fit_batch_size(batch_size, len(encoded), world)
-    while True:
-        order = torch.randperm(len(encoded), generator=gen).tolist()
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            chosen = [encoded[i] for i in order[start : start + batch_size]][rank::world]
-            width = max(len(ids) for ids, _ in chosen)
-            input_ids = torch.full((len(chosen), width), pad, dtype=torch.long)
-            labels = torch.full((len(chosen), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(chosen), width), dtype=torch.long)
-            for row, (ids, n_cont) in enumerate(chosen):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                mask[row, : len(ids)] = 1
-                labels[row, len(ids) - n_cont : len(ids)] = torch.tensor(ids[len(ids) - n_cont :])
-            yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-
-
-def fit_batch_size(batch_size: int, rows: int, world: int = 1) -> int:
-    """A batch no larger than the training set, with one notice when clamped.
-
-    The epoch loops below yield ``rows // batch_size`` batches per pass: with ``batch_size > rows`` that is
-    none, forever (a hang, not an error). Clamping keeps short datasets (a small local_mc file) usable.
-    """
-    if batch_size > rows:
-        log.warning(
-            "trainer.batch_size=%d is larger than the %d training rows; using batch_size=%d", batch_size, rows, rows
-        )
-        batch_size = rows
-    if batch_size < world:
-        raise ValueError(f"batch of {batch_size} rows cannot be split over {world} data-parallel processes")
-    return batch_size
-
-
-def classic_batches(
-    task: ClassicTask, batch_size: int, seed: int, rank: int = 0, world: int = 1
-) -> Iterator[dict[str, torch.Tensor]]:
-    gen = torch.Generator().manual_seed(seed)
-    n = task.x_train.shape[0]
-    if n == 0:
-        raise ValueError(f"task {task.name} has no training examples")
-    batch_size = fit_batch_size(batch_size, n, world)
-    while True:
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n - batch_size + 1, batch_size):
-            idx = order[start : start + batch_size][rank::world]
-            yield {"x": task.x_train[idx], "y": task.y_train[idx]}
-
-
-def batch_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], task: LMTask | ClassicTask) -> torch.Tensor:
-    if isinstance(task, ClassicTask):
-        out = model(batch["x"])
-        if task.regression:
-            return torch.nn.functional.mse_loss(out.squeeze(-1).float(), batch["y"].float())
-        return torch.nn.functional.cross_entropy(out.float(), batch["y"])
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    # shift so that token t predicts t+1; mean over continuation tokens only
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=-100
-    )
-
-
 # --------------------------------------------------------------------------- loop
+
+
+LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
 
 
 class TrainStep:
     """One optimizer step exactly as the loop takes it, shared by the loop and the step-time benchmark.
 
-    forward + ``batch_loss`` (+ the adapter's regularisation) under autocast → backward → grad clip →
+    forward + the task's loss (+ the adapter's regularisation) under autocast → backward → grad clip →
     AdamW step → lr schedule step → zero_grad → ``adapted.after_optimizer_step``. Returns the detached
-    on-device loss (no host sync).
+    on-device loss (no host sync). ``loss_fn`` is the task's ``batch_loss`` (default: next-token LM loss).
     """
 
     def __init__(
         self,
         adapted: AdaptedModel,
-        cfg: Mapping[str, Any],
+        cfg: Mapping[str, Any] | TrainerConfig,
         device: torch.device,
         forward_model: torch.nn.Module | None = None,
+        loss_fn: LossFn = lm_loss,
     ) -> None:
         from transformers import get_scheduler
 
-        cfg = trainer_settings(cfg)
+        cfg = trainer_config(cfg).dump()
+        self.loss_fn = loss_fn
         self.adapted = adapted
         self.forward_model = forward_model or adapted.model
         self.params = list(adapted.trainable_parameters())
@@ -180,12 +102,10 @@ class TrainStep:
         )
         self.grad_clip = float(cfg["grad_clip"]) if cfg.get("grad_clip") else None
 
-    def __call__(
-        self, batch: Mapping[str, torch.Tensor], task: LMTask | ClassicTask | None, step: int, poison: bool = False
-    ) -> torch.Tensor:
+    def __call__(self, batch: Mapping[str, torch.Tensor], step: int, poison: bool = False) -> torch.Tensor:
         """``poison``: multiply the loss by NaN (the fault injector's simulated divergence)."""
         with self.autocast:
-            loss = batch_loss(self.forward_model, batch, task)
+            loss = self.loss_fn(self.forward_model, batch)
             if poison:
                 loss = loss * float("nan")
             extra = self.adapted.regularization_loss()
@@ -206,29 +126,26 @@ class TrainStep:
 
 def train(
     adapted: AdaptedModel,
-    task: LMTask | ClassicTask,
+    task: Task,
     tokenizer: Any,
-    cfg: Mapping[str, Any],
+    cfg: Mapping[str, Any] | TrainerConfig,
     device: torch.device,
     log_fn=None,
     seed: int = 0,
     progress: bool = True,
 ) -> TrainStats:
     """Fine-tune ``adapted.model`` on ``task`` for ``cfg.steps`` optimizer steps."""
-    cfg = trainer_settings(cfg)
+    cfg = trainer_config(cfg).dump()
     model = adapted.model
     model.train()
     steps = int(cfg["steps"])
     rank, world = _dist_rank_world()
     batch_size = int(cfg["batch_size"])
-    if isinstance(task, ClassicTask):
-        batches = classic_batches(task, batch_size, seed, rank, world)
-    else:
-        max_len = task.max_seq_len or int(cfg["max_seq_len"])  # a task's worked answers need their room
-        model_max = getattr(tokenizer, "model_max_length", None)
-        max_len = min(max_len, int(model_max)) if model_max and model_max < 1_000_000 else max_len
-        batches = lm_batches(task, tokenizer, batch_size, max_len, seed, rank, world)
-    take_step = TrainStep(adapted, cfg, device, forward_model=_maybe_ddp(model, device, world))
+    max_len = task.max_seq_len or int(cfg["max_seq_len"])  # a task's worked answers need their room
+    model_max = getattr(tokenizer, "model_max_length", None)
+    max_len = min(max_len, int(model_max)) if model_max and model_max < 1_000_000 else max_len
+    batches = task.train_batches(tokenizer, batch_size, max_len, seed, rank, world)
+    take_step = TrainStep(adapted, cfg, device, forward_model=_maybe_ddp(model, device, world), loss_fn=task.batch_loss)
     log_every = max(1, int(cfg["log_every"]))
     fault = _parse_fault(os.environ.get(FAULT_ENV))
     stats = TrainStats()
@@ -245,10 +162,7 @@ def train(
     start_all = time.perf_counter()
     for step in range(1, steps + 1):
         batch = next(batches)
-        if "attention_mask" in batch:
-            stats.tokens += int(batch["attention_mask"].sum()) * world
-        else:
-            stats.tokens += int(batch["x"].shape[0]) * world
+        stats.tokens += task.batch_units(batch) * world
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         t0 = time.perf_counter()
         if device.type == "cuda":
@@ -256,7 +170,7 @@ def train(
             ev[0].record()
         if fault and fault[1] == step:
             _inject(fault[0])
-        detached = take_step(batch, task, step, poison=bool(fault and fault[0] == "nan" and step >= fault[1]))
+        detached = take_step(batch, step, poison=bool(fault and fault[0] == "nan" and step >= fault[1]))
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
         if device.type == "cuda":
             ev[1].record()

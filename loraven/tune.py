@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from loraven.adapters.base import available_adapters, get_adapter, registered_specs
-from loraven.cli import JOB_POINTER
+from loraven.cli.hydra_glue import JOB_POINTER
 from loraven.search import storage_url, study_summary
 
 ROOT = Path(__file__).resolve().parents[1]

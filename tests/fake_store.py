@@ -8,6 +8,31 @@ from typing import Any
 
 import pandas as pd
 
+from loraven.contract import SCHEMA_VERSION
+
+
+def _describe_method(adapter: str, scheduler: str) -> dict[str, Any]:
+    from loraven.adapters.base import ADAPTERS
+
+    if adapter in ADAPTERS:
+        return ADAPTERS.get(adapter).describe(scheduler)
+    return {"label": adapter, "order": None, "baseline": False, "size": None}
+
+
+def _family(task: str | None, regression: bool) -> str | None:
+    from loraven.tasks import TASKS
+
+    if task in TASKS:
+        return TASKS.get(str(task)).family
+    return "regression" if regression else "custom"
+
+
+def _evidence(method: str | None) -> str:
+    text = str(method or "")
+    if "rapl" in text or "nvml" in text:
+        return "measured"
+    return "estimated" if "estimate" in text else "not measured"
+
 
 def write_run(
     root: Path,
@@ -36,14 +61,25 @@ def write_run(
     chance: Any = "absent",
     stderr: float | None = None,
     below_resolution: bool | None = None,
+    family: str | None = None,
+    memory_scope: str = "job",
 ) -> Path:
-    """One run directory in the store layout, result.json per the contract (+ optional side CSVs)."""
+    """One run directory in the store layout, result.json per the contract (+ optional side CSVs).
+
+    What the harness writes from its registries (the method's label, order and baseline flag; the task's family)
+    is filled from the same registries here, as a real run would record it."""
     run_dir = root / experiment / run_id
     run_dir.mkdir(parents=True)
-    adapter_section: dict[str, Any] = {"type": adapter, "scheduler": scheduler, "ranks": {"l.0.q_proj": 4}}
+    adapter_section: dict[str, Any] = {
+        "type": adapter,
+        "scheduler": scheduler,
+        "ranks": {"l.0.q_proj": 4},
+        **_describe_method(adapter, scheduler),
+    }
     if mode:
         adapter_section["mode"] = mode
     result = {
+        "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "status": status,
         "reason": reason,
@@ -59,6 +95,12 @@ def write_run(
         },
         "model": {"name": model, "total_params": 100, "trainable_params": 10},
         "adapter": adapter_section,
+        "task": {
+            "kind": task,
+            "family": family if family is not None else _family(task, mse is not None),
+            "metric": "acc" if mse is None else "mse",
+            "higher_is_better": mse is None,
+        },
         "metrics": {
             "task": task,
             "metric": "acc" if mse is None else "mse",
@@ -77,6 +119,7 @@ def write_run(
         },
         "energy": {
             "method": method,
+            "evidence": _evidence(method),
             "kwh": kwh,
             "emissions_kg": None,
             "cpu_kwh": kwh,
@@ -94,12 +137,12 @@ def write_run(
             "codecarbon": "3.3",
             "device": "cpu",
         },
-        "memory": {"peak_mb": peak_mb, "device": "cpu-process-peak-rss"},
+        "memory": {"peak_mb": peak_mb, "scope": memory_scope, "device": "cpu-rss"},
     }
     if chance != "absent":
         result["metrics"]["chance"] = chance
     if below_resolution is not None:
-        result["energy"]["phases"] = {"train": {"kwh": kwh, "below_resolution": below_resolution}}
+        result["energy"]["below_resolution"] = below_resolution
     if bench is not None:
         result["bench"] = bench
         result["config"]["job"] = "bench"

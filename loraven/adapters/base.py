@@ -9,7 +9,6 @@ add a method"). Adapters must not import train, track or measure.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +18,8 @@ import torch
 from torch import nn
 
 from loraven.errors import ConfigError, IncompatibleCombination
+from loraven.registry import TARGET_KEY, Registry
+from loraven.schema import Section, parse, with_defaults
 
 
 @dataclass
@@ -27,7 +28,7 @@ class AdapterContext:
 
     total_steps: int = 0
     seed: int = 0
-    scheduler: Mapping[str, Any] = field(default_factory=lambda: {"name": "static"})  # only dynamic methods read it
+    scheduler: Any = None  # the validated scheduler settings; only dynamic methods read them
 
 
 EVAL_PATH = "merged"
@@ -91,24 +92,34 @@ class AdaptedModel:
         return sum(p.numel() for p in self.trainable_parameters())
 
 
-AdapterFactory = Callable[[nn.Module, Mapping[str, Any], AdapterContext], AdaptedModel]
-FitCheck = Callable[[nn.Module, Mapping[str, Any]], None]
+AdapterFactory = Callable[[nn.Module, Any, AdapterContext], AdaptedModel]
+FitCheck = Callable[[nn.Module, Any], None]
 RankMatcher = Callable[[dict[str, Any], int, str], dict[str, Any]]
 RANK_MATCH_MODES = ("uniform", "budget")
-# (model, adapter config, budget) -> the config keys that bring the method's trainable count to <= budget
-BudgetFitter = Callable[[nn.Module, Mapping[str, Any], int], dict[str, Any]]
+# (model, adapter settings, budget) -> the config keys that bring the method's trainable count to <= budget
+BudgetFitter = Callable[[nn.Module, Any, int], dict[str, Any]]
 PARAM_BUDGET_KEY = "param_budget"  # adapter.param_budget: a trainable-parameter count every method is fitted to
+
+
+class StaticScheduler(Section):
+    """The scheduler of a method that has only a fixed rank: nothing to set."""
+
+    name: str
 
 
 @dataclass(frozen=True)
 class AdapterSpec:
     """Everything the harness needs to know about a method, so no module outside its folder names it.
 
-    - ``schedulers``: the rank schedulers it accepts (a sweep records any other pair as ``skipped``).
+    - ``config``: the schema of ``cfg.adapter`` (a :class:`~loraven.schema.Section`, validated once before the run
+      starts and handed to the factory; ``conf/adapter/<name>.yaml`` holds the defaults).
+    - ``schedulers``: the rank schedulers it accepts (a sweep records any other pair as ``skipped``), and
+      ``scheduler_config`` the schema of ``cfg.scheduler`` for them (a fixed-rank method takes no options).
     - ``labels``: display label per scheduler, written to result.json as ``adapter.label`` and used by every
       table and figure (the LoRAven paper's levels: dense, fixed low-rank, dynamic, full LoRAven).
-    - ``order``: where its rows sort in tables (the paper's levels first, then the baselines).
-    - ``baseline``: the dense reference every ratio is taken against (full fine-tuning).
+    - ``order``: where its rows sort in tables (written to the record as ``adapter.order``).
+    - ``baseline``: the dense reference every ratio is taken against (full fine-tuning; ``adapter.baseline``).
+    - ``size_key``: the adapter key that says how big the method is (``r``, ``r_max``...; ``adapter.size``).
     - ``check_fits``: the method's own check that its ranks fit the loaded model, run right after loading
       (before the base evaluation), e.g. LoRA's ``r`` ≤ every target layer's smaller side.
     - ``match_rank``: how the benchmarks set this method to matched rank r (``cfg, r, mode -> cfg``;
@@ -119,10 +130,13 @@ class AdapterSpec:
     name: str
     factory: AdapterFactory
     schedulers: tuple[str, ...]
+    config: type[Section]
+    scheduler_config: type[Section] = StaticScheduler
     doc: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     order: int = 100
     baseline: bool = False
+    size_key: str | None = None
     check_fits: FitCheck | None = None
     match_rank: RankMatcher | None = None
     fit_budget: BudgetFitter | None = None  # None: the method has no rank to fit (full fine-tuning)
@@ -141,8 +155,16 @@ class AdapterSpec:
             return {self.name: self.schedulers[0]}
         return {f"{self.name}_{s}": s for s in self.schedulers}
 
+    def describe(self, scheduler: str, settings: Section | None = None) -> dict[str, Any]:
+        """What the record's ``adapter`` section says about the method itself: analysis reads these, never the
+        registry (label, sort order, whether it is the dense reference, its nominal size)."""
+        size = None
+        if settings is not None and self.size_key is not None:
+            size = {"key": self.size_key, "value": getattr(settings, self.size_key, None)}
+        return {"label": self.label(scheduler), "order": self.order, "baseline": self.baseline, "size": size}
 
-_REGISTRY: dict[str, AdapterSpec] = {}
+
+ADAPTERS: Registry[AdapterSpec] = Registry("adapter", "loraven.adapters", "loraven.adapters")
 
 
 def register_adapter(
@@ -150,9 +172,12 @@ def register_adapter(
     schedulers: tuple[str, ...] = ("static",),
     doc: str = "",
     *,
+    config: type[Section],
+    scheduler_config: type[Section] = StaticScheduler,
     labels: Mapping[str, str] | None = None,
     order: int = 100,
     baseline: bool = False,
+    size_key: str | None = None,
     check_fits: FitCheck | None = None,
     match_rank: RankMatcher | None = None,
     fit_budget: BudgetFitter | None = None,
@@ -161,20 +186,24 @@ def register_adapter(
     """Decorator: register ``factory`` as adapter ``name`` (see :class:`AdapterSpec` for the fields)."""
 
     def wrap(factory: AdapterFactory) -> AdapterFactory:
-        if name in _REGISTRY and _REGISTRY[name].factory is not factory:
-            raise ValueError(f"adapter {name!r} is registered twice")
-        _REGISTRY[name] = AdapterSpec(
+        ADAPTERS.register(
             name,
-            factory,
-            tuple(schedulers),
-            doc or (factory.__doc__ or ""),
-            labels=dict(labels or {}),
-            order=order,
-            baseline=baseline,
-            check_fits=check_fits,
-            match_rank=match_rank,
-            fit_budget=fit_budget,
-            size_space=size_space,
+            AdapterSpec(
+                name,
+                factory,
+                tuple(schedulers),
+                config,
+                scheduler_config=scheduler_config,
+                doc=doc or (factory.__doc__ or ""),
+                labels=dict(labels or {}),
+                order=order,
+                baseline=baseline,
+                size_key=size_key,
+                check_fits=check_fits,
+                match_rank=match_rank,
+                fit_budget=fit_budget,
+                size_space=size_space,
+            ),
         )
         return factory
 
@@ -182,40 +211,28 @@ def register_adapter(
 
 
 def available_adapters() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return ADAPTERS.names()
 
 
 def registered_specs() -> list[AdapterSpec]:
     """Every registered method in table order."""
-    _load_builtin()
-    return sorted(_REGISTRY.values(), key=lambda spec: (spec.order, spec.name))
+    return sorted(ADAPTERS.specs(), key=lambda spec: (spec.order, spec.name))
 
 
 def get_adapter(name: str) -> AdapterSpec:
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown adapter {name!r}; valid choices: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return ADAPTERS.get(name)
 
 
 def display_label(adapter: str, scheduler: str | None = None) -> str:
     """The label tables show for a run of ``adapter`` under ``scheduler`` (unknown names shown as they are)."""
-    _load_builtin()
-    spec = _REGISTRY.get(str(adapter))
-    if spec is None:
+    if str(adapter) not in ADAPTERS:
         return str(adapter) if scheduler in (None, "static") else f"{adapter}+{scheduler}"
-    return spec.label(scheduler)
+    return get_adapter(str(adapter)).label(scheduler)
 
 
 def label_order() -> list[str]:
     """Every registered label in table order (the paper's levels first, then the other methods)."""
     return [spec.label(s) for spec in registered_specs() for s in spec.schedulers]
-
-
-def baseline_labels() -> list[str]:
-    """Labels of the dense reference method(s)."""
-    return [spec.label(s) for spec in registered_specs() if spec.baseline for s in spec.schedulers]
 
 
 def check_combination(adapter: str, scheduler: str) -> None:
@@ -228,48 +245,77 @@ def check_combination(adapter: str, scheduler: str) -> None:
         )
 
 
-def check_fits(model: nn.Module, adapter_cfg: Mapping[str, Any]) -> None:
+def adapter_settings(cfg: Mapping[str, Any] | Section) -> Section:
+    """``cfg.adapter`` validated by its method's schema (completed from ``conf/adapter/<name>.yaml`` when partial)."""
+    if isinstance(cfg, Section):
+        return cfg
+    name = str(cfg.get("name"))
+    spec = get_adapter(name)
+    return parse(spec.config, with_defaults("adapter", name, cfg), "adapter", drop=(TARGET_KEY,))
+
+
+def scheduler_settings(adapter: str, cfg: Mapping[str, Any] | Section) -> Section:
+    """``cfg.scheduler`` validated by the schema the method declares for its schedulers."""
+    if isinstance(cfg, Section):
+        return cfg
+    spec = get_adapter(adapter)
+    name = str(cfg.get("name"))
+    check_combination(adapter, name)
+    data = with_defaults("scheduler", name, cfg) if spec.scheduler_config is not StaticScheduler else dict(cfg)
+    return parse(spec.scheduler_config, data, "scheduler")
+
+
+def check_fits(model: nn.Module, settings: Mapping[str, Any] | Section) -> None:
     """``target_modules`` must match a layer of ``model`` and the method's ranks must fit it: a config error
     right after loading, not after the base evaluation or training."""
     from loraven.adapters.targets import resolve_targets
 
-    spec = get_adapter(str(adapter_cfg["name"]))
+    settings = adapter_settings(settings)
+    spec = get_adapter(str(settings.name))  # type: ignore[attr-defined]
     if spec.baseline:
         return  # full fine-tuning adapts every weight; target_modules does not apply
-    resolve_targets(model, adapter_cfg.get("target_modules", "all-linear"))
+    resolve_targets(model, getattr(settings, "target_modules", "all-linear"))
     if spec.check_fits is not None:
-        spec.check_fits(model, adapter_cfg)
+        spec.check_fits(model, settings)
 
 
 def apply_adapter(
-    model: nn.Module, adapter_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any], ctx: AdapterContext
+    model: nn.Module,
+    adapter_cfg: Mapping[str, Any] | Section,
+    scheduler_cfg: Mapping[str, Any] | Section,
+    ctx: AdapterContext,
 ) -> AdaptedModel:
     """Apply the method ``adapter_cfg.name`` under ``scheduler_cfg`` (handed to it as ``ctx.scheduler``); an
-    ``adapter.param_budget`` is first turned into the method's size keys (:func:`fit_param_budget`)."""
-    name = str(adapter_cfg["name"])
-    check_combination(name, str(scheduler_cfg["name"]))
-    fitted, _ = fit_param_budget(model, adapter_cfg)
-    return get_adapter(name).factory(model, fitted, replace(ctx, scheduler=dict(scheduler_cfg)))
+    ``adapter.param_budget`` is first turned into the method's size keys (:func:`fit_param_budget`).
+
+    Mappings are validated here (tests, notebooks, the benchmarks); the job passes the sections it validated
+    before the run started, which are used as they are."""
+    settings = adapter_settings(adapter_cfg)
+    name = str(settings.name)  # type: ignore[attr-defined]
+    scheduler = scheduler_settings(name, scheduler_cfg)
+    check_combination(name, str(scheduler.name))  # type: ignore[attr-defined]
+    fitted, _ = fit_param_budget(model, settings)
+    return get_adapter(name).factory(model, fitted, replace(ctx, scheduler=scheduler))
 
 
-def fit_param_budget(model: nn.Module, adapter_cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the adapter config the method is built from, what the budget did) for ``adapter.param_budget``.
+def fit_param_budget(model: nn.Module, settings: Mapping[str, Any] | Section) -> tuple[Section, dict[str, Any]]:
+    """(the settings the method is built from, what the budget did) for ``adapter.param_budget``.
 
-    Without a budget the config is returned unchanged (minus the key). With one, the method's registered
-    ``fit_budget`` picks its size keys so its trainable-parameter count is the largest that fits the budget;
-    a method without one (full fine-tuning) trains what it trains, and the info says the budget did not apply.
+    Without a budget the settings are returned unchanged. With one, the method's registered ``fit_budget`` picks
+    its size keys so its trainable-parameter count is the largest that fits the budget (the result is validated
+    again by the method's schema); a method without one (full fine-tuning) trains what it trains, and the info
+    says the budget did not apply.
     """
-    cfg = {str(k): v for k, v in adapter_cfg.items() if k != PARAM_BUDGET_KEY}
-    budget = adapter_cfg.get(PARAM_BUDGET_KEY)
+    settings = adapter_settings(settings)
+    budget = getattr(settings, PARAM_BUDGET_KEY, None)
     if budget is None:
-        return cfg, {}
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ConfigError(f"adapter.param_budget={budget!r}; valid: null or a trainable-parameter count >= 1")
-    spec = get_adapter(str(cfg["name"]))
+        return settings, {}
+    spec = get_adapter(str(settings.name))  # type: ignore[attr-defined]
     if spec.fit_budget is None:
-        return cfg, {"param_budget": budget, "budget_applied": False}
-    chosen = spec.fit_budget(model, cfg, int(budget))
-    return {**cfg, **chosen}, {"param_budget": budget, "budget_applied": True, "budget_fit": chosen}
+        return settings, {"param_budget": budget, "budget_applied": False}
+    chosen = spec.fit_budget(model, settings, int(budget))
+    fitted = parse(spec.config, {**settings.dump(), **chosen}, "adapter")
+    return fitted, {"param_budget": budget, "budget_applied": True, "budget_fit": chosen}
 
 
 def linear_targets(model: nn.Module, target_modules: str | list[str] | tuple[str, ...]) -> list[tuple[str, nn.Linear]]:
@@ -290,20 +336,3 @@ def rank_for_budget(budget: int, per_rank: int, fixed: int, key: str, limit: int
             f"({key}=1 needs {fixed + per_rank} trainable parameters)"
         )
     return int(min(r, limit))
-
-
-@functools.cache
-def _load_builtin() -> None:
-    """Import every module of this package so their ``register_adapter`` calls run (once per process: every
-    registry lookup calls this, and listing the package folder each time is file-system work on hot paths
-    such as the analysis's per-row labels).
-
-    Discovered, not listed: a new method is a new module or folder here and nothing else.
-    """
-    import importlib
-    import pkgutil
-
-    package = importlib.import_module("loraven.adapters")
-    for info in pkgutil.iter_modules(package.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"loraven.adapters.{info.name}")

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
 from torch import nn
 
 from loraven.adapters.base import AdaptedModel, AdapterContext, linear_targets, rank_for_budget, register_adapter
+from loraven.adapters.options import AdapterOptions, TargetModules
 from loraven.adapters.targets import resolve_targets, smallest_side
 from loraven.errors import ConfigError
+
+
+class LoraSettings(AdapterOptions):
+    """``cfg.adapter`` for peft LoRA (and DoRA, the same keys): conf/adapter/lora.yaml holds the defaults."""
+
+    name: Literal["lora", "dora"]
+    r: int = Field(ge=1)
+    alpha: float = Field(gt=0)
+    dropout: float = Field(ge=0.0, lt=1.0)
+    target_modules: TargetModules
+    use_rslora: bool
 
 
 class PeftAdapted(AdaptedModel):
@@ -35,27 +47,16 @@ def _strip_peft_prefix(name: str) -> str:
     return name
 
 
-def target_modules(cfg: Mapping[str, Any]) -> str | list[str]:
-    targets = cfg.get("target_modules", "all-linear")
-    if isinstance(targets, str):
-        return targets
-    return [str(t) for t in targets]
-
-
-def peft_lora_config(cfg: Mapping[str, Any], **overrides: Any):
-    """Build a peft ``LoraConfig`` from our adapter config (r, alpha, dropout, target_modules, ...)."""
+def peft_lora_config(settings: LoraSettings, **overrides: Any):
+    """Build a peft ``LoraConfig`` from the validated adapter settings (r, alpha, dropout, target_modules, ...)."""
     from peft import LoraConfig
 
-    r = int(cfg.get("r", 8))
-    if r < 1:
-        raise ConfigError(f"adapter.r must be >= 1, got {r}")
     kwargs: dict[str, Any] = dict(
-        r=r,
-        lora_alpha=float(cfg.get("alpha", 2 * r)),
-        lora_dropout=float(cfg.get("dropout", 0.0)),
-        target_modules=target_modules(cfg),
-        use_dora=bool(cfg.get("use_dora", False)),
-        use_rslora=bool(cfg.get("use_rslora", False)),
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        use_rslora=settings.use_rslora,
         bias="none",
     )
     kwargs.update(overrides)
@@ -78,12 +79,10 @@ def wrap_with_peft(model: nn.Module, config) -> nn.Module:
         raise ConfigError(f"{err}. Linear module names in this model: {', '.join(names)}") from err
 
 
-def check_rank_fits(model: nn.Module, cfg: Mapping[str, Any]) -> None:
+def check_rank_fits(model: nn.Module, settings: LoraSettings) -> None:
     """A fixed rank ``r`` above a target layer's smaller side is a config error (peft would build it anyway)."""
-    rank = cfg.get("r")
-    if rank is None:
-        return
-    name, limit = smallest_side(resolve_targets(model, target_modules(cfg)))
+    rank = settings.r
+    name, limit = smallest_side(resolve_targets(model, settings.target_modules))
     if int(rank) > limit:
         raise ConfigError(
             f"adapter.r={rank} exceeds layer {name} (smaller side {limit}); valid: 1..{limit} for these target_modules"
@@ -95,24 +94,28 @@ def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
     return {**cfg, "r": rank, "alpha": 2 * rank}
 
 
-def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int, dora: bool) -> dict[str, Any]:
+def budget_fit(model: nn.Module, settings: LoraSettings, budget: int, dora: bool) -> dict[str, Any]:
     """``r`` for a trainable-parameter budget: LoRA trains r·(in+out) per target layer (A and B); DoRA adds
     its magnitude vector (out) per layer. ``alpha`` keeps the configured alpha/r, so the update's scale
     (hence the learning rate that suits it) does not change with the fitted rank."""
-    layers = linear_targets(model, target_modules(cfg))
+    layers = linear_targets(model, settings.target_modules)
     per_rank = sum(m.in_features + m.out_features for _, m in layers)
     fixed = sum(m.out_features for _, m in layers) if dora else 0
     limit = min(min(m.in_features, m.out_features) for _, m in layers)
     r = rank_for_budget(budget, per_rank, fixed, "adapter.r", limit)
-    r0 = int(cfg.get("r", 8))
-    alpha = float(cfg.get("alpha", 2 * r0)) * r / r0
-    return {"r": r, "alpha": alpha}
+    return {"r": r, "alpha": settings.alpha * r / settings.r}
 
 
 SIZE_SPACE = ("adapter.r", "choice(4,8,16)")
 
 
-_LORA_SPEC = {"check_fits": check_rank_fits, "match_rank": match_rank, "size_space": SIZE_SPACE}
+_LORA_SPEC = {
+    "config": LoraSettings,
+    "size_key": "r",
+    "check_fits": check_rank_fits,
+    "match_rank": match_rank,
+    "size_space": SIZE_SPACE,
+}
 
 
 @register_adapter(
@@ -123,9 +126,9 @@ _LORA_SPEC = {"check_fits": check_rank_fits, "match_rank": match_rank, "size_spa
     fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=False),
     **_LORA_SPEC,
 )
-def apply_lora(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
+def apply_lora(model: nn.Module, settings: LoraSettings, ctx: AdapterContext) -> AdaptedModel:
     """peft LoRA: W0 + (alpha/r)·B·A on the target modules."""
-    return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=False)))
+    return PeftAdapted(wrap_with_peft(model, peft_lora_config(settings, use_dora=False)))
 
 
 @register_adapter(
@@ -136,6 +139,6 @@ def apply_lora(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) ->
     fit_budget=lambda m, c, b: budget_fit(m, c, b, dora=True),
     **_LORA_SPEC,
 )
-def apply_dora(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
+def apply_dora(model: nn.Module, settings: LoraSettings, ctx: AdapterContext) -> AdaptedModel:
     """peft DoRA (``use_dora=True``): LoRA direction plus a trained per-output magnitude vector."""
-    return PeftAdapted(wrap_with_peft(model, peft_lora_config(cfg, use_dora=True)))
+    return PeftAdapted(wrap_with_peft(model, peft_lora_config(settings, use_dora=True)))

@@ -156,7 +156,7 @@ def _lm_dtype(sub: Mapping[str, Any], device: torch.device) -> torch.dtype:
     return resolve_dtype(sub.get("dtype", "float32" if device.type == "cpu" else "auto"), device)
 
 
-def run_bench_job(cfg: dict[str, Any]) -> dict[str, Any]:
+def run_bench_job(cfg: dict[str, Any], search_dirs=()) -> dict[str, Any]:
     """Run ``cfg['bench']`` through the one job wrapper (:func:`loraven.job.run_job`: resume, claim, one
     record at ``<results_dir>/<experiment_name>/<run_id>/result.json``) and print its tables."""
     from loraven.bench.report import print_tables
@@ -166,18 +166,23 @@ def run_bench_job(cfg: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(bench, Mapping):
         raise ConfigError("job=bench needs a bench: section; use experiment=paper_speedup")
     suites_of(bench)
-    result = run_job(cfg, body=_bench_body)
+    result = run_job(cfg, body=_bench_body, search_dirs=search_dirs)
     if result["status"] == "completed" and not result.get("_resumed"):
         print_tables(result)
     return result
 
 
-def _bench_body(cfg: Mapping[str, Any], result: dict[str, Any], run_dir, tracker, progress: bool, main: bool) -> None:
+def _bench_body(run, record, run_dir, tracker, progress: bool, main: bool) -> None:
     """The benchmark suites as a job body: the record is a benchmark, not a training run of an adapter."""
-    bench = cfg["bench"]
-    result["adapter"].update(type="bench", scheduler="none", label="benchmark")
+    from loraven.record import TimeInfo
+
+    bench = run.raw["bench"]
+    record.update_adapter({"type": "bench", "scheduler": "none", "label": "benchmark", "order": None, "size": None})
+    record.update_task({"kind": "bench", "family": None, "metric": None, "higher_is_better": None})
     start = time.perf_counter()
-    result["env"] = provenance.environment(resolve_device(bench.get("device", "auto")))
-    result.update(run_suites(bench, log_fn=lambda msg: log.info("%s", msg)))
-    result["env"]["cpu_threads"] = torch.get_num_threads()
-    result["time"]["total_s"] = time.perf_counter() - start
+    env = provenance.environment(resolve_device(bench.get("device", "auto")))
+    for section, value in run_suites(bench, log_fn=lambda msg: log.info("%s", msg)).items():
+        record.add_section(section, value)
+    env["cpu_threads"] = torch.get_num_threads()
+    record.set_env(env)
+    record.set_time(TimeInfo(total_s=time.perf_counter() - start))

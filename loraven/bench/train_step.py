@@ -49,14 +49,21 @@ class _Stepper:
         self.adapted = adapted
         self.batch = batch
         self.step_no = 0
-        settings = {"lr": lr, "grad_clip": grad_clip, "lr_scheduler": "constant", "steps": 1, "precision": "auto"}
+        settings = {
+            "lr": lr,
+            "grad_clip": grad_clip,
+            "lr_scheduler": "constant",
+            "steps": 1,
+            "warmup_steps": 0,
+            "precision": "auto",
+        }
         self.take_step = TrainStep(adapted, settings, device)
         self.optimizer = self.take_step.optimizer
         adapted.model.train()
 
     def __call__(self) -> torch.Tensor:
         self.step_no += 1
-        return self.take_step(self.batch, None, self.step_no)  # task=None → the LM (next-token) loss
+        return self.take_step(self.batch, self.step_no)  # the default loss: next-token LM
 
 
 def step_memory_and_profile(

@@ -17,17 +17,113 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from loraven.errors import ConfigError
-from loraven.tasks import ClassicTask
+from loraven.tasks.base import Task
+from loraven.tasks.batching import fit_batch_size
 from loraven.tasks.splits import carve_indices, eval_split_of, split_fingerprint, validation_fraction_of
 
 CLASSIC_KINDS = ("digits", "regression", "text_cls")
+
+
+@dataclass
+class ClassicTask(Task):
+    """Tensors for the paper's §5.2/§5.3 classic experiments, scored directly (accuracy or MSE)."""
+
+    name: str
+    x_train: Any
+    y_train: Any
+    x_test: Any
+    y_test: Any
+    regression: bool
+    info: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+    kind: str = "classic"
+    eval_split: str = "test"  # x_test/y_test hold the *evaluated* split: test, or validation (task.eval_split)
+    family: str = "custom"
+    train_unit: str = "sample"
+    max_seq_len: int | None = None
+
+    @property
+    def metric(self) -> str:
+        return "mse" if self.regression else "acc"
+
+    @property
+    def metric_key(self) -> str:
+        return self.metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        return not self.regression
+
+    def train_batches(
+        self, tokenizer: Any, batch_size: int, max_len: int, seed: int, rank: int = 0, world: int = 1
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        return classic_batches(self, batch_size, seed, rank, world)
+
+    def batch_loss(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        out = model(batch["x"])
+        if self.regression:
+            return torch.nn.functional.mse_loss(out.squeeze(-1).float(), batch["y"].float())
+        return torch.nn.functional.cross_entropy(out.float(), batch["y"])
+
+    def batch_units(self, batch: Mapping[str, torch.Tensor]) -> int:
+        return int(batch["x"].shape[0])
+
+    def score(self, model: torch.nn.Module, tokenizer: Any, batch_size: int, seed: int) -> dict[str, Any]:
+        return evaluate_classic(model, self)
+
+
+def classic_batches(
+    task: ClassicTask, batch_size: int, seed: int, rank: int = 0, world: int = 1
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless seeded shuffles of the training rows (each rank keeps its slice of the global batch)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = task.x_train.shape[0]
+    if n == 0:
+        raise ValueError(f"task {task.name} has no training examples")
+    batch_size = fit_batch_size(batch_size, n, world)
+    while True:
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n - batch_size + 1, batch_size):
+            idx = order[start : start + batch_size][rank::world]
+            yield {"x": task.x_train[idx], "y": task.y_train[idx]}
+
+
+@torch.no_grad()
+def evaluate_classic(model: torch.nn.Module, task: ClassicTask) -> dict[str, Any]:
+    """Accuracy (with its binomial stderr and the majority-class chance level) or MSE on the evaluated split."""
+    device = next(model.parameters()).device
+    x = task.x_test.to(device)
+    y = task.y_test.to(device)
+    pred = model(x)
+    n = int(y.shape[0])
+    common = {"task": task.name, "n": n, "split": task.eval_split, "higher_is_better": task.higher_is_better}
+    if task.regression:
+        mse = torch.mean((pred.squeeze(-1).float() - y.float()) ** 2).item()
+        return {**common, "metric": "mse", "accuracy": None, "accuracy_stderr": None, "mse": mse, "chance": None}
+    acc = (pred.argmax(-1) == y).float().mean().item()
+    return {
+        **common,
+        "metric": "acc",
+        "accuracy": acc,
+        "accuracy_stderr": math.sqrt(acc * (1 - acc) / max(n - 1, 1)),
+        "chance": majority_rate(task),
+    }
+
+
+def majority_rate(task: ClassicTask) -> float:
+    """Chance for classification: the test accuracy of always answering the training set's commonest class."""
+    majority = int(torch.bincount(task.y_train.long().flatten()).argmax())
+    return float((task.y_test.long() == majority).float().mean())
+
 
 POSITIVE = ("good", "great", "excellent", "fine", "lovely", "superb", "pleasant", "brilliant", "happy", "solid")
 NEGATIVE = ("bad", "awful", "terrible", "poor", "boring", "dull", "horrible", "weak", "sad", "broken")
@@ -58,10 +154,8 @@ NEUTRAL = (
 def build_classic(cfg: Mapping[str, Any]) -> ClassicTask:
     """Build ``task.kind`` ∈ {digits, regression, text_cls} as standardised tensors with seeded splits."""
     kind = cfg.get("kind")
-    seed = int(cfg.get("seed", 1234))
-    test_fraction = float(cfg.get("test_fraction", 0.2))
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"task.test_fraction={test_fraction!r} must be in (0, 1)")
+    seed = int(cfg["seed"])
+    test_fraction = float(cfg["test_fraction"])
     if kind == "digits":
         from sklearn.datasets import load_digits
 
@@ -73,10 +167,7 @@ def build_classic(cfg: Mapping[str, Any]) -> ClassicTask:
         x, y = load_diabetes(return_X_y=True)
         regression, params = True, {}
     elif kind == "text_cls":
-        params = {
-            k: int(cfg.get(k, d))
-            for k, d in (("n_samples", 2000), ("n_features", 512), ("min_words", 6), ("max_words", 14))
-        }
+        params = {k: int(cfg[k]) for k in ("n_samples", "n_features", "min_words", "max_words")}
         x, y = synthetic_sentiment(seed, **params)
         regression = False
     else:
@@ -159,11 +250,6 @@ def synthetic_sentiment(
     """Seeded sentences → hashed unigram+bigram counts (dense float64) and labels."""
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    if n_samples < 10 or n_features < 8 or not 1 <= min_words <= max_words:
-        raise ConfigError(
-            f"task text_cls: n_samples={n_samples} (>=10), n_features={n_features} (>=8), "
-            f"1 <= min_words={min_words} <= max_words={max_words} required"
-        )
     rng = np.random.default_rng(seed)
     texts, labels = zip(*(sentence(rng, min_words, max_words) for _ in range(n_samples)), strict=True)
     vectorizer = HashingVectorizer(n_features=n_features, ngram_range=(1, 2), alternate_sign=False, norm=None)

@@ -259,6 +259,20 @@ def _filters_of(task) -> list[str]:
     return [f["name"] for f in (task.config.filter_list or [])] or ["none"]
 
 
+def higher_is_better(tasks: Mapping[str, Any], metric: str) -> bool:
+    """lm-eval's own direction for ``metric`` (each task config's ``higher_is_better``; the metric registry's
+    declaration where the config leaves it out). Tasks that disagree are a config error."""
+    from loraven.tasks.base import _lm_eval_direction
+
+    answers = set()
+    for task in tasks.values():
+        declared = task.higher_is_better() or {}
+        answers.add(bool(declared[metric]) if metric in declared else _lm_eval_direction(metric))
+    if len(answers) > 1:
+        raise ConfigError(f"task.metric={metric!r} is maximised by some of these tasks and minimised by others")
+    return answers.pop() if answers else True
+
+
 def chance_level(tasks: Mapping[str, Any]) -> float | None:
     """Expected accuracy of a uniform guess over the evaluated documents: mean of 1/n_choices for
     multiple-choice tasks; None (unknown) for generation or anything else."""

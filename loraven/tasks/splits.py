@@ -33,24 +33,6 @@ def validation_fraction_of(cfg: Mapping[str, Any]) -> float:
     return float(cfg.get("validation_fraction") or 0.0)
 
 
-def check_split_options(cfg: Mapping[str, Any]) -> None:
-    """``task.eval_split`` is test|validation; validation needs a validation split to exist."""
-    split = eval_split_of(cfg)
-    if split not in EVAL_SPLITS:
-        raise ConfigError(f"task.eval_split={split!r}; valid choices: {', '.join(EVAL_SPLITS)}")
-    fraction = cfg.get("validation_fraction") or 0.0
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) < 1.0:
-        raise ConfigError(
-            f"task.validation_fraction={fraction!r} must be a number in [0, 1) (share of the "
-            "training data held out for validation)"
-        )
-    if split == "validation" and float(fraction) <= 0.0:
-        raise ConfigError(
-            "task.eval_split=validation needs a validation split: set task.validation_fraction "
-            "(e.g. 0.1, carved from the training data)"
-        )
-
-
 def carve_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """(kept, held_out) indices of ``n`` training rows, both sorted; ``round(n·fraction)`` rows held out (at
     least one when the fraction is positive, never all of them)."""

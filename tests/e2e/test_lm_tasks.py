@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from conftest import compose_cfg
 
-from loraven.checks import check_config
 from loraven.errors import ConfigError
-from loraven.evaluate import _stderr
 from loraven.job import run_job
 from loraven.models import tiny_tokenizer
+from loraven.run_config import validate_run_config as check_config
 from loraven.tasks import build_task, chat_pair
-from loraven.tasks import gsm8k as gsm8k_mod
+from loraven.tasks.kinds import gsm8k as gsm8k_mod
+from loraven.tasks.lm_scoring import _stderr
 
 GEN_YAML = """
 task: local_sums

@@ -18,7 +18,8 @@ from conftest import FAST_LM, ROOT, cli_env, compose_cfg
 from omegaconf import OmegaConf
 
 from loraven import CONF_DIR
-from loraven.cli import JOB_POINTER, print_summary, summary_lines
+from loraven.cli.console import print_summary, summary_lines
+from loraven.cli.hydra_glue import JOB_POINTER
 
 
 def _fake_run(results: Path, experiment: str = "default", run_id: str = "abc123", wandb: str | None = "offline"):

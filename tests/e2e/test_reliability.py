@@ -320,9 +320,9 @@ import torch  # noqa: E402
 
 from loraven import job as job_module  # noqa: E402
 from loraven import track  # noqa: E402
-from loraven.checks import check_config  # noqa: E402
 from loraven.contract import SECTIONS, TOP_LEVEL  # noqa: E402
 from loraven.errors import ConfigError  # noqa: E402
+from loraven.run_config import validate_run_config as check_config  # noqa: E402
 from loraven.track import FAILED_ATTEMPT, LOCK_NAME, Tracker  # noqa: E402
 
 
@@ -335,7 +335,8 @@ def _store_path(root: Path, result: dict, name: str = "result.json") -> Path:
 
 @pytest.mark.timeout(60)
 def test_batch_larger_than_training_rows_is_clamped_not_a_hang(caplog) -> None:
-    from loraven.train import classic_batches, lm_batches
+    from loraven.tasks.classic import classic_batches
+    from loraven.tasks.lm import lm_batches
 
     task = types.SimpleNamespace(name="tiny", x_train=torch.randn(3, 4), y_train=torch.tensor([0, 1, 0]))
     with caplog.at_level("WARNING", logger="loraven"):
@@ -387,7 +388,7 @@ def test_skeleton_and_contract_share_one_definition(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("broken", [{"status": "completed"}, {"metrics": "oops"}, {"time": None}])
 def test_resume_rejects_a_schema_invalid_record_and_names_it(tmp_path: Path, monkeypatch, caplog, broken: dict) -> None:
-    from loraven.cli import summary_row
+    from loraven.cli.console import summary_row
 
     monkeypatch.setenv("LORAVEN_CACHE", str(tmp_path / "cache"))
     cfg = compose_cfg([*FAST_CLASSIC, f"results_dir={tmp_path}/r"])
@@ -474,17 +475,17 @@ def test_writability_probe_writes_real_bytes(tmp_path: Path, monkeypatch) -> Non
 
 
 def test_cli_says_when_a_finished_result_could_not_be_saved(tmp_path: Path, monkeypatch, capsys) -> None:
-    from loraven import cli
+    from loraven.cli import app, hydra_glue
 
     result = {
-        **job_module.skeleton(compose_cfg(FAST_CLASSIC), "abc", "completed", None),
+        **job_module.new_record(compose_cfg(FAST_CLASSIC), "abc", "completed", None).to_dict(),
         "_unsaved": "No space left on device (/x)",
     }
     result["metrics"]["accuracy"] = 0.5
     monkeypatch.setattr(job_module, "run_job", lambda *a, **k: result)
-    monkeypatch.setattr(cli, "_job_dir", lambda: None)
+    monkeypatch.setattr(hydra_glue, "job_dir", lambda: None)
     with pytest.raises(SystemExit) as exit_info:
-        cli.run_from_hydra(OmegaConf_create(compose_cfg([*FAST_CLASSIC, f"results_dir={tmp_path}/r"])))
+        app.run_from_hydra(OmegaConf_create(compose_cfg([*FAST_CLASSIC, f"results_dir={tmp_path}/r"])))
     err = capsys.readouterr().err
     assert exit_info.value.code == 1 and "not saved: No space left" in err and "0.5" in err
 
@@ -722,7 +723,7 @@ LOCAL_MC_BAD = [  # (file content, line the message must name, words it must con
 
 @pytest.mark.parametrize(("content", "line", "words"), LOCAL_MC_BAD)
 def test_local_mc_bad_documents_name_file_and_line(tmp_path: Path, content: str, line: int, words: list) -> None:
-    from loraven.tasks import _read_jsonl
+    from loraven.tasks.kinds.local_mc import _read_jsonl
 
     path = tmp_path / "docs.jsonl"
     path.write_text(content)
@@ -734,7 +735,7 @@ def test_local_mc_bad_documents_name_file_and_line(tmp_path: Path, content: str,
 
 
 def test_local_mc_non_utf8_names_file_and_line(tmp_path: Path) -> None:
-    from loraven.tasks import _read_jsonl
+    from loraven.tasks.kinds.local_mc import _read_jsonl
 
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(

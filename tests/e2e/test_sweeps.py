@@ -11,9 +11,9 @@ import yaml
 from conftest import CONF, FAST_CLASSIC, ROOT, compose_cfg, results, sweep_args
 
 from loraven.adapters.base import available_adapters, check_combination
-from loraven.checks import check_config
 from loraven.contract import contract_violations
 from loraven.errors import ConfigError, IncompatibleCombination
+from loraven.run_config import validate_run_config as check_config
 
 EXPERIMENTS = ("paper_energy", "paper_accuracy", "adapters")
 

@@ -17,9 +17,9 @@ from loraven.adapters.base import AdapterContext, apply_adapter, fit_param_budge
 from loraven.errors import ConfigError
 from loraven.models import load_model
 from loraven.search import direction_for, objective, storage_url
-from loraven.tasks import build_task, check_task_keys
-from loraven.tasks.arith import generate
+from loraven.tasks import build_task, task_settings
 from loraven.tasks.classic import split_indices
+from loraven.tasks.kinds.arith_mc import generate
 from loraven.tasks.splits import carve_indices, lm_splits
 
 SEARCH = ["-m", "hydra/sweeper=optuna", "task.validation_fraction=0.1", *FAST_LM]
@@ -143,14 +143,14 @@ def test_validation_split_is_carved_from_training_data_disjoint_and_seeded() -> 
 @pytest.mark.parametrize(
     "overrides, words",
     [
-        (["task.eval_split=valid"], ["task.eval_split='valid'", "test, validation"]),
+        (["task.eval_split=valid"], ["task.eval_split='valid'", "'test' or 'validation'"]),
         (["task.eval_split=validation"], ["validation_fraction"]),
-        (["task.validation_fraction=1.5"], ["validation_fraction=1.5", "[0, 1)"]),
+        (["task.validation_fraction=1.5"], ["validation_fraction=1.5", "0.5"]),
     ],
 )
 def test_bad_split_options_are_one_clear_error(overrides: list[str], words: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
-        check_task_keys(compose_cfg(overrides)["task"])
+        task_settings(compose_cfg(overrides)["task"])
     assert all(w in str(err.value) for w in words)
 
 

@@ -74,7 +74,7 @@ def test_accuracy_table_retention_mse_increase_and_paper_claims(tmp_path: Path) 
     write_run(tmp_path, "acc", "rd1", adapter="none", task="regression", mse=2.0, seed=1)
     write_run(tmp_path, "acc", "rl", scheduler="linear", task="regression", mse=2.1)
     table = accuracy_table(runs_frame(load_results(tmp_path)))
-    image = table[table["kind"] == "image"].iloc[0]
+    image = table[table["kind"] == "image-classification"].iloc[0]
     assert image["level"] == "full LoRAven" and image["retention_pct"] == pytest.approx(0.94 / 0.95 * 100)
     assert image["paper_value"] == 99.2 and image["verdict"].startswith("insufficient evidence")
     reg = table[table["kind"] == "regression"].iloc[0]
@@ -84,7 +84,9 @@ def test_accuracy_table_retention_mse_increase_and_paper_claims(tmp_path: Path) 
         and reg["verdict"].startswith("insufficient evidence")
     )
     assert math.isnan(reg["retention_pct"]) and reg["paper_value"] == 2.0
-    text = table[table["kind"] == "text"].iloc[0]  # no text task run: the claim stays, ours "not measured"
+    text = table[table["kind"] == "text-classification"].iloc[
+        0
+    ]  # no text task run: the claim stays, ours "not measured"
     assert text["level"] == "not measured" and text["paper_value"] == 98.8
 
 
@@ -236,7 +238,8 @@ class FakeApi:
                 url=None,
                 state="finished" if r["status"] == "completed" else "failed",
                 config=r["config"],
-                summary=_flatten("", {k: r[k] for k in ("metrics", "time", "energy", "model", "memory")})
+                summary=_flatten("", {k: r[k] for k in ("metrics", "time", "energy", "model", "memory", "task")})
+                | _flatten("adapter", {k: v for k, v in r["adapter"].items() if k != "ranks"})
                 | {"status": r["status"], "reason": r["reason"] or "", "_step": 3},
             )
             for i, r in enumerate(self.records)

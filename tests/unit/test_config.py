@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from loraven import CONF_DIR
 from loraven.adapters.base import available_adapters, check_combination
-from loraven.checks import check_config
 from loraven.errors import ConfigError
+from loraven.run_config import validate_run_config as check_config
 from loraven.track import run_id_for
 
 CONF = CONF_DIR

@@ -10,7 +10,7 @@ import pytest
 from loraven.errors import ConfigError
 from loraven.models import _cache_valid, _sha256, load_model
 from loraven.tasks import build_task
-from loraven.tasks.arith import generate
+from loraven.tasks.kinds.arith_mc import generate
 from loraven.tasks.registry import check_registry_names
 
 

@@ -51,8 +51,8 @@ def test_overlapping_seeds_are_inconclusive_with_a_seed_count(tmp_path: Path) ->
 
 
 def test_one_run_at_chance_is_insufficient_evidence(tmp_path: Path) -> None:
-    write_run(tmp_path, "a", "d", adapter="none", task="arith_mc", accuracy=0.26, stderr=0.03, chance=0.25)
-    write_run(tmp_path, "a", "m", task="arith_mc", accuracy=0.27, stderr=0.03, chance=0.25)
+    write_run(tmp_path, "a", "d", adapter="none", task="text_cls", accuracy=0.26, stderr=0.03, chance=0.25)
+    write_run(tmp_path, "a", "m", task="text_cls", accuracy=0.27, stderr=0.03, chance=0.25)
     row = level_row(accuracy_table(runs_frame(load_results(tmp_path))), "fixed low-rank")
     assert row["chance"] == "at chance"
     assert row["verdict"].startswith("insufficient evidence (")
@@ -66,8 +66,8 @@ def test_energy_below_meter_resolution_never_enters_a_verdict(tmp_path: Path) ->
 
 
 def test_records_without_chance_say_unknown(tmp_path: Path) -> None:
-    write_run(tmp_path, "a", "d", adapter="none", accuracy=0.9)
-    write_run(tmp_path, "a", "m", accuracy=0.9)
+    write_run(tmp_path, "a", "d", adapter="none", task="digits", accuracy=0.9)
+    write_run(tmp_path, "a", "m", task="digits", accuracy=0.9)
     assert level_row(accuracy_table(runs_frame(load_results(tmp_path))), "fixed low-rank")["chance"] == "chance unknown"
 
 
@@ -125,7 +125,7 @@ def test_smoke_store_never_yields_reproduced(tmp_path: Path) -> None:
 
 
 def test_meter_flags_short_phases_and_gives_energy_per_unit() -> None:
-    from loraven.measure import EnergyReading, combine
+    from loraven.meters import EnergyReading, combine
 
     short = EnergyReading("codecarbon-tdp-estimate", kwh=1e-6, duration_s=0.5, sampling_s=0.1)
     long = EnergyReading("codecarbon-tdp-estimate", kwh=1e-5, duration_s=2.0, sampling_s=0.1)

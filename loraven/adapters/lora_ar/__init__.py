@@ -93,7 +93,7 @@ def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
     return {**cfg, "budget_rank": rank}
 
 
-def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[str, Any]:
+def budget_fit(model: nn.Module, settings: LoraARConfig, budget: int) -> dict[str, Any]:
     """LoRA-AR's own budget mode, given a count: the spectral allocation is rescaled so Σ r·(in+out) (+ DoRA's
     magnitudes) equals ``budget`` (see :func:`allocate.allocate`); ``budget_rank`` is then unused."""
     return {"budget_params": int(budget), "budget_rank": None}
@@ -102,15 +102,16 @@ def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[st
 @register_adapter(
     "lora_ar",
     schedulers=("static",),
+    config=LoraARConfig,
+    size_key="r_max",
     labels={"static": "LoRA-AR"},
     order=22,
     match_rank=match_rank,
     fit_budget=budget_fit,
     size_space=("adapter.budget_rank", "choice(4,8,16)"),
 )
-def apply_lora_ar(model: nn.Module, adapter_cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
+def apply_lora_ar(model: nn.Module, cfg: LoraARConfig, ctx: AdapterContext) -> AdaptedModel:
     """LoRA-AR: per-module LoRA ranks from Hill α and MP spikes of the pretrained weights (then static)."""
-    cfg = LoraARConfig.from_mapping(adapter_cfg)
     alloc, analysis_s = plan_allocation(model, cfg)
     wrapped = inject(
         model,

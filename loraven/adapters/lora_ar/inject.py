@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from loraven.adapters.lora import peft_lora_config, wrap_with_peft
+from loraven.adapters.lora import wrap_with_peft
 from loraven.adapters.targets import resolve_targets
 from loraven.errors import ConfigError
 
@@ -70,9 +70,13 @@ def inject(
         raise ConfigError(f"allocated modules not in the model: {missing[:5]}")
     keys = {name: pattern_key(name) for name in ranks}
     check_patterns(keys, all_names)
-    base = {k: adapter_cfg[k] for k in ("dropout", "use_dora", "use_rslora") if k in adapter_cfg}
-    config = peft_lora_config(
-        base,
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        lora_dropout=float(adapter_cfg.get("dropout", 0.0)),
+        use_dora=bool(adapter_cfg.get("use_dora", False)),
+        use_rslora=bool(adapter_cfg.get("use_rslora", False)),
+        bias="none",
         r=max(ranks.values()),
         lora_alpha=max(alphas.values()),
         target_modules=list(ranks),

@@ -12,13 +12,12 @@ compressed network rather than adapting a frozen one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
 from loraven.adapters.base import AdapterContext, linear_targets, rank_for_budget, register_adapter
-from loraven.adapters.loraven.config import AdapterConfig, SchedulerConfig, adapter_config
+from loraven.adapters.loraven.config import AdapterConfig, SchedulerConfig
 from loraven.adapters.loraven.layer import DynamicLowRankLayer
 from loraven.adapters.loraven.model import LoRAvenModel
 from loraven.adapters.targets import resolve_targets, smallest_side
@@ -63,12 +62,12 @@ def inject(model: nn.Module, cfg: AdapterConfig) -> dict[str, DynamicLowRankLaye
     return layers
 
 
-def check_rank_fits(model: nn.Module, adapter_cfg: Mapping[str, Any]) -> None:
+def check_rank_fits(model: nn.Module, settings: AdapterConfig) -> None:
     """An integer ``r_max`` above a target layer's smaller side is a config error ('full' always fits)."""
-    r_max = adapter_cfg.get("r_max")
-    if r_max is None or r_max == "full":
+    r_max = settings.r_max
+    if r_max == "full":
         return
-    targets = resolve_targets(model, adapter_cfg.get("target_modules", "all-linear"), classes=(nn.Linear,))
+    targets = resolve_targets(model, settings.target_modules, classes=(nn.Linear,))
     name, limit = smallest_side(targets)
     if int(r_max) > limit:
         raise ConfigError(
@@ -81,12 +80,11 @@ def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
     return {**cfg, "r_max": rank, "r_min": min(int(cfg.get("r_min", 2)), rank), "alpha": 2 * rank}
 
 
-def budget_fit(model: nn.Module, cfg: Mapping[str, Any], budget: int) -> dict[str, Any]:
+def budget_fit(model: nn.Module, acfg: AdapterConfig, budget: int) -> dict[str, Any]:
     """``r_max`` for a trainable-parameter budget (adapter mode): each layer trains U (out×r_max), S (r_max) and
     V (in×r_max), allocated at r_max whatever the active rank. ``alpha`` keeps the configured alpha/r_max (the
     update's scale). Replace mode trains the other weights too and the gate adds its own network: neither is
     fitted, each is one clear error."""
-    acfg = adapter_config(cfg)
     if acfg.mode != "adapter" or acfg.gate:
         raise ConfigError(
             f"adapter.param_budget fits LoRAven's adapter mode without a gate; got "
@@ -107,6 +105,9 @@ LEVELS = {"static": "fixed low-rank", "linear": "dynamic", "energy": "full LoRAv
 @register_adapter(
     "loraven",
     schedulers=("static", "linear", "energy"),
+    config=AdapterConfig,
+    scheduler_config=SchedulerConfig,
+    size_key="r_max",
     labels=LEVELS,
     order=10,
     check_fits=check_rank_fits,
@@ -114,9 +115,8 @@ LEVELS = {"static": "fixed low-rank", "linear": "dynamic", "energy": "full LoRAv
     fit_budget=budget_fit,
     size_space=("adapter.r_max", "choice(4,8,16)"),
 )
-def apply_loraven(model: nn.Module, adapter_cfg: Mapping[str, Any], ctx: AdapterContext) -> LoRAvenModel:
+def apply_loraven(model: nn.Module, acfg: AdapterConfig, ctx: AdapterContext) -> LoRAvenModel:
     """LoRAven: dynamic-rank U·diag(S)·Vᵀ layers (adapter beside frozen W0, or replacing W) + scheduler."""
-    acfg = adapter_config(adapter_cfg)
     scfg = SchedulerConfig.from_mapping(ctx.scheduler)
     if acfg.mode == "adapter" or not acfg.train_other:
         for p in model.parameters():

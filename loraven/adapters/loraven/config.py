@@ -1,138 +1,134 @@
-"""Typed views of ``cfg.adapter`` (loraven) and ``cfg.scheduler``; every bad value raises ConfigError."""
+"""Typed views of ``cfg.adapter`` (loraven) and ``cfg.scheduler``, validated once before the run starts.
+
+The defaults equal conf/adapter/loraven.yaml and conf/scheduler/linear.yaml (a test keeps them equal); the class
+defaults are what ``scheduler=static`` runs with, since static.yaml sets only the name.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from loraven.adapters.loraven.layer import MODES
-from loraven.errors import ConfigError
+from loraven.adapters.options import AdapterOptions, TargetModules
+from loraven.schema import Section
 
 SCHEDULERS = ("static", "linear", "energy")
 
 
-def _section(cls, cfg: Mapping[str, Any] | None, where: str, ignore: tuple[str, ...] = ()):
-    cfg = dict(cfg or {})
-    valid = {f.name for f in fields(cls)}
-    bad = sorted(set(cfg) - valid - set(ignore))
-    if bad:
-        raise ConfigError(f"unknown {where} keys {bad}; valid: {sorted(valid)}")
-    return cls(**{k: v for k, v in cfg.items() if k in valid})
-
-
-@dataclass
-class AdapterConfig:
-    name: str = "loraven"
-    mode: str = "adapter"
-    r_max: int | str = 8
-    r_min: int = 2
-    r_init: int | None = None
-    alpha: float | None = 16.0
-    target_modules: str | list[str] = "all-linear"
-    dropout: float = 0.0
-    nan_guard: bool | str = "auto"
-    l2: float = 0.0
-    orthogonality: float = 0.0
+class AdapterConfig(AdapterOptions):
+    name: Literal["loraven"] = "loraven"
+    mode: Literal[MODES] = "adapter"  # type: ignore[valid-type]
+    r_max: int | Literal["full"] = 8
+    r_min: int = Field(default=2, ge=1)
+    r_init: int | None = Field(default=None, ge=1)
+    alpha: float | None = Field(default=16.0, gt=0)
+    target_modules: TargetModules = "all-linear"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    nan_guard: bool | Literal["auto", "input", "bottleneck", "off"] = "auto"
+    l2: float = Field(default=0.0, ge=0.0)
+    orthogonality: float = Field(default=0.0, ge=0.0)
     hebbian: bool = False
-    hebbian_lr: float = 1e-4
+    hebbian_lr: float = Field(default=1e-4, gt=0.0)
     gate: bool = False
-    gate_blocks: int = 4
+    gate_blocks: int = Field(default=4, ge=1)
     gradient_checkpointing: bool = False
     train_other: bool = True
-    inference_path: str = "auto"
+    inference_path: Literal["auto", "fused", "factored", "merge"] = "auto"
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"adapter.mode={self.mode!r}; valid choices: {', '.join(MODES)}")
-        if not (self.r_max == "full" or (isinstance(self.r_max, int) and self.r_max >= 1)):
-            raise ConfigError(f"adapter.r_max={self.r_max!r}; valid: an integer >= 1 or 'full'")
-        if int(self.r_min) < 1:
-            raise ConfigError(f"adapter.r_min={self.r_min}; valid: >= 1")
-        if self.inference_path not in ("auto", "fused", "factored", "merge"):
-            raise ConfigError(f"adapter.inference_path={self.inference_path!r}; valid: auto, fused, factored, merge")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ConfigError(f"adapter.dropout={self.dropout}; valid: [0, 1)")
-        if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
-            self.target_modules = [self.target_modules]
-        if not isinstance(self.target_modules, str):
-            self.target_modules = [str(t) for t in self.target_modules]
+    @field_validator("r_max")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"adapter.r_max={value}: must be an integer >= 1 or 'full'")
+        return value
 
-
-@dataclass
-class ScorerConfig:
-    lr: float = 1e-2
-    steps: int = 4
-    buffer: int = 32
-    probe_rows: int = 64
+    @model_validator(mode="after")
+    def _ranks_ordered(self) -> AdapterConfig:
+        if isinstance(self.r_max, int):
+            if self.r_min > self.r_max:
+                raise ValueError(f"adapter.r_min={self.r_min} > adapter.r_max={self.r_max}; need r_min <= r_max")
+            if self.r_init is not None and not self.r_min <= self.r_init <= self.r_max:
+                raise ValueError(
+                    f"adapter.r_init={self.r_init} is outside [adapter.r_min={self.r_min}, adapter.r_max={self.r_max}]"
+                )
+        elif self.r_init is not None and self.r_init < self.r_min:
+            raise ValueError(f"adapter.r_init={self.r_init} < adapter.r_min={self.r_min}")
+        return self
 
 
-@dataclass
-class EventConfig:
+class ScorerConfig(Section):
+    where = "scheduler.scorer"
+    lr: float = Field(default=1e-2, gt=0)
+    steps: int = Field(default=4, ge=1)
+    buffer: int = Field(default=32, ge=1)
+    probe_rows: int = Field(default=64, ge=1)
+
+
+class EventConfig(Section):
+    where = "scheduler.events"
     target_loss: float | None = None
-    error_threshold: float = 0.5
-    performance_drop_pct: float = 10.0
-    loss_ema: float = 0.5
+    error_threshold: float = Field(default=0.5, ge=0.0)
+    performance_drop_pct: float = Field(default=10.0, ge=0.0)
+    loss_ema: float = Field(default=0.5, ge=0.0, lt=1.0)
     event_triggered: bool = False
 
 
-@dataclass
-class BudgetConfig:
-    fraction: float = 0.6
-    joules_per_step: float | None = None
-    performance_priority: float = 1.0
-    scaling_factor: float = 1.0
+class BudgetConfig(Section):
+    where = "scheduler.budget"
+    fraction: float = Field(default=0.6, ge=0.0, le=1.0)  # of the headroom between E(r_min) and E(r_max)
+    joules_per_step: float | None = Field(default=None, gt=0)
+    performance_priority: float = Field(default=1.0, ge=0.0, le=1.0)
+    scaling_factor: float = Field(default=1.0, ge=0.5, le=2.0)
 
 
-@dataclass
-class SchedulerConfig:
-    name: str = "static"
-    update_every: int = 10
-    min_steps_between_changes: int = 20
-    rank_bucket: int = 2
-    deadband: int | None = None
-    score_ema: float = 0.5
-    diversity_weight: float = 0.25
-    gradient_weight: float = 0.25
-    diversity_window: int = 8
-    gradient_ema: float = 0.9
-    alpha: float = 0.5
-    beta: float = 0.5
-    scorer: ScorerConfig = field(default_factory=ScorerConfig)
-    events: EventConfig = field(default_factory=EventConfig)
+class Weights(Section):
+    where = "scheduler.weights"
+    diversity: float = Field(default=0.25, ge=0.0)
+    gradient: float = Field(default=0.25, ge=0.0)
+
+
+class SchedulerConfig(Section):
+    where = "scheduler"
+    name: Literal["static", "linear", "energy"] = "static"
+    update_every: int = Field(default=10, ge=1)
+    min_steps_between_changes: int = Field(default=20, ge=0)
+    rank_bucket: int = Field(default=2, ge=1)
+    deadband: int | None = Field(default=None, ge=0)
+    score_ema: float = Field(default=0.5, ge=0.0, lt=1.0)
+    weights: Weights = Field(default_factory=Weights)
+    diversity_window: int = Field(default=8, ge=1)
+    gradient_ema: float = Field(default=0.9, ge=0.0, lt=1.0)
+    alpha: float = Field(default=0.5, ge=0.0)
+    beta: float = Field(default=0.5, ge=0.0)
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig)
+    events: EventConfig = Field(default_factory=EventConfig)
     budget: BudgetConfig | None = None
-    energy_model: dict[str, Any] = field(default_factory=dict)
+    energy_model: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _complete(self) -> SchedulerConfig:
+        if self.name == "energy" and self.budget is None:
+            self.__dict__["budget"] = BudgetConfig()
+        if self.deadband is None:
+            self.__dict__["deadband"] = self.rank_bucket
+        return self
+
+    @property
+    def diversity_weight(self) -> float:
+        return self.weights.diversity
+
+    @property
+    def gradient_weight(self) -> float:
+        return self.weights.gradient
 
     @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any] | None) -> SchedulerConfig:
-        raw = dict(cfg or {})
-        weights = dict(raw.pop("weights", None) or {})
-        bad = set(weights) - {"diversity", "gradient"}
-        if bad:
-            raise ConfigError(f"unknown scheduler.weights keys {sorted(bad)}; valid: diversity, gradient")
-        if "diversity" in weights:
-            raw["diversity_weight"] = weights["diversity"]
-        if "gradient" in weights:
-            raw["gradient_weight"] = weights["gradient"]
-        raw["scorer"] = _section(ScorerConfig, raw.get("scorer"), "scheduler.scorer")
-        raw["events"] = _section(EventConfig, raw.get("events"), "scheduler.events")
-        if raw.get("budget") is not None:
-            raw["budget"] = _section(BudgetConfig, raw["budget"], "scheduler.budget")
-        raw["energy_model"] = dict(raw.get("energy_model") or {})
-        out = _section(cls, raw, "scheduler")
-        if out.name not in SCHEDULERS:
-            raise ConfigError(f"scheduler.name={out.name!r}; valid choices for loraven: {', '.join(SCHEDULERS)}")
-        for key in ("update_every", "rank_bucket"):
-            if int(getattr(out, key)) < 1:
-                raise ConfigError(f"scheduler.{key}={getattr(out, key)}; valid: >= 1")
-        if out.name == "energy" and out.budget is None:
-            out.budget = BudgetConfig()
-        if out.budget is not None and out.budget.fraction < 0:
-            raise ConfigError(f"scheduler.budget.fraction={out.budget.fraction}; valid: >= 0")
-        if out.deadband is None:
-            out.deadband = out.rank_bucket
-        return out
+    def from_mapping(cls, cfg: Any) -> SchedulerConfig:
+        """A mapping (a test's dict or a composed config) validated; an instance is returned as is."""
+        return cfg if isinstance(cfg, cls) else cls(**dict(cfg or {}))
 
 
-def adapter_config(cfg: Mapping[str, Any]) -> AdapterConfig:
-    return _section(AdapterConfig, cfg, "adapter", ignore=("r",))
+def adapter_config(cfg: Any) -> AdapterConfig:
+    """A mapping validated as LoRAven's adapter settings; an instance is returned as is."""
+    return cfg if isinstance(cfg, AdapterConfig) else AdapterConfig(**dict(cfg))

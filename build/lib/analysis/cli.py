@@ -1,0 +1,92 @@
+"""Command line: read a results store or a W&B project, write tables and figures, print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from analysis.load import load_results
+from analysis.report import FORMATS, build_report
+from analysis.wandb_source import load_wandb
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--results", default="results", help="results store to read (default: results)")
+    source.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from W&B instead")
+    parser.add_argument("--out", default="reports", help="where tables/ and figures/ go (default: reports)")
+    parser.add_argument(
+        "--format",
+        default=",".join(FORMATS),
+        help=f"comma-separated table formats among {', '.join(FORMATS)} (default: all)",
+    )
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    args = parser.parse_args(argv)
+    args.formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in args.formats if f not in FORMATS]
+    if bad or not args.formats:
+        parser.error(f"--format {args.format!r}: valid choices are {', '.join(FORMATS)}")
+    if not args.wandb and not Path(args.results).is_dir():
+        parser.error(
+            f"results directory {args.results!r} does not exist (run `python run.py` first, "
+            "or pass --results DIR or --wandb ENTITY/PROJECT)"
+        )
+    problem = _out_problem(Path(args.out))
+    if problem:
+        parser.error(problem)
+    return args
+
+
+def _out_problem(out: Path) -> str | None:
+    """Why ``--out`` cannot take the report (a file, or not writable), checked before any work; else None."""
+    if out.exists() and not out.is_dir():
+        return f"--out {str(out)!r} is a file; give a directory for tables/ and figures/"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out) as probe:
+            probe.write(b"probe")
+    except OSError as err:
+        return f"--out {str(out)!r} is not writable ({err.strerror or err})"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console(stderr=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = load_wandb(args.wandb) if args.wandb else load_results(args.results)
+        try:
+            report = build_report(records, args.out, args.formats, figures=not args.no_figures)
+        except OSError as err:  # the disk filled or a permission changed while writing
+            print(
+                f"error: could not write the report under {args.out!r}: {err.strerror or err} "
+                f"({getattr(err, 'filename', '')})",
+                file=sys.stderr,
+            )
+            return 2
+    for warning in caught:
+        console.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+    statuses = report.runs["status"].value_counts().to_dict() if not report.runs.empty else {}
+    out = Path(args.out)
+    summary = Table(title=f"{args.wandb or args.results}: {len(records)} runs {statuses} → {out}/")
+    summary.add_column("kind")
+    summary.add_column("name")
+    summary.add_column("rows")
+    summary.add_column("written")
+    for name, paths in report.tables.items():
+        summary.add_row("table", name, str(len(report.frames[name])), ", ".join(str(p.relative_to(out)) for p in paths))
+    for name, path in report.figures.items():
+        summary.add_row("figure", name, "-", str(path.relative_to(out)))
+    if report.summary is not None:
+        summary.add_row("report", "claims and verdicts", "-", str(report.summary.relative_to(out)))
+    console.print(summary)
+    return 0

@@ -1,0 +1,308 @@
+"""LoRAvenModel: the AdaptedModel the training loop talks to (decisions, events, metrics, artifacts).
+
+Per step the loop calls ``after_optimizer_step(step, loss)``; here that costs one on-device add (loss
+accumulation) except on decision steps, the only place with host syncs. The first decision is made after the
+first optimizer step (loop step 1, the run's step 0; the energy scheduler enforces its budget from there), then
+every ``update_every`` steps, with ``update_every`` and ``min_steps_between_changes`` clamped to
+``max(1, total_steps // 4)``: a run shorter than the interval would otherwise never decide (a 4-step smoke
+run of ``linear`` and ``energy`` gave identical traces). The effective values are in ``summary()``.
+the mean loss and one stacked tensor of per-layer observations are read back once. Observation (batch
+mean, RMS, a row sample, gradient norms) is switched on only for the forward/backward of decision steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from loraven.adapters.base import AdaptedModel
+from loraven.adapters.loraven.config import AdapterConfig, SchedulerConfig
+from loraven.adapters.loraven.energy_model import EnergyModel
+from loraven.adapters.loraven.estimators import Workload
+from loraven.adapters.loraven.events import EventMonitor, EventRow
+from loraven.adapters.loraven.hebbian import hebbian_update
+from loraven.adapters.loraven.layer import DynamicLowRankLayer
+from loraven.adapters.loraven.schedulers import Observation, build_scheduler, diversity
+from loraven.adapters.loraven.scorer import ScorerBank, spectral_entropy
+
+
+def _grad_hook(layer: DynamicLowRankLayer, p: torch.Tensor) -> None:
+    if layer.observe and p.grad is not None:
+        sq = p.grad.detach().float().pow(2).sum()
+        layer._grad_sq = sq if layer._grad_sq is None else layer._grad_sq + sq
+
+
+TRACE_HEADER = ["step", "module", "rank"]
+EVENT_HEADER = ["step", "module", "event", "old_rank", "new_rank"]
+
+
+class LoRAvenModel(AdaptedModel):
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: dict[str, DynamicLowRankLayer],
+        acfg: AdapterConfig,
+        scfg: SchedulerConfig,
+        seed: int = 0,
+        total_steps: int = 0,
+    ) -> None:
+        super().__init__(model)
+        self.layers = layers
+        self.acfg, self.scfg = acfg, scfg
+        cap = max(1, int(total_steps) // 4) if total_steps and total_steps > 0 else None
+        self.update_every = min(scfg.update_every, cap) if cap else scfg.update_every
+        self.min_steps_between_changes = (
+            min(scfg.min_steps_between_changes, cap) if cap else scfg.min_steps_between_changes
+        )
+        scfg.min_steps_between_changes = self.min_steps_between_changes  # the scheduler's hysteresis reads it
+        self.energy = EnergyModel.from_config(scfg.energy_model)
+        self.scheduler_impl = build_scheduler(scfg, self.energy)
+        ev = scfg.events
+        self.monitor = EventMonitor(ev.target_loss, ev.error_threshold, ev.performance_drop_pct, ev.loss_ema)
+        self.dynamic = scfg.name != "static"
+        self.observing = self.dynamic or acfg.hebbian
+        device = next(iter(layers.values())).U.device
+        self.scorers = ScorerBank(
+            {n: lay.in_features for n, lay in layers.items()} if self.dynamic else {},
+            device,
+            scfg.scorer.lr,
+            scfg.scorer.steps,
+            scfg.scorer.buffer,
+            seed=seed,
+        )
+        for layer in layers.values():
+            layer.probe_rows = scfg.scorer.probe_rows
+            layer._grad_sq = None
+            if self.dynamic:
+                if scfg.gradient_weight > 0:
+                    for p in (layer.U, layer.S, layer.V):
+                        p.register_post_accumulate_grad_hook(partial(_grad_hook, layer))
+        self.step = 0
+        self._loss_acc: torch.Tensor | None = None
+        self._loss_n = 0
+        self.trace: list[tuple[int, str, int]] = [(0, n, lay.r) for n, lay in layers.items()]
+        self.events: list[EventRow] = []
+        self.n_decisions = 0
+        self.last_scores: dict[str, float] = {}
+        self._set_observe(True)  # the first forward is observed once (token counts for the estimators)
+
+    # ------------------------------------------------------------------ contract
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.model.parameters() if p.requires_grad)
+
+    def regularization_loss(self) -> torch.Tensor | None:
+        l2, orth = self.acfg.l2, self.acfg.orthogonality
+        if not (l2 or orth):
+            return None
+        return sum(layer.regularization_loss(l2, orth) for layer in self.layers.values())
+
+    def after_optimizer_step(self, step: int, loss: torch.Tensor) -> None:
+        self.step = step
+        if not self.observing:
+            if step == 1:
+                self._set_observe(False)
+            return
+        ue = self.update_every
+        if self.dynamic:
+            d = loss.detach()
+            self._loss_acc = d if self._loss_acc is None else self._loss_acc + d
+            self._loss_n += 1
+        if (step - 1) % ue == 0:  # steps 1, 1 + ue, ...: the first optimizer step decides
+            self._decide(step)
+        self._set_observe(step % ue == 0)
+
+    def step_metrics(self) -> dict[str, float]:
+        ranks = [layer.r for layer in self.layers.values()]
+        out = {
+            "loraven/rank_mean": sum(ranks) / max(len(ranks), 1),
+            "loraven/rank_min": float(min(ranks)),
+            "loraven/rank_max": float(max(ranks)),
+            "loraven/n_events": float(len(self.events)),
+            "loraven/n_rank_changes": float(len(self.trace) - len(self.layers)),
+            "loraven/pred_energy_j": self.predicted_energy(),
+            "loraven/pred_energy_rmax_j": self.predicted_energy(at_rmax=True),
+        }
+        if self.scheduler_impl.last_total_budget:
+            out["loraven/budget_j"] = self.scheduler_impl.last_total_budget
+            out["loraven/budget_use"] = out["loraven/pred_energy_j"] / self.scheduler_impl.last_total_budget
+        if self.last_scores:
+            out["loraven/score_mean"] = sum(self.last_scores.values()) / len(self.last_scores)
+        return out
+
+    def ranks(self) -> dict[str, int]:
+        return {name: layer.r for name, layer in self.layers.items()}
+
+    def write_artifacts(self, run_dir: Path) -> list[Path]:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        event_rows = [(e.step, e.module, e.event, e.old_rank, e.new_rank) for e in self.events]
+        for fname, header, rows in (
+            ("rank_trace.csv", TRACE_HEADER, self.trace_rows()),
+            ("loraven_events.csv", EVENT_HEADER, event_rows),
+        ):
+            path = run_dir / fname
+            tmp = path.with_suffix(".csv.tmp")
+            with tmp.open("w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(header)
+                writer.writerows(rows)
+            tmp.replace(path)
+            paths.append(path)
+        return paths
+
+    def artifact_tables(self) -> Mapping[str, Any]:
+        import pandas as pd
+
+        return {
+            "rank_trace": pd.DataFrame(self.trace_rows(), columns=TRACE_HEADER),
+            "loraven_events": pd.DataFrame([e.__dict__ for e in self.events], columns=EVENT_HEADER),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        ranks = list(self.ranks().values())
+        out: dict[str, Any] = {
+            **super().summary(),
+            "mode": self.acfg.mode,
+            "r_min": min(lay.r_min for lay in self.layers.values()),
+            "r_max": max(lay.r_max for lay in self.layers.values()),
+            "mean_rank": sum(ranks) / max(len(ranks), 1),
+            "n_layers": len(ranks),
+            "n_events": len(self.events),
+            "events_by_type": dict(Counter(e.event for e in self.events)),
+            "n_rank_changes": len(self.trace) - len(self.layers),
+            "n_decisions": self.n_decisions,
+            "predicted_energy_j": self.predicted_energy(),
+            "predicted_energy_rmax_j": self.predicted_energy(at_rmax=True),
+            "energy_model": "loraven-analytic (Horowitz 2014 constants; a prediction, not a measurement)"
+            + (
+                f", calibrated by {self.scfg.energy_model['calibration']}"
+                if self.scfg.energy_model.get("calibration")
+                else ", uncalibrated"
+            ),
+            "update_every": self.update_every,
+            "min_steps_between_changes": self.min_steps_between_changes,
+            "rank_bucket": self.scfg.rank_bucket,
+        }
+        if self.scheduler_impl.last_total_budget:
+            out["budget_j"] = self.scheduler_impl.last_total_budget
+        return out
+
+    def prepare_for_inference(self) -> None:
+        """``auto`` (default) merges every layer, as every other method (see ``AdaptedModel``): adapter mode
+        folds ΔW into W0, replace mode evaluates the dense U_r·diag(S_r)·V_rᵀ. ``fused``/``factored`` stay
+        available for the benchmarks; ``eval_path`` then says so. Gated layers cannot merge (per-token gate)."""
+        self._set_observe(False)
+        used = set()
+        for layer in self.layers.values():
+            path = self.acfg.inference_path
+            if path == "auto":
+                path = "merge"
+            if layer.gate is not None:
+                path = "factored"
+            if path == "merge":
+                layer.merge()
+            elif path == "fused":
+                layer.set_path("fused")
+            used.add({"merge": "merged"}.get(path, path))
+        self.eval_path = "+".join(sorted(used))
+
+    # ------------------------------------------------------------------ helpers
+    def trace_rows(self) -> list[tuple[int, str, int]]:
+        rows = list(self.trace)
+        if self.step > 0:
+            rows += [(self.step, n, lay.r) for n, lay in self.layers.items()]
+        return rows
+
+    def predicted_energy(self, at_rmax: bool = False) -> float:
+        """Predicted joules of one training step's low-rank paths (energy model, last observed batch)."""
+        total = 0.0
+        for layer in self.layers.values():
+            if layer.obs_tokens:
+                r = layer.r_max if at_rmax else layer.r
+                total += self.energy.energy(
+                    Workload(layer.obs_tokens, layer.in_features, layer.out_features, r, layer.U.element_size())
+                )
+        return total
+
+    def _set_observe(self, on: bool) -> None:
+        for layer in self.layers.values():
+            layer.observe = on
+
+    @torch.no_grad()
+    def _decide(self, step: int) -> None:
+        """A decision step: loss events, observations (one sync), scheduler, rank changes, Hebbian."""
+        self.n_decisions += 1
+        loss_events: list[str] = []
+        if self._loss_acc is not None:
+            mean_loss = float(self._loss_acc) / max(self._loss_n, 1)
+            self._loss_acc, self._loss_n = None, 0
+            if not math.isfinite(mean_loss):  # diverged: observations are garbage; hold ranks, let the loop stop
+                for lay in self.layers.values():
+                    lay.obs_rows = None
+                return
+            loss_events = self.monitor.update(mean_loss)
+        observed = {n: lay for n, lay in self.layers.items() if lay.obs_rows is not None and lay.obs_tokens}
+        if self.dynamic and observed:
+            observations = self._observations(observed)
+            old = {n: lay.r for n, lay in self.layers.items()}
+            new, layer_events = self.scheduler_impl.decide(observations, step, loss_events)
+            for name, r in new.items():
+                if r != old[name]:
+                    self.layers[name].set_rank(r)
+                    self.trace.append((step, name, r))
+            if loss_events:
+                before, after = sum(old.values()), sum(lay.r for lay in self.layers.values())
+                self.events += [EventRow(step, "*", e, before, after) for e in loss_events]
+            self.events += [EventRow(step, n, e, old[n], self.layers[n].r) for n, e in layer_events]
+        if self.acfg.hebbian:
+            for lay in observed.values():
+                if lay.obs_out_mean is not None:
+                    hebbian_update(lay.U, lay.V, lay.r, lay.obs_mean, lay.obs_out_mean, self.acfg.hebbian_lr)
+        for lay in self.layers.values():
+            lay.obs_rows = None
+            lay._grad_sq = None
+
+    def _observations(self, observed: dict[str, DynamicLowRankLayer]) -> list[Observation]:
+        feats = {n: (lay.obs_mean.float() / (lay.obs_rms + 1e-6)).detach() for n, lay in observed.items()}
+        targets = {n: spectral_entropy(lay.obs_rows) for n, lay in observed.items()}
+        scores = self.scorers.update(feats, targets)
+        rows = []
+        for name, lay in observed.items():
+            feat, target, score = feats[name], targets[name], scores[name]
+            st = self.scheduler_impl.layer_state(name)
+            st.features.append(feat)
+            div = diversity(st.features).to(feat.device)
+            u, s, v = lay.active_factors()
+            pnorm = torch.sqrt(u.float().pow(2).sum() + s.float().pow(2).sum() + v.float().pow(2).sum())
+            gsq = lay._grad_sq if lay._grad_sq is not None else feat.new_zeros(())
+            rows.append(
+                torch.stack([score.float(), div.float(), (gsq.sqrt() / (pnorm + 1e-12)).float(), target.float()])
+            )
+        values = torch.stack(rows).tolist()  # the one host sync of a decision step
+        out = []
+        for (name, lay), (score, div, grad_rel, _target) in zip(observed.items(), values, strict=True):
+            self.last_scores[name] = score
+            out.append(
+                Observation(
+                    name,
+                    lay.r,
+                    lay.r_min,
+                    lay.r_max,
+                    lay.in_features,
+                    lay.out_features,
+                    lay.obs_tokens,
+                    score,
+                    div,
+                    grad_rel if math.isfinite(grad_rel) else 0.0,
+                )
+            )
+        return out

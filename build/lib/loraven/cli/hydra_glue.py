@@ -1,0 +1,125 @@
+"""Hydra glue: what the composed config and Hydra's runtime say about this job (sweep or not, job dir, launcher
+parallelism, config search path) and the job pointer a sweep's summary reads back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("loraven")
+
+JOB_POINTER = "loraven_job.json"  # written into Hydra's job dir so the sweep summary can find every result
+
+
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def job_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:
+        return None
+
+
+def config_search_dirs() -> list[str]:
+    """The folders on Hydra's config search path that are not loraven's own (``--config-dir``, ``--config-path``,
+    ``hydra.searchpath``): a plug-in's code may sit beside its YAMLs there."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        sources = HydraConfig.get().runtime.config_sources
+    except ValueError:
+        return []
+    out = []
+    for source in sources:
+        path = str(source.get("path", ""))
+        if source.get("schema") == "file" and path:
+            out.append(path.removeprefix("file://"))
+    from loraven import CONF_DIR
+
+    own = str(Path(CONF_DIR).resolve())
+    return [p for p in out if str(Path(p).resolve()) != own]
+
+
+def sweep_params() -> dict[str, Any]:
+    """``hydra.sweeper.params`` of the composed config: non-empty for a named sweep (experiment=paper_energy)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        params = HydraConfig.get().sweeper.get("params")
+    except ValueError:
+        return {}
+    return dict(params or {})
+
+
+def refuse_sweep_without_multirun(argv: list[str] | None = None) -> None:
+    """A sweep config run without ``-m`` would run one arbitrary grid point: exit 2 with the command instead."""
+    from hydra.core.hydra_config import HydraConfig
+
+    params = sweep_params()
+    if not params:
+        return
+    import shlex
+
+    try:
+        name = HydraConfig.get().runtime.choices.get("experiment")
+    except ValueError:
+        name = None
+    args = sys.argv[1:] if argv is None else argv
+    what = f"experiment={name}" if name and name != "null" else "this config"
+    print(
+        f"error: {what} is a sweep (over {', '.join(map(str, params))}); run it with: "
+        f"python run.py -m {shlex.join(args)}",
+        file=sys.stderr,
+    )
+    from loraven.cli.lifecycle import EXIT_CONFIG
+
+    sys.exit(EXIT_CONFIG)
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this sweep run at once (joblib n_jobs, submitit array parallelism), else 1.
+
+    Recorded as ``energy.parallel_jobs``: codecarbon's process mode splits CPU/RAM energy by this
+    process's share, so concurrent jobs are visible in the numbers.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        launcher = HydraConfig.get().launcher
+    except ValueError:
+        return 1
+    target = str(launcher.get("_target_", ""))
+    if "joblib" in target.lower():
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        return max(1, (os.cpu_count() or 1) + 1 + n_jobs) if n_jobs < 0 else n_jobs  # joblib: -1 = all cores
+    if "submitit" in target.lower() and "Local" in target:
+        return int(launcher.get("array_parallelism") or 1)
+    return 1
+
+
+def write_pointer(result: dict[str, Any]) -> None:
+    """The job's record, in short, in Hydra's job dir: the sweep summary collects them."""
+    where = job_dir()
+    if where is None:
+        return
+    from loraven.cli.console import summary_row
+    from loraven.track import atomic_write_text
+
+    keep = {k: result.get(k) for k in ("run_id", "status", "reason", "experiment", "_resumed")}
+    keep["summary"] = summary_row(result)
+    keep["result_path"] = result.get("_path")
+    atomic_write_text(where / JOB_POINTER, json.dumps(keep, default=str))

@@ -1,0 +1,457 @@
+"""One job, end to end: validate → resume → claim → body (load → base score → adapt → train → evaluate) → one record.
+
+Every outcome is written as a result.json: ``completed``, ``failed`` (with the reason: divergence, out of
+memory, interruption, any error) or ``skipped`` (an incompatible adapter/scheduler pair in a sweep). A
+failure never takes down the sweep: the caller gets the record back, not an exception.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loraven import measure, provenance
+from loraven.adapters.base import AdapterContext, apply_adapter, check_fits, fit_param_budget, get_adapter
+from loraven.errors import ConfigError, IncompatibleCombination
+from loraven.evaluate import evaluate
+from loraven.meters import EnergyReading, combine, make_meter
+from loraven.models import LoadedModel, cache_dir, load_model
+from loraven.record import ModelInfo, Record, TimeInfo
+from loraven.run_config import RunConfig, validate_run_config
+from loraven.tasks import TASKS, build_task
+from loraven.track import (
+    ContractViolation,
+    ResultsStore,
+    Tracker,
+    atomic_write_text,
+    flatten,
+    make_tracker,
+    redact,
+    run_id_for,
+)
+from loraven.train import DivergenceError, train
+
+log = logging.getLogger("loraven")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM turned into an exception so the run is recorded and W&B finished as interrupted."""
+
+    def __init__(self, message: str = "interrupted", signum: int = signal.SIGTERM) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+
+
+def experiment_name(cfg: Mapping[str, Any]) -> str:
+    return str(cfg.get("experiment_name") or "default")
+
+
+def new_record(cfg: Mapping[str, Any], run_id: str, status: str = "failed", reason: str | None = "did not finish"):
+    """A record with every contract section present; what the method and task *are* comes from their registry
+    entries (labels, order, baseline, family), so analysis never needs the registries."""
+    adapter_name, scheduler = str(cfg["adapter"]["name"]), str(cfg["scheduler"]["name"])
+    adapter: dict[str, Any] = {"type": adapter_name, "scheduler": scheduler, "ranks": {}}
+    try:
+        adapter.update(get_adapter(adapter_name).describe(scheduler))
+    except ConfigError:  # an unknown method (a config error being recorded): shown as it is named
+        adapter.update(label=adapter_name, order=None, baseline=False, size=None)
+    kind = str(cfg["task"].get("kind"))
+    task: dict[str, Any] = {"kind": kind, "family": None, "metric": None, "higher_is_better": None}
+    if kind in TASKS:
+        spec = TASKS.get(kind)
+        metric = str(cfg["task"].get("metric") or spec.default_metric)
+        task.update(family=spec.family, metric=metric, higher_is_better=spec.higher_is_better(metric))
+    return Record(
+        cfg, run_id, experiment=experiment_name(cfg), adapter=adapter, task=task, status=status, reason=reason
+    )
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a data-parallel launch (or a plain process): the only one that writes results and W&B."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+JobBody = Callable[[RunConfig, Record, Path, Tracker, bool, bool], None]
+"""What a job does between resume and record: ``body(run, record, run_dir, tracker, progress, main)`` fills the
+record; raising records the run as failed with the reason."""
+
+
+def run_job(
+    cfg: Mapping[str, Any],
+    *,
+    multirun: bool = False,
+    progress: bool = True,
+    parallel_jobs: int = 1,
+    body: JobBody | None = None,
+    search_dirs: Iterable[str | Path] = (),
+) -> dict[str, Any]:
+    """Run one resolved config; returns its result record (also written to the results store).
+
+    The one job wrapper: validate every group → resume (a completed record is not redone) → claim → ``body``
+    (default: train and evaluate; the benchmarks pass theirs) → one record, whatever happened.
+    ``parallel_jobs`` (how many jobs the launcher runs at once) is recorded in ``energy.parallel_jobs``.
+    Under data parallelism every rank trains; only rank 0 evaluates and writes (result, W&B, artifacts).
+    """
+    run = validate_run_config(cfg, search_dirs)
+    main = is_main_process()
+    results_dir = run.top.results_dir
+    store = ResultsStore(results_dir) if main else _NoStore(results_dir)
+    store.check_writable()
+    run_id = run_id_for(cfg)
+    experiment = experiment_name(cfg)
+    if not run.top.rerun:
+        existing = store.load(experiment, run_id)
+        if existing and existing["status"] == "completed":
+            log.info("run %s already completed; skipping (rerun=true forces)", run_id)
+            return {**existing, "_resumed": True}
+    if run.incompatible is not None:
+        if not multirun:
+            raise run.incompatible
+        record = new_record(cfg, run_id, "skipped", str(run.incompatible))
+        store.write(experiment, record.to_dict())
+        return record.to_dict()
+
+    if main:  # a second sweep on the same results_dir skips a job another live process is running
+        owner = store.claim(experiment, run_id)
+        if owner is not None:
+            log.warning("run %s skipped: %s", run_id, owner)
+            return new_record(cfg, run_id, "skipped", f"running elsewhere: {owner}").to_dict()  # theirs to write
+    try:
+        later = None if run.top.rerun else store.load(experiment, run_id, quiet=True)
+        if later and later["status"] == "completed":  # finished by its owner while we waited for the claim
+            return {**later, "_resumed": True}
+        return _run_claimed(run, store, experiment, run_id, multirun, progress, parallel_jobs, main, body or _execute)
+    finally:
+        if main:
+            store.release(experiment, run_id)
+
+
+def _run_claimed(
+    run: RunConfig,
+    store: ResultsStore,
+    experiment: str,
+    run_id: str,
+    multirun: bool,
+    progress: bool,
+    parallel_jobs: int,
+    main: bool,
+    body: JobBody,
+) -> dict[str, Any]:
+    cfg = run.raw
+    run_dir = store.run_dir(experiment, run_id)
+    record = new_record(cfg, run_id)
+    tracker: Tracker = Tracker()
+    previous = _set_sigterm(_raise_interrupted)  # before W&B init: a SIGTERM there is recorded too
+    exit_code = 1
+    try:
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.json", json.dumps(redact(dict(cfg)), indent=2, default=str))
+            tracker = make_tracker(
+                cfg["tracking"],
+                cfg,
+                run_dir,
+                name=_run_name(cfg, run_id),
+                group=experiment,
+                job_type=cfg["adapter"]["name"],
+                tags=_tags(cfg),
+            )
+        body(run, record, run_dir, tracker, progress, main)
+        record.data["energy"]["parallel_jobs"] = int(parallel_jobs)
+        record.complete()
+        exit_code = 0
+    except DivergenceError as err:
+        record.fail(f"diverged: {err}")
+    except torch.cuda.OutOfMemoryError as err:
+        record.fail(f"out of memory: {str(err)[:300]}")
+    except (KeyboardInterrupt, Interrupted) as err:
+        record.fail(f"interrupted ({signal.Signals(getattr(err, 'signum', signal.SIGINT)).name})")
+        exit_code = 255
+        _finalise(store, experiment, record, tracker, exit_code)
+        raise
+    except ConfigError as err:
+        record.fail(f"config error: {err}")
+        if not multirun:
+            _finalise(store, experiment, record, tracker, exit_code)
+            raise
+    except Exception as err:  # a failed run is recorded with its reason; the sweep goes on
+        record.fail(f"{type(err).__name__}: {err}", traceback.format_exc(limit=20))
+    finally:
+        _set_sigterm(previous)
+    _finalise(store, experiment, record, tracker, exit_code)
+    return record.to_dict()
+
+
+def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exit_code: int) -> None:
+    """Write the record, then always summarise and finish W&B; a failed write (ENOSPC) is one clear line.
+
+    The record that could not be written is kept in memory (``_unsaved``) so the caller still prints its
+    metrics; partial files the failure left in the run folder (temp files, empty CSVs) are removed.
+    """
+    result = record.to_dict()
+    try:
+        store.write(experiment, result)
+        # the record is on disk: free the claim now, before W&B's finish (slow under load, and a launcher that
+        # stops its workers after a grace period could kill us there and leave a stale lock behind)
+        store.release(experiment, str(result["run_id"]))
+    except (OSError, ContractViolation) as err:
+        where = getattr(err, "filename", None) or store.root
+        result["_unsaved"] = f"{getattr(err, 'strerror', None) or err} ({where})"
+        shown = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float, str)) and v is not None}
+        log.error(
+            "could not write the result of run %s: %s; metrics: %s",
+            result["run_id"],
+            result["_unsaved"],
+            json.dumps(shown, default=str),
+        )
+    finally:
+        remove_partial_files(store.run_dir(experiment, str(result["run_id"])))
+        try:
+            sections = {k: result[k] for k in ("metrics", "time", "energy", "model", "memory", "env", "task")}
+            sections["adapter"] = {k: v for k, v in result["adapter"].items() if k != "ranks"}  # ranks: rank_trace
+            tracker.summary(flatten("", sections) | {"status": result["status"], "reason": result["reason"] or ""})
+        finally:
+            tracker.finish(exit_code=exit_code)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def remove_partial_files(run_dir: Path) -> None:
+    """Temp files (``*.tmp``) and empty files a failed write left at the top of a run folder."""
+    if not run_dir.is_dir():
+        return
+    for path in run_dir.iterdir():
+        try:
+            if path.is_file() and (path.name.endswith(".tmp") or path.stat().st_size == 0):
+                path.unlink()
+        except OSError:
+            continue
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(f"signal {signal.Signals(signum).name}", signum)
+
+
+def _set_sigterm(handler):
+    """Install a SIGTERM handler where Python allows it (the main thread); elsewhere leave it alone."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, TypeError):  # not the main thread (threaded launcher backends) or handler None
+        return None
+
+
+class _NoStore(ResultsStore):
+    """Data-parallel ranks > 0 read the store (resume decisions match rank 0) but never write it."""
+
+    def check_writable(self) -> None: ...
+
+    def write(self, experiment: str, result: Mapping[str, Any]) -> Path:
+        return self.run_dir(experiment, str(result["run_id"])) / "result.json"
+
+
+def _run_name(cfg: Mapping[str, Any], run_id: str) -> str:
+    return f"{cfg['adapter']['name']}-{cfg['scheduler']['name']}-s{cfg.get('seed')}-{run_id[:6]}"
+
+
+def _tags(cfg: Mapping[str, Any]) -> list[str]:
+    return [
+        f"scheduler:{cfg['scheduler']['name']}",
+        f"seed:{cfg.get('seed')}",
+        f"model:{cfg['model']['kind']}",
+        f"task:{cfg['task']['kind']}",
+    ]
+
+
+def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: bool, main: bool = True) -> None:
+    """The training job: load → base score → adapt → train (metered) → evaluate (metered) → record."""
+    timer = measure.PhaseTimes()
+    device = provenance.pick_device(run.top.device)
+    if device.type == "cuda" and torch.distributed.is_initialized():  # one GPU per data-parallel rank
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    seed = run.top.seed
+    torch.manual_seed(seed)
+    memory = measure.PeakMemory(device)
+    record.set_env(provenance.environment(device))
+    start = time.perf_counter()
+    with timer.phase("load", device):
+        task = build_task(run.task, cache_dir() / "data")
+        loaded = load_model(run.raw["model"], task.info or None)
+        check_fits(loaded.model, run.adapter)
+        task.check_tokenizer(loaded.tokenizer)
+        loaded.model.to(device)
+    record.set_metrics({"task": task.name, "metric": task.metric_key})
+    record.update_task(task.describe())
+    eval_bs = run.trainer.eval_batch_size
+    base = base_metrics(run.raw, loaded, task, eval_bs, seed) if main else {}
+    total_params = sum(p.numel() for p in loaded.model.parameters())
+    ctx = AdapterContext(total_steps=run.trainer.steps, seed=seed)
+    with timer.phase("adapt", device):
+        fitted, budget = fit_param_budget(loaded.model, run.adapter)  # what adapter.param_budget chose, recorded
+        adapted = apply_adapter(loaded.model, fitted, run.scheduler, ctx)
+        adapted.model.to(device)
+    record.update_adapter(get_adapter(str(fitted.name)).describe(run.scheduler.name, fitted))  # type: ignore[attr-defined]
+    record.set_model(ModelInfo(loaded.name, total_params, adapted.trainable_param_count()))
+    meter = make_meter(run.energy if main else {"name": "none"}, run_dir)
+    warmup_s = measure.warm_up(device)  # one-time process costs stay out of the metered phases
+    readings: dict[str, EnergyReading] = {}
+    with meter.measure("train") as box, timer.phase("train", device):
+        stats = train(
+            adapted, task, loaded.tokenizer, run.trainer, device, log_fn=tracker.log, seed=seed, progress=progress
+        )
+    readings["train"] = box["reading"]
+    if not main:  # rank 0 evaluates and writes; the others are done once training is
+        record.set_metrics({"loss": stats.final_loss})
+        return
+    with meter.measure("eval") as box, timer.phase("eval", device):
+        adapted.prepare_for_inference()
+        metrics = evaluate(adapted.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
+    readings["eval"] = box["reading"]
+    record.set_metrics({**metrics, **base, "loss": stats.final_loss})
+    record.update_adapter({"ranks": adapted.ranks(), **adapted.summary(), **budget})
+    if budget and not budget.get("budget_applied"):
+        _warn(
+            record,
+            f"adapter.param_budget={budget['param_budget']} does not apply to adapter="
+            f"{fitted.name}: it trained {record['model']['trainable_params']} parameters",  # type: ignore[attr-defined]
+        )
+    record.set_time(
+        TimeInfo(
+            train_s=timer.phases["train"],
+            train_cpu_s=timer.cpu["train"],  # every thread of this process (compute + meter + W&B threads)
+            train_helper_cpu_s=timer.helper_cpu["train"],  # child processes (W&B's service)
+            eval_s=timer.phases["eval"],
+            load_s=timer.phases["load"],
+            total_s=time.perf_counter() - start,
+            step_ms_median=stats.step_ms_median,
+            tokens_per_s=stats.tokens_per_s,
+            steps=stats.steps,
+            train_tokens=stats.tokens,
+        )
+    )
+    energy = combine(readings, stats.tokens, metrics.get("n"), task.train_unit)
+    energy["process_warmup_s"] = warmup_s
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if world > 1:
+        energy["ddp_world_size"] = world
+        energy["note"] = "rank 0's process only; the other ranks ran alike (total ≈ × ddp_world_size)"
+    record.set_energy(energy)
+    record.set_memory(memory.read())
+    record.add_section("train", {"loss_curve": stats.loss_curve})
+    try:
+        for path in adapted.write_artifacts(run_dir):
+            log.info("wrote %s", path)
+    except OSError as err:  # the result is worth more than its side files: keep it, say what is missing
+        remove_partial_files(run_dir)
+        _warn(record, f"could not write the method's artifacts ({err.strerror or err})")
+    flag_collapse(record, run.raw)
+    for name, frame in adapted.artifact_tables().items():
+        tracker.log_table(name, frame)
+    tracker.log(
+        flatten("eval", {k: v for k, v in record["metrics"].items() if k != "per_task"})
+        | flatten("energy", {k: v for k, v in energy.items() if k != "phases"})
+        | flatten("time", record["time"])
+    )
+
+
+def _warn(record: Record, message: str) -> None:
+    """A warning that belongs to the record (``warnings`` in result.json) and to the log."""
+    log.warning("run %s: %s", record["run_id"], message)
+    record.warn(message)
+
+
+def flag_collapse(record: Record, cfg: Mapping[str, Any]) -> None:
+    """``metrics.at_chance``: accuracy within noise of the task's chance level (``metrics.chance``).
+
+    A collapsed run (lr far too high: loss pinned at ln(V), guessing) still completes; this makes it visible.
+    The margin is two standard errors of the accuracy (at least one point). Only computed when the task
+    declares its chance level.
+    """
+    metrics = record["metrics"]
+    chance, accuracy = metrics.get("chance"), metrics.get("accuracy")
+    if not isinstance(chance, (int, float)) or not isinstance(accuracy, (int, float)):
+        return
+    margin = max(2.0 * float(metrics.get("accuracy_stderr") or 0.0), 0.01)
+    metrics["at_chance"] = bool(accuracy <= chance + margin)
+    if metrics["at_chance"]:
+        _warn(
+            record,
+            f"accuracy {accuracy:.4g} is at chance ({chance:.4g}): the run may have collapsed "
+            f"(trainer.lr={cfg['trainer'].get('lr')}, final loss {metrics.get('loss')})",
+        )
+
+
+BASE_CACHE_SCHEMA = 2
+
+
+def base_metrics(cfg: Mapping[str, Any], loaded: LoadedModel, task, eval_bs: int, seed: int) -> dict[str, Any]:
+    """Accuracy of the untrained model, measured once per (model, task, split, limit) and cached.
+
+    The cache entry carries its key, a schema number and a checksum of its metrics; one that fails any of them
+    (truncated, edited, another format) is measured again, with a warning, never trusted.
+    """
+    key = run_id_for(
+        {"model": cfg["model"], "task": cfg["task"], "seed": 0, "trainer": {"eval": eval_bs}, "job": task.fingerprint}
+    )
+    path = cache_dir() / "base_metrics" / f"{key}.json"
+    cached = _read_base_cache(path, key)
+    if cached is not None:
+        return _base_fields(cached)
+    metrics = evaluate(loaded.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
+    entry = {"schema": BASE_CACHE_SCHEMA, "key": key, "metrics": metrics, "sha256": _digest(metrics)}
+    atomic_write_text(path, json.dumps(entry, default=str))
+    return _base_fields(metrics)
+
+
+def _digest(metrics: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(metrics, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read_base_cache(path: Path, key: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text())
+        ok = (
+            isinstance(entry, dict)
+            and entry.get("schema") == BASE_CACHE_SCHEMA
+            and entry.get("key") == key
+            and isinstance(entry.get("metrics"), dict)
+            and entry.get("sha256") == _digest(entry["metrics"])
+        )
+        accuracy = entry["metrics"].get("accuracy") if ok else None
+        if ok and accuracy is not None and not (isinstance(accuracy, (int, float)) and 0.0 <= accuracy <= 1.0):
+            ok = False
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        log.warning("base-score cache %s fails its check (schema, key or checksum); measuring again", path)
+        return None
+    return entry["metrics"]
+
+
+def _base_fields(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The untrained model's score with its stderr and n, so a gain over base gets an interval too."""
+    return {
+        "base_accuracy": metrics["accuracy"],
+        "base_accuracy_stderr": metrics.get("accuracy_stderr"),
+        "base_n": metrics.get("n"),
+        "base_mse": metrics.get("mse"),
+        "base_scores": metrics.get("scores"),
+        **({"base_per_task": metrics["per_task"]} if metrics.get("per_task") else {}),
+    }
+
+
+__all__ = ["IncompatibleCombination", "Interrupted", "new_record", "run_job"]

@@ -1,0 +1,424 @@
+"""The results store (one writer, atomic files) and the W&B tracker.
+
+Store layout: ``<results_dir>/<experiment>/<run_id>/result.json`` (+ config.json, rank traces, the W&B run, ...).
+``run_id`` is a stable hash of the config's semantic keys, so the same config (seed included) always
+lands in the same folder and a finished run is never repeated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from loraven.contract import contract_violations
+
+log = logging.getLogger("loraven.track")
+
+# Config keys that change what a run computes; everything else (tracking, paths, energy meter) does not.
+SEMANTIC_KEYS = ("model", "adapter", "scheduler", "task", "trainer", "seed", "job", "bench")
+RESULT_STATUSES = ("completed", "failed", "skipped")
+# key names that hold credentials ("hf_token", "WANDB_API_KEY", "aws_secret_access_key", "passwd"), matched
+# word by word so that counters such as "tokens_per_s" or "train_tokens" are not taken for one
+CREDENTIAL_WORDS = frozenset(
+    {
+        "token",
+        "secret",
+        "secrets",
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "auth",
+        "credential",
+        "credentials",
+        "apikey",
+        "privatekey",
+        "cookie",
+        "bearer",
+    }
+)
+CREDENTIAL_SUFFIXES = ("api_key", "private_key", "access_key", "secret_key", "client_secret", "signing_key")
+FAILED_ATTEMPT = "result.failed-attempt.json"  # a failed rerun's record, kept beside the completed one it spared
+LOCK_NAME = ".claim.lock"  # "this job is being run by pid N on host H" (see ResultsStore.claim)
+PROBE_BYTES = 64 * 1024  # the writability probe writes real blocks: an empty file passes on a full disk
+
+
+def is_credential_key(key: Any) -> bool:
+    """Whether a config key name looks like it holds a credential (checked on the last dotted component)."""
+    name = str(key).rsplit(".", 1)[-1].lower().replace("-", "_")
+    words = [w for w in name.split("_") if w]
+    return bool(set(words) & CREDENTIAL_WORDS) or name.endswith(CREDENTIAL_SUFFIXES)
+
+
+def run_id_for(cfg: Mapping[str, Any]) -> str:
+    semantic = {k: cfg.get(k) for k in SEMANTIC_KEYS if k in cfg}
+    blob = json.dumps(semantic, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, rename: readers see all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def redact(obj: Any) -> Any:
+    """Drop values of keys that look like secrets (a config must never carry a key or token)."""
+    if isinstance(obj, Mapping):
+        return {
+            k: ("<redacted>" if is_credential_key(k) and v not in (None, "") else redact(v)) for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+class ContractViolation(ValueError):
+    """A record that breaks the results contract (:mod:`loraven.contract`): never written."""
+
+
+class ResultsStore:
+    def __init__(self, results_dir: str | Path) -> None:
+        self.root = Path(results_dir)
+
+    def run_dir(self, experiment: str, run_id: str) -> Path:
+        return self.root / experiment / run_id
+
+    def check_writable(self) -> None:
+        """Fail before training, not after, if results cannot be written."""
+        from loraven.errors import ConfigError
+
+        probe: str | None = None
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe-")
+            with os.fdopen(fd, "wb") as fh:  # real bytes, flushed to disk: a full disk fails here, not after training
+                fh.write(b"\0" * PROBE_BYTES)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as err:
+            reason = err.strerror or str(err)
+            raise ConfigError(f"results_dir={str(self.root)!r} is not writable ({reason})") from err
+        finally:
+            if probe is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(probe)
+
+    def load(self, experiment: str, run_id: str, quiet: bool = False) -> dict[str, Any] | None:
+        """The stored result, or None if absent, truncated, corrupt or off-contract (never trusted).
+
+        ``quiet``: a second look at a file already reported (debug level, not a second warning).
+        """
+        warn = log.debug if quiet else log.warning
+        path = self.run_dir(experiment, run_id) / "result.json"
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            warn("ignoring corrupt %s (%s); the run will be redone", path, err)
+            return None
+        problems = contract_violations(data)
+        if not problems and data.get("run_id") != run_id:
+            problems = [f"run_id {data.get('run_id')!r} is not {run_id!r}"]
+        if problems:
+            more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+            warn("ignoring invalid %s: %s%s; the run will be redone", path, "; ".join(problems[:3]), more)
+            return None
+        return data
+
+    def write(self, experiment: str, result: Mapping[str, Any]) -> Path:
+        """Write ``result.json`` after checking it against the contract (the one :mod:`loraven.contract` the
+        job's skeleton is built from and :meth:`load` and the analysis read with); a valid ``completed``
+        record is replaced only by a newer completed one.
+
+        A rerun that fails or is interrupted leaves its record in ``result.failed-attempt.json`` beside the
+        earlier completed result, which stays what resume and analysis read.
+        """
+        problems = contract_violations(result)
+        if problems:  # a bug in the harness, never the user's: refuse to write a record load() would distrust
+            raise ContractViolation(
+                f"run {result.get('run_id')}: record breaks the results contract: " + "; ".join(problems[:5])
+            )
+        run_dir = self.run_dir(experiment, str(result["run_id"]))
+        path = run_dir / "result.json"
+        if result.get("status") != "completed" and self._has_completed(path):
+            path = run_dir / FAILED_ATTEMPT
+            log.warning(
+                "run %s: this attempt %s (%s); the earlier completed result is kept, this attempt is in %s",
+                result["run_id"],
+                result.get("status"),
+                result.get("reason"),
+                path,
+            )
+        atomic_write_text(path, json.dumps(redact(dict(result)), indent=2, default=_json_default) + "\n")
+        return path
+
+    @staticmethod
+    def _has_completed(path: Path) -> bool:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and data.get("status") == "completed" and not contract_violations(data)
+
+    def claim(self, experiment: str, run_id: str) -> str | None:
+        """Take this job's lock file for this process; None if taken, else a line naming the live owner.
+
+        The lock holds ``pid host``. A lock whose owner is dead (SIGKILL, a crashed node on this host) is stale
+        and taken over; a lock from another host is trusted (its pid cannot be checked from here).
+        """
+        lock = self.run_dir(experiment, run_id) / LOCK_NAME
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(3):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = _lock_owner(lock)
+                if owner is None:  # stale, or vanished meanwhile: remove and try again
+                    with contextlib.suppress(OSError):
+                        os.unlink(lock)
+                    continue
+                return f"claimed by {owner} ({lock})"
+            with os.fdopen(fd, "w") as fh:
+                fh.write(me + "\n")
+            return None
+        return f"could not claim {lock}"
+
+    def release(self, experiment: str, run_id: str) -> None:
+        lock = self.run_dir(experiment, run_id) / LOCK_NAME
+        if _lock_owner(lock) == f"pid {os.getpid()} on {socket.gethostname()}":
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
+
+
+def _lock_owner(lock: Path) -> str | None:
+    """``pid N on HOST`` for a live owner, None for a missing, unreadable or stale lock."""
+    try:
+        pid_text, _, host = lock.read_text().strip().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    if host != socket.gethostname():
+        return f"pid {pid} on {host}"
+    if pid == os.getpid():
+        return f"pid {pid} on {host}"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return f"pid {pid} on {host}"
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- W&B
+
+
+class Tracker:
+    """No-op tracker (tracking=none); the W&B one below has the same methods."""
+
+    url: str | None = None
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
+
+    def log_table(self, name: str, frame: Any) -> None: ...
+
+    def summary(self, values: Mapping[str, Any]) -> None: ...
+
+    def finish(self, exit_code: int = 0) -> None: ...
+
+
+class WandbTracker(Tracker):
+    """One W&B run per job, offline unless the user asks for online; never prompts for a login.
+
+    After init, a tracking failure (a read-only ``WANDB_DATA_DIR``, a full disk, a dropped connection) is a
+    warning: the run's result stands, W&B is only its mirror.
+    """
+
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        run_config: Mapping[str, Any],
+        run_dir: Path,
+        name: str,
+        group: str,
+        job_type: str,
+        tags: list[str],
+    ) -> None:
+        import wandb
+
+        mode = os.environ.get("WANDB_MODE") or str(cfg.get("mode", "offline"))
+        if mode == "online" and not _wandb_logged_in():
+            log.warning("W&B: not logged in; logging offline instead (sync later with `wandb sync`)")
+            mode = "offline"
+        if mode == "online" and not wandb_reachable():
+            mode = "offline"  # wandb_reachable said so, once per process (and once per sweep, see SweepSummary)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        kwargs = dict(
+            project=str(cfg.get("project", "loraven")),
+            entity=cfg.get("entity") or None,
+            group=group,
+            job_type=job_type,
+            name=name,
+            tags=tags,
+            dir=str(run_dir),
+            mode=mode,
+            config=redact(dict(run_config)),
+            reinit="finish_previous",
+            settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
+        )
+        try:
+            self.run = wandb.init(**kwargs)
+        except Exception as err:  # W&B unreachable: fall back to offline with one warning
+            if mode == "offline":
+                raise
+            log.warning("W&B online init failed (%s); logging offline instead", err)
+            kwargs["mode"] = "offline"
+            self.run = wandb.init(**kwargs)
+        self.url = getattr(self.run, "url", None)
+        self.dir = getattr(self.run, "dir", None)
+
+    def _guard(self, what: str, fn, *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - tracking is best effort once the run exists
+            log.warning("W&B %s failed (%s: %s); the result is unaffected", what, type(err).__name__, err)
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        self._guard("log", self.run.log, dict(metrics), step=step)
+
+    def log_table(self, name: str, frame: Any) -> None:
+        import wandb
+
+        self._guard(f"table {name}", lambda: self.run.log({name: wandb.Table(dataframe=frame)}))
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        def write() -> None:
+            for key, value in values.items():
+                self.run.summary[key] = value
+
+        self._guard("summary", write)
+
+    def finish(self, exit_code: int = 0) -> None:
+        self._guard("finish", self.run.finish, exit_code=exit_code)
+
+
+def wandb_run_folder(run_dir: Path) -> Path | None:
+    """The newest W&B run folder under a result's folder (``wandb/offline-run-...`` or ``wandb/run-...``).
+
+    ``WandbTracker`` passes the result's folder as ``dir``, so W&B writes ``<run_dir>/wandb/<run folder>`` and
+    points ``wandb/latest-run`` at the newest one; ``wandb sync <run folder>`` uploads an offline one.
+    """
+    wandb_dir = Path(run_dir) / "wandb"
+    latest = wandb_dir / "latest-run"
+    if latest.is_symlink() and latest.resolve().is_dir():
+        return wandb_dir / latest.resolve().name
+    try:
+        runs = [p for p in wandb_dir.iterdir() if p.is_dir() and p.name.startswith(("offline-run-", "run-"))]
+    except OSError:
+        return None
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
+def _wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+WANDB_PROBE_TIMEOUT_S = 3.0
+_reachable: dict[str, bool] = {}  # base URL -> answer, so a process probes once
+
+
+def wandb_reachable(timeout: float = WANDB_PROBE_TIMEOUT_S) -> bool:
+    """One TCP connect to W&B's server (``WANDB_BASE_URL``) with a short timeout, remembered per process.
+
+    Without it, ``wandb.init`` online with a key and no network retries for ~90 s per job. When the server
+    is unreachable this says so once and sets ``WANDB_MODE=offline`` for this process and its children.
+    """
+    from urllib.parse import urlsplit
+
+    url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    if url not in _reachable:
+        parts = urlsplit(url if "//" in url else f"https://{url}")
+        port = parts.port or (80 if parts.scheme == "http" else 443)
+        try:
+            with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+                _reachable[url] = True
+        except OSError as err:
+            _reachable[url] = False
+            log.warning(
+                "W&B: %s unreachable (%s); logging offline instead (sync later with `wandb sync`)",
+                url,
+                err.strerror or err,
+            )
+            os.environ["WANDB_MODE"] = "offline"
+    return _reachable[url]
+
+
+def make_tracker(
+    cfg: Mapping[str, Any],
+    run_config: Mapping[str, Any],
+    run_dir: Path,
+    name: str,
+    group: str,
+    job_type: str,
+    tags: list[str],
+) -> Tracker:
+    """The tracker named by ``cfg.name`` (``tracking=`` group): wandb or none."""
+    kind = cfg.get("name", "none")
+    if kind not in TRACKERS:
+        from loraven.errors import ConfigError
+
+        raise ConfigError(f"unknown tracking {kind!r}; valid choices: {', '.join(TRACKERS)}")
+    return TRACKERS[str(kind)](cfg, run_config, run_dir, name, group, job_type, tags)
+
+
+TRACKERS: dict[str, Callable[..., Tracker]] = {"wandb": WandbTracker, "none": lambda *args: Tracker()}
+
+
+def flatten(prefix: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"energy": {"kwh": 1}}`` → ``{"energy/kwh": 1}`` for W&B summaries (numbers and strings only)."""
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten(name, value))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            out[name] = value
+    return out

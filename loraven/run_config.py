@@ -1,0 +1,122 @@
+"""A run's whole config validated in one pass, before W&B, the results store or a model is touched.
+
+Every group is parsed by its own schema — the trainer, the model kind, the task kind (registered with the task),
+the method and its scheduler (registered with the method), the meter (registered with the meter), tracking and the
+top level — and the typed sections are handed down; nothing downstream checks the same key again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from loraven.errors import ConfigError, IncompatibleCombination
+from loraven.paths import check_name_part
+from loraven.registry import load_config_plugins
+from loraven.schema import Section, parse
+from loraven.settings import TrainerConfig, trainer_config
+
+GROUPS = ("model", "scheduler", "adapter", "trainer", "task", "energy", "tracking")
+
+
+class TrackingConfig(Section):
+    where: ClassVar[str] = "tracking"
+    name: Literal["wandb", "none"]
+    mode: Literal["online", "offline", "disabled"]
+    project: str | None = None
+    entity: str | None = None
+
+
+class TuningConfig(Section):
+    where: ClassVar[str] = "tuning"
+    role: Literal["tuned", "untuned"] | None = None
+    study: str | None = None
+    searched: list[str] = Field(default_factory=list)
+
+
+class TopLevel(Section):
+    """The keys outside the groups (config.yaml); an unknown one (``+typo=1``) is refused."""
+
+    where: ClassVar[str] = "config"
+    experiment_name: str
+    results_dir: str
+    seed: int = Field(ge=0)
+    device: str
+    rerun: bool
+    job: Literal["train", "bench"]
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    bench: dict[str, Any] | None = None  # experiment=paper_speedup's suites (validated by the benchmark job)
+
+    @field_validator("experiment_name")
+    @classmethod
+    def _safe_experiment(cls, value: str) -> str:
+        return check_name_part(value, "experiment_name")
+
+    @field_validator("results_dir")
+    @classmethod
+    def _results_dir(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("results_dir is empty; give a folder for the results store (default: results)")
+        if Path(value).expanduser().resolve() == Path("/"):
+            raise ValueError(f"results_dir={value!r} is the filesystem root; give a folder of its own")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"device={value!r}; valid choices: auto, cpu, cuda, cuda:N, mps")
+        return value
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The validated run: the composed config as it was given (recorded and hashed into the run id) and each
+    group's typed settings."""
+
+    raw: dict[str, Any]
+    top: TopLevel
+    trainer: TrainerConfig
+    model: Section
+    task: Section
+    adapter: Section
+    scheduler: Section | None  # None when the method refuses this scheduler (``incompatible`` says why)
+    energy: Section
+    tracking: TrackingConfig
+    incompatible: IncompatibleCombination | None = None
+
+
+def validate_run_config(cfg: Mapping[str, Any], search_dirs: Iterable[str | Path] = ()) -> RunConfig:
+    """Parse every group; the first bad value is one :class:`ConfigError` line naming the key.
+
+    Plug-in modules the config names (``_target_``) are imported first. An adapter × scheduler pair the method
+    does not accept is not an error here: ``incompatible`` carries it (a sweep records it as skipped).
+    """
+    from loraven.adapters.base import adapter_settings, scheduler_settings
+    from loraven.meters import meter_settings
+    from loraven.models import model_settings
+    from loraven.tasks import task_settings
+
+    load_config_plugins(cfg, search_dirs)
+    top = parse(TopLevel, {k: v for k, v in cfg.items() if k not in GROUPS}, "config")
+    for group in GROUPS:
+        if not isinstance(cfg.get(group), Mapping):
+            raise ConfigError(f"config group {group!r} is missing or not a mapping; give {group}=<option>")
+    trainer = trainer_config(cfg["trainer"])
+    model = model_settings(cfg["model"])
+    task = task_settings(cfg["task"])
+    adapter = adapter_settings(cfg["adapter"])
+    energy = meter_settings(cfg["energy"])
+    tracking = parse(TrackingConfig, cfg["tracking"], "tracking")
+    scheduler: Section | None
+    incompatible = None
+    try:
+        scheduler = scheduler_settings(str(adapter.name), cfg["scheduler"])  # type: ignore[attr-defined]
+    except IncompatibleCombination as err:
+        scheduler, incompatible = None, err
+    return RunConfig(dict(cfg), top, trainer, model, task, adapter, scheduler, energy, tracking, incompatible)

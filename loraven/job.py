@@ -105,6 +105,7 @@ def run_job(
     Under data parallelism every rank trains; only rank 0 evaluates and writes (result, W&B, artifacts).
     """
     run = validate_run_config(cfg, search_dirs)
+    cfg = run.raw  # with method_settings merged into its method's sections: what runs is what is hashed
     main = is_main_process()
     results_dir = run.top.results_dir
     store = ResultsStore(results_dir) if main else _NoStore(results_dir)

@@ -126,14 +126,16 @@ def import_target(target: str, where: str, search_dirs: Iterable[str | Path] = (
 
     ``target`` is a dotted path: a module (``my_method``) or an object in one (``my_pkg.methods.register``; a
     callable marked as a plug-in registration function is called). Looked up on ``sys.path`` first, then in
-    ``search_dirs`` (the ``--config-dir`` folders). A failure is one line naming the key and the value.
+    ``search_dirs`` (the ``--config-dir`` folders) and their parents (a plug-in folder holding ``conf/`` and its
+    module side by side). A failure is one line naming the key and the value.
     """
     if not isinstance(target, str) or not target.replace(".", "").replace("_", "").isalnum():
         raise ConfigError(f"{where}.{TARGET_KEY}={target!r}: a dotted Python module path, e.g. my_plugins.my_method")
     try:
         return _import_dotted(target)
     except ModuleNotFoundError as first:
-        extra = [str(Path(d)) for d in search_dirs if Path(d).is_dir() and str(Path(d)) not in sys.path]
+        candidates = [p for d in search_dirs for p in (Path(d), Path(d).parent)]
+        extra = list(dict.fromkeys(str(p) for p in candidates if p.is_dir() and str(p) not in sys.path))
         if not extra:
             raise ConfigError(f"{where}.{TARGET_KEY}={target!r}: cannot import it ({first})") from first
         sys.path[:0] = extra

@@ -42,7 +42,9 @@ class TuningConfig(Section):
 class TopLevel(Section):
     """The keys outside the groups (config.yaml); an unknown one (``+typo=1``) is refused."""
 
-    where: ClassVar[str] = "config"
+    where: ClassVar[str] = ""
+
+    where: ClassVar[str] = ""
     experiment_name: str
     results_dir: str
     seed: int = Field(ge=0)
@@ -74,6 +76,40 @@ class TopLevel(Section):
         return value
 
 
+METHOD_SETTINGS_KEY = "method_settings"
+METHOD_SECTIONS = ("adapter", "scheduler")
+
+
+def apply_method_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``method_settings.<the run's method>.{adapter,scheduler}`` into ``adapter``/``scheduler``.
+
+    A sweep over methods (``adapter: none,loraven``) often needs settings that only one method has (LoRAven's
+    ``mode: replace``); under its method's name they apply to that method's jobs and no other, so the dense
+    baseline never receives a key it does not know. Method names are checked (a typo is an error).
+    """
+    from loraven.adapters.base import available_adapters
+
+    out = dict(cfg)
+    settings = out.pop(METHOD_SETTINGS_KEY, None) or {}
+    if not isinstance(settings, Mapping):
+        raise ConfigError(
+            f"{METHOD_SETTINGS_KEY}={settings!r} must map method names to {{adapter: ..., scheduler: ...}}"
+        )
+    for method, sections in settings.items():
+        if method not in available_adapters():
+            raise ConfigError(
+                f"{METHOD_SETTINGS_KEY}.{method}: unknown method; valid: {', '.join(available_adapters())}"
+            )
+        bad = [k for k in (sections or {}) if k not in METHOD_SECTIONS]
+        if not isinstance(sections, Mapping) or bad:
+            raise ConfigError(f"{METHOD_SETTINGS_KEY}.{method}: valid keys: {', '.join(METHOD_SECTIONS)}")
+    mine = settings.get(str((out.get("adapter") or {}).get("name"))) or {}
+    for section in METHOD_SECTIONS:
+        if mine.get(section):
+            out[section] = {**(out.get(section) or {}), **mine[section]}
+    return out
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """The validated run: the composed config as it was given (recorded and hashed into the run id) and each
@@ -103,6 +139,7 @@ def validate_run_config(cfg: Mapping[str, Any], search_dirs: Iterable[str | Path
     from loraven.tasks import task_settings
 
     load_config_plugins(cfg, search_dirs)
+    cfg = apply_method_settings(cfg)
     top = parse(TopLevel, {k: v for k, v in cfg.items() if k not in GROUPS}, "config")
     for group in GROUPS:
         if not isinstance(cfg.get(group), Mapping):

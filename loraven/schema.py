@@ -58,22 +58,30 @@ def parse(cls: type[S], data: Mapping[str, Any] | None, where: str, drop: tuple[
 
 def describe(err: ValidationError, cls: type[BaseModel], where: str, raw: Mapping[str, Any]) -> str:
     """One line for the first error: ``<key>=<value>: <what is allowed>`` (or the rule a cross-field check broke)."""
-    first = err.errors()[0]
-    loc = [str(p) for p in first["loc"] if not isinstance(p, int)]
-    key = ".".join([where, *loc]) if loc else where
+    errors = err.errors()
+    first = errors[0]
+    loc = _field_path(cls, first["loc"])
+    union = [e for e in errors if _field_path(cls, e["loc"]) == loc and len(e["loc"]) > len(loc)]
+    key = ".".join([where, *loc] if where else loc) if loc else where
     kind = first["type"]
     message = str(first["msg"]).removeprefix("Value error, ")
     if kind == "extra_forbidden":
         fields = _fields_at(cls, loc[:-1])
         close = difflib.get_close_matches(loc[-1], fields, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        return f"{key} is not a known key{hint}; valid keys under {key.rsplit('.', 1)[0]}: {', '.join(fields)}"
+        parent = key.rsplit(".", 1)[0] if "." in key else "the top level"
+        option = raw.get("kind") or raw.get("name") if len(loc) == 1 and where else None
+        what = f"an option of {where}={option}" if option else f"a known key under {parent}"
+        return f"{key} is not {what}{hint}; valid: {', '.join(fields)}"
     if kind == "missing":
         return f"{key} is required (it has no default here; set it in the config or on the command line)"
-    if not loc or message.startswith(f"{where}."):  # a rule whose message names the keys itself
+    if not loc or (where and message.startswith(f"{where}.")):  # a rule whose message names the keys itself
         return message
     value = first.get("input")
     ctx = first.get("ctx") or {}
+    if len(union) > 1:  # a value that fits no member of a union (int | 'full', str | list[str]...)
+        members = [_member(str(e["loc"][len(loc)])) for e in union]
+        return f"{key}={value!r}; valid: {' or '.join(dict.fromkeys(members))}"
     if kind == "literal_error":
         choices = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
         return f"{key}={value!r}; valid choices: {choices}"
@@ -118,6 +126,35 @@ def _range_text(cls: type[BaseModel], loc: list[str]) -> str | None:
     if high is not None:
         return f"{'<' if high_open else '<='} {high:g}"
     return None
+
+
+def _field_path(cls: type[BaseModel], loc: tuple) -> list[str]:
+    """The part of an error location that names keys (pydantic appends union-member tags such as ``int`` or
+    ``literal['full']`` and list indices after a field; an unknown key ends the path)."""
+    model: Any = cls
+    path: list[str] = []
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or not isinstance(part, str):
+            break
+        path.append(part)
+        if part not in fields:
+            break
+        model = _model_in(fields[part].annotation)
+    return path
+
+
+MEMBER_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true/false", "none": "null"}
+
+
+def _member(tag: str) -> str:
+    if tag.startswith("literal["):
+        return tag[len("literal[") : -1].replace("'", "'")
+    if tag.startswith("list["):
+        return "a list"
+    if tag.startswith("dict["):
+        return "a mapping"
+    return MEMBER_WORDS.get(tag, tag)
 
 
 def _plain(message: str) -> str:

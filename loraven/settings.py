@@ -21,7 +21,7 @@ class TrainerConfig(Section):
     where: ClassVar[str] = "trainer"
     steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
-    lr: float = Field(gt=0.0, lt=10.0)
+    lr: float = Field(gt=0.0)
     weight_decay: float = Field(ge=0.0)
     lr_scheduler: Literal[LR_SCHEDULERS]  # type: ignore[valid-type]
     warmup_steps: int = Field(ge=0)

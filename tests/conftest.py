@@ -47,6 +47,7 @@ def cli_env(cache: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         TOKENIZERS_PARALLELISM="false",
         OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),  # this checkout
     )
     env.update(extra or {})
     return env

@@ -314,7 +314,7 @@ def fit_param_budget(model: nn.Module, settings: Mapping[str, Any] | Section) ->
     if spec.fit_budget is None:
         return settings, {"param_budget": budget, "budget_applied": False}
     chosen = spec.fit_budget(model, settings, int(budget))
-    fitted = parse(spec.config, {**settings.dump(), **chosen}, "adapter")
+    fitted = parse(spec.config, {**settings.dump(), **chosen, PARAM_BUDGET_KEY: None}, "adapter")  # applied
     return fitted, {"param_budget": budget, "budget_applied": True, "budget_fit": chosen}
 
 

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from loraven.registry import TARGET_KEY, Registry
 from loraven.schema import Section, parse, with_defaults
@@ -143,5 +143,7 @@ def _per_unit(reading: EnergyReading | None, units: int | None) -> float | None:
 
 class NoSettings(Section):
     """A meter without options (``energy=none``, ``energy=nvml``)."""
+
+    where: ClassVar[str] = "energy"
 
     name: str

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -24,6 +24,7 @@ log = logging.getLogger("loraven.measure")
 
 
 class CodecarbonSettings(Section):
+    where: ClassVar[str] = "energy"
     name: Literal["codecarbon"]
     country_iso_code: str = Field(pattern=r"^[A-Z]{3}$")  # grid carbon intensity (ISO 3166-1 alpha-3)
     measure_power_secs: float = Field(gt=0)

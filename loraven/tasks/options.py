@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -13,6 +13,8 @@ MAX_VALIDATION_FRACTION = 0.5  # more than half held out would train a search's 
 
 class SplitOptions(Section):
     """``task.eval_split`` (what a run is scored on) and ``task.validation_fraction`` (the carve it needs)."""
+
+    where: ClassVar[str] = "task"
 
     kind: str
     eval_split: Literal["test", "validation"]

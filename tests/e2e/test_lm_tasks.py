@@ -13,7 +13,7 @@ from loraven.errors import ConfigError
 from loraven.job import run_job
 from loraven.models import tiny_tokenizer
 from loraven.run_config import validate_run_config as check_config
-from loraven.tasks import build_task, chat_pair
+from loraven.tasks import build_task, chat_pair, task_settings
 from loraven.tasks.kinds import gsm8k as gsm8k_mod
 from loraven.tasks.lm_scoring import _stderr
 
@@ -160,8 +160,8 @@ def test_gsm8k_split_is_disjoint_complete_and_stable() -> None:
     again = gsm8k_mod.split(list(reversed(rows)), 1234, 0.25)
     assert {r["question"] for r in again["test"]} == test_q
     assert {r["question"] for r in gsm8k_mod.split(rows, 7, 0.25)["test"]} != test_q
-    with pytest.raises(ConfigError, match="task.eval_fraction=1.5"):
-        gsm8k_mod.split(rows, 1, 1.5)
+    with pytest.raises(ConfigError, match=r"task.eval_fraction=1.5 is out of range; valid: \(0, 1\)"):
+        task_settings({"kind": "gsm8k", "eval_fraction": 1.5})
 
 
 def test_gsm8k_scores_with_lm_evals_own_config(tmp_path: Path) -> None:

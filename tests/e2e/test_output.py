@@ -210,9 +210,9 @@ def test_the_configs_ship_in_the_wheel_and_resolve_from_an_installed_copy(tmp_pa
     read an adapter file from there (not from a source tree)."""
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for pkg in ("loraven", "analysis"):
+    for pkg in ("loraven", "analysis", "conf"):
         shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run(
         [
@@ -235,7 +235,8 @@ def test_the_configs_ship_in_the_wheel_and_resolve_from_an_installed_copy(tmp_pa
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("loraven-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {str(p.relative_to(ROOT)) for p in CONF_DIR.rglob("*.yaml")}
+    assert CONF_DIR == ROOT / "conf"  # the source tree's configs live at the top level (Hydra's convention)
+    shipped = {f"loraven/conf/{p.relative_to(CONF_DIR)}" for p in CONF_DIR.rglob("*.yaml")}
     assert shipped and shipped <= names, sorted(shipped - names)
     assert "loraven/tasks/templates/arith_mc.yaml" in names
     site = tmp_path / "site"

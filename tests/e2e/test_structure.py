@@ -6,24 +6,14 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Mapping
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
 
+import pandas as pd
 import pytest
-import torch
-from torch import nn
 
-from loraven.adapters.base import (
-    _REGISTRY,
-    AdaptedModel,
-    AdapterContext,
-    available_adapters,
-    display_label,
-    get_adapter,
-    label_order,
-    register_adapter,
-)
+from loraven.adapters.base import available_adapters, display_label, get_adapter, label_order
 from loraven.adapters.targets import output_head, resolve_targets
 from loraven.errors import ConfigError
 
@@ -31,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # The package is also called loraven: these literals name the package (logger, cache folder, W&B project),
 # not the method.
 PACKAGE_NAME_USES = {
-    ("loraven/cli.py", "loraven"),
+    ("loraven/cli/app.py", "loraven"),
+    ("loraven/cli/hydra_glue.py", "loraven"),
+    ("loraven/tasks/batching.py", "loraven"),
     ("loraven/job.py", "loraven"),
     ("loraven/train.py", "loraven"),
     ("loraven/models.py", "loraven"),
@@ -106,90 +98,235 @@ def test_one_target_resolver_for_every_method() -> None:
     assert find_targets(llama, "all-linear") == names  # LoRAven uses the same rule
 
 
-# ------------------------------------------------------------------ a new method: one module, nothing else
+# ------------------------------------------------------------------ plug-ins from outside the package
+
+PLUGIN_MODULE = """
+\"\"\"A user's own method, task kind and energy meter: one module, registered on import, no edit to loraven.\"\"\"
+from typing import Literal
+
+import torch
+from torch import nn
+
+from loraven.adapters.base import AdaptedModel, register_adapter
+from loraven.adapters.options import AdapterOptions, TargetModules
+from loraven.adapters.targets import resolve_targets
+from loraven.meters.base import EnergyMeter, EnergyReading, NoSettings, register_meter
+from loraven.tasks.base import register_task
+from loraven.tasks.classic import ClassicTask
+from loraven.tasks.options import ClassicOptions
 
 
-class _Rank1(nn.Module):
-    """Frozen W plus a trainable rank-1 update u·vᵀ (a toy in the spirit of VeRA's shared-vector methods)."""
+class Rank1Settings(AdapterOptions):
+    name: Literal["toy_rank1"]
+    target_modules: TargetModules
 
-    def __init__(self, base: nn.Linear) -> None:
+
+class Rank1(nn.Module):
+    def __init__(self, base):
         super().__init__()
         self.base = base
         self.u = nn.Parameter(torch.zeros(base.out_features))
         self.v = nn.Parameter(torch.randn(base.in_features) / base.in_features**0.5)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x):
         return self.base(x) + (x @ self.v).unsqueeze(-1) * self.u
 
 
-class _Rank1Adapted(AdaptedModel):
-    def __init__(self, model: nn.Module, layers: dict[str, _Rank1]) -> None:
+class Rank1Adapted(AdaptedModel):
+    def __init__(self, model, layers):
         super().__init__(model)
         self.layers = layers
 
-    def ranks(self) -> dict[str, int]:
+    def ranks(self):
         return dict.fromkeys(self.layers, 1)
 
-    def prepare_for_inference(self) -> None:
-        with torch.no_grad():
-            for layer in self.layers.values():
-                layer.base.weight += torch.outer(layer.u, layer.v)
-                layer.u.zero_()
 
-
-def _apply_rank1(model: nn.Module, cfg: Mapping[str, Any], ctx: AdapterContext) -> AdaptedModel:
+@register_adapter("toy_rank1", config=Rank1Settings, labels={"static": "toy rank-1"}, order=50)
+def apply_rank1(model, settings, ctx):
     model.requires_grad_(False)
     layers = {}
-    for name, module in resolve_targets(model, cfg.get("target_modules", "all-linear"), (nn.Linear,)).items():
+    for name, module in resolve_targets(model, settings.target_modules, (nn.Linear,)).items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        layers[name] = _Rank1(module)
+        layers[name] = Rank1(module)
         setattr(parent, child, layers[name])
-    return _Rank1Adapted(model, layers)
+    return Rank1Adapted(model, layers)
 
 
-@pytest.fixture
-def toy_method():
-    register_adapter(
-        "toy_rank1", labels={"static": "toy rank-1"}, order=50, match_rank=lambda cfg, rank, mode: dict(cfg)
-    )(_apply_rank1)
-    yield "toy_rank1"
-    _REGISTRY.pop("toy_rank1", None)
+class ParityOptions(ClassicOptions):
+    n: int
 
 
-def test_a_new_method_runs_end_to_end_with_no_edit_elsewhere(
-    toy_method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from analysis.load import load_results, runs_frame
-    from loraven.bench import methods
-    from loraven.bench.overhead import compose_config
-    from loraven.job import run_job
-
-    cfg = compose_config(
-        [
-            "model=tiny_llama",
-            "trainer=smoke",
-            "tracking=none",
-            "energy=none",
-            "task.n_test=8",
-            f"results_dir={tmp_path}/results",
-        ]
+@register_task("toy_parity", config=ParityOptions, family="custom")
+def build_parity(settings, data_root):
+    gen = torch.Generator().manual_seed(settings.seed)
+    x = torch.randn(settings.n, 8, generator=gen)
+    y = (x[:, 0] * x[:, 1] > 0).long()
+    cut = int(settings.n * (1 - settings.test_fraction))
+    return ClassicTask(
+        name="toy_parity", x_train=x[:cut], y_train=y[:cut], x_test=x[cut:], y_test=y[cut:], regression=False,
+        info={"in_features": 8, "out_features": 2, "regression": False}, fingerprint=f"parity{settings.n}",
     )
-    cfg["adapter"] = {"name": toy_method, "target_modules": "all-linear"}
-    cfg["scheduler"] = {"name": "static"}
-    result = run_job(cfg, progress=False)
-    assert result["status"] == "completed", result.get("reason")
+
+
+class ConstantPower(EnergyMeter):
+    method = "toy-constant-power"
+
+    def __init__(self, watts):
+        self.watts = watts
+
+    def measure(self, phase):
+        import contextlib, time
+
+        @contextlib.contextmanager
+        def box():
+            out, start = {}, time.perf_counter()
+            yield out
+            seconds = time.perf_counter() - start
+            kwh = self.watts * seconds / 3.6e6
+            out["reading"] = EnergyReading(self.method, "estimated", kwh=kwh, cpu_kwh=kwh, duration_s=seconds)
+
+        return box()
+
+
+class ToyPowerSettings(NoSettings):
+    watts: float
+
+
+@register_meter("toy_power", config=ToyPowerSettings)
+def make_toy_power(settings, run_dir):
+    return ConstantPower(settings.watts)
+"""
+
+
+def _plugin_dir(tmp_path: Path) -> Path:
+    """A user's folder: their module beside a conf/ of YAMLs that name it with ``_target_``."""
+    root = tmp_path / "my_plugins"
+    (root / "conf" / "adapter").mkdir(parents=True)
+    (root / "conf" / "task").mkdir()
+    (root / "conf" / "energy").mkdir()
+    (root / "toy_plugins.py").write_text(PLUGIN_MODULE)
+    (root / "conf" / "adapter" / "toy_rank1.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /scheduler: static\n"
+        "adapter:\n  name: toy_rank1\n  _target_: toy_plugins\n  target_modules: all-linear\n"
+        "  param_budget: null\n"
+    )
+    (root / "conf" / "task" / "toy_parity.yaml").write_text(
+        "defaults:\n  - /task_options/classic@_here_\n  - _self_\nkind: toy_parity\n_target_: toy_plugins\nn: 400\n"
+    )
+    (root / "conf" / "energy" / "toy_power.yaml").write_text("name: toy_power\n_target_: toy_plugins\nwatts: 30.0\n")
+    return root
+
+
+def _git_status() -> str:
+    return subprocess.run(
+        ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout
+
+
+def test_out_of_tree_method_task_and_meter_run_via_config_dir(tmp_path: Path, run_cli) -> None:
+    """A method, a task kind and a meter from a user's folder: --config-dir and _target_, zero edits to loraven;
+    they run end to end and the analysis shows them from the record alone."""
+    before = _git_status()
+    plugins = _plugin_dir(tmp_path)
+    proc = run_cli(
+        [
+            "--config-dir",
+            str(plugins / "conf"),
+            "adapter=toy_rank1",
+            "task=toy_parity",
+            "energy=toy_power",
+            "model=mlp_digits",
+            "trainer=classic",
+            "trainer.steps=30",
+            "tracking=none",
+            f"results_dir={tmp_path}/results",
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("result.json")]
+    assert result["status"] == "completed"
     assert result["adapter"]["label"] == "toy rank-1" and set(result["adapter"]["ranks"].values()) == {1}
-    on_disk = json.loads((tmp_path / "results" / "default" / result["run_id"] / "result.json").read_text())
-    assert runs_frame(load_results(tmp_path / "results"))["level"].tolist() == ["toy rank-1"]
-    assert on_disk["model"]["trainable_params"] > 0
-    # the benchmarks list it too (its YAML would sit in conf/adapter/)
-    conf = tmp_path / "conf"
-    (conf / "adapter").mkdir(parents=True)
-    (conf / "adapter" / f"{toy_method}.yaml").write_text(f"adapter:\n  name: {toy_method}\n")
-    (conf / "scheduler").mkdir()
-    (conf / "scheduler" / "static.yaml").write_text("name: static\n")
-    monkeypatch.setattr(methods, "CONF_DIR", conf)
-    assert toy_method in methods.bench_methods()
-    adapter_cfg, scheduler_cfg = methods.method_configs(toy_method, 4)
-    assert adapter_cfg["name"] == toy_method and scheduler_cfg["name"] == "static"
+    assert result["task"] == {"kind": "toy_parity", "family": "custom", "metric": "acc", "higher_is_better": True}
+    assert result["energy"]["method"] == "toy-constant-power" and result["energy"]["evidence"] == "estimated"
+    assert result["energy"]["kwh"] > 0
+    analysed = subprocess.run(
+        [sys.executable, "-m", "analysis", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "rep")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert analysed.returncode == 0, analysed.stderr[-2000:]
+    runs = pd.read_csv(tmp_path / "rep" / "tables" / "runs.csv")
+    row = runs.iloc[0]
+    assert row["adapter.label"] == "toy rank-1" and row["task.kind"] == "toy_parity"
+    assert row["energy.evidence"] == "estimated" and row["energy.method"] == "toy-constant-power"
+    assert _git_status() == before  # nothing in the repository was touched
+
+
+def test_a_plugin_target_that_cannot_be_imported_is_one_clear_error(tmp_path: Path, run_cli) -> None:
+    plugins = _plugin_dir(tmp_path)
+    (plugins / "conf" / "energy" / "toy_power.yaml").write_text("name: toy_power\n_target_: no_such_module\n")
+    proc = run_cli(
+        ["--config-dir", str(plugins / "conf"), "energy=toy_power", *FAST, f"results_dir={tmp_path}/r"], cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: energy._target_='no_such_module': cannot import it")
+    assert not (tmp_path / "r").exists()  # refused before the store was touched
+
+
+FAST = ["model=mlp_digits", "task=digits", "trainer=classic", "trainer.steps=5", "tracking=none"]
+
+
+def test_registry_discovers_a_module_dropped_into_its_package(tmp_path: Path, monkeypatch) -> None:
+    """In-tree additions are discovered, not listed: a module in the axis's package registers itself."""
+    from loraven.registry import Registry
+
+    pkg = tmp_path / "toy_axis"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "first.py").write_text("from toy_axis_registry import REG\nREG.register('first', 1)\n")
+    (pkg / "second.py").write_text("from toy_axis_registry import REG\nREG.register('second', 2)\n")
+    (tmp_path / "toy_axis_registry.py").write_text(
+        "from loraven.registry import Registry\nREG = Registry('toy', 'toy_axis', 'loraven.toy_axis')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from toy_axis_registry import REG  # type: ignore[import-not-found]
+
+    assert isinstance(REG, Registry) and REG.names() == ["first", "second"] and REG.get("second") == 2
+    with pytest.raises(ConfigError, match="unknown toy 'thrid' .did you mean third|unknown toy 'thrid'"):
+        REG.get("thrid")
+
+
+def test_analysis_imports_no_training_code_and_no_method_registry() -> None:
+    """analysis reads the results store: importing it (and running its CLI's imports) loads no adapter, training
+    or job module."""
+    code = (
+        "import sys, analysis, analysis.cli, analysis.tables, analysis.figures, analysis.report\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('loraven.adapters', 'loraven.train', 'loraven.job',"
+        " 'loraven.tasks', 'loraven.meters')))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"analysis imported: {out.stdout}"
+
+
+def test_a_record_missing_a_section_fails_the_contract() -> None:
+    from conftest import compose_cfg
+
+    from loraven.contract import SECTIONS, contract_violations
+    from loraven.job import new_record
+
+    record = new_record(compose_cfg(["model=tiny_llama"]), "abc", "failed", "why").to_dict()
+    assert contract_violations(record) == []
+    for section in SECTIONS:
+        broken = {k: v for k, v in record.items() if k != section}
+        assert f"section {section!r} missing or not a mapping" in contract_violations(broken)
+    assert any("schema_version" in p for p in contract_violations({**record, "schema_version": 1}))
+    assert any(
+        "outside [0, 1]" in p
+        for p in contract_violations({**record, "metrics": {**record["metrics"], "accuracy": 7.5}})
+    )

@@ -13,7 +13,9 @@ from conftest import CONF, FAST_CLASSIC, ROOT, compose_cfg, results, sweep_args
 from loraven.adapters.base import available_adapters, check_combination
 from loraven.contract import contract_violations
 from loraven.errors import ConfigError, IncompatibleCombination
+from loraven.run_config import apply_method_settings
 from loraven.run_config import validate_run_config as check_config
+from loraven.tasks import build_task
 
 EXPERIMENTS = ("paper_energy", "paper_accuracy", "adapters")
 
@@ -136,7 +138,7 @@ def test_experiment_pins_a_sweep_whose_every_job_is_valid(name: str) -> None:
     params = compose_cfg([f"experiment={name}"], hydra_cfg=True)["hydra"]["sweeper"]["params"]
     assert params, f"experiment={name} pins no sweep"
     for job in _grid(params):
-        cfg = compose_cfg([f"experiment={name}", *job])
+        cfg = apply_method_settings(compose_cfg([f"experiment={name}", *job]))
         assert cfg["experiment_name"] == name
         check_config(cfg)
         classic = cfg["task"]["kind"] in ("digits", "regression", "text_cls")
@@ -177,8 +179,8 @@ def test_classic_tasks_are_seeded_disjoint_and_standardised() -> None:
         assert overlap <= 0.1 * len(a.x_test)  # disjoint indices (identical digits images can repeat)
         other = build_classic({**cfg, "seed": 7})
         assert other.fingerprint != a.fingerprint
-    with pytest.raises(ConfigError, match="test_fraction"):
-        build_classic({"kind": "digits", "test_fraction": 1.5})
+    with pytest.raises(ConfigError, match=r"task.test_fraction=1.5 is out of range; valid: \(0, 1\)"):
+        build_task({"kind": "digits", "test_fraction": 1.5}, Path("/nonexistent"))
 
 
 def test_launcher_configs_compose() -> None:

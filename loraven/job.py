@@ -444,4 +444,5 @@ def _base_fields(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "base_n": metrics.get("n"),
         "base_mse": metrics.get("mse"),
         "base_scores": metrics.get("scores"),
+        "base_per_task": metrics.get("per_task"),  # the untrained model per task (benchmark suites' tables)
     }

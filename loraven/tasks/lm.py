@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -210,9 +210,13 @@ def lm_eval_task(
     *,
     overrides: Mapping[str, Any] | None = None,
     include_defaults: bool = True,
+    pairs: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None,
 ) -> LMTask:
     """The one LM-task builder: load the lm-eval task(s) now (data errors and bad metric/filter names surface
     before any training), take training pairs from their training split and record how they are scored.
+
+    ``pairs`` builds the training pairs from the loaded {name: lm-eval Task} (default: each task's first
+    ``task.max_train_docs`` documents in turn; the benchmark suites mix tasks by ``task.mixing``).
 
     ``cfg`` is the task's validated settings (an :class:`~loraven.tasks.options.LMOptions`) or a plain mapping.
     """
@@ -231,7 +235,7 @@ def lm_eval_task(
     options.update(split_fingerprint(split_cfg))
     return LMTask(
         name="+".join(names) if len(names) > 1 else names[0],
-        train_pairs=registry.train_pairs(tasks, int(get("max_train_docs") or 2000)),
+        train_pairs=pairs(tasks) if pairs else registry.train_pairs(tasks, int(get("max_train_docs") or 2000)),
         eval_tasks=list(tasks),
         include_path=include_path,
         eval_limit=int(limit) if limit else None,

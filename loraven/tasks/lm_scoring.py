@@ -62,6 +62,7 @@ def evaluate_lm(model: nn.Module, tokenizer: Any, task: LMTask, batch_size: int 
             "accuracy_stderr": _stderr(res.get(stderr_key)),
             "n": n,
             "scores": reported_scores(res),
+            "stderrs": reported_stderrs(res),
         }
     accs = [v["accuracy"] for v in per_task.values()]
     stderrs = [v["accuracy_stderr"] for v in per_task.values()]
@@ -87,8 +88,7 @@ def evaluate_lm(model: nn.Module, tokenizer: Any, task: LMTask, batch_size: int 
         metrics["chat_template"] = True
     if len(per_task) == 1:  # every metric/filter the task reports, e.g. both of gsm8k's filters
         metrics["scores"] = per_task[task.eval_tasks[0]]["scores"]
-    if len(per_task) > 1:
-        metrics["per_task"] = per_task
+    metrics["per_task"] = per_task  # one shape for every LM run: each task's scores, stderrs and n
     return metrics
 
 
@@ -99,6 +99,11 @@ def reported_scores(res: dict[str, Any]) -> dict[str, float]:
         for k, v in res.items()
         if "," in k and "_stderr" not in k and isinstance(v, (int, float)) and not isinstance(v, bool)
     }
+
+
+def reported_stderrs(res: dict[str, Any]) -> dict[str, float | None]:
+    """The stderr lm-eval reported for each ``metric,filter`` (``acc_stderr,none`` → ``acc,none``)."""
+    return {k.replace("_stderr,", ",", 1): _stderr(v) for k, v in res.items() if "_stderr," in k}
 
 
 def _stderr(reported: Any) -> float | None:

@@ -28,6 +28,17 @@ if alive slurmctld && alive slurmd; then
     fi
 fi
 
+# job processes still there (a job that ignores SIGTERM while it is COMPLETING, or slurmd gone): our job steps
+# carry our SLURM_CONF in their environment; kill each with everything below it
+descendants() { local c; for c in $(pgrep -P "$1"); do descendants "$c"; echo "$c"; done; }
+for p in $(pgrep -x slurmstepd); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "SLURM_CONF=$CONF" || continue
+    mapfile -t tree < <(descendants "$p")
+    say "killing leftover job step $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)(pid $p${tree[*]:+, below it ${tree[*]}})"
+    kill -KILL "${tree[@]}" "$p" 2>/dev/null
+done
+
+
 for d in slurmd slurmctld munged; do
     alive "$d" || continue
     p=$(pid_of "$d")

@@ -39,8 +39,10 @@ def slurm_env() -> Iterator[dict[str, str]]:
     except subprocess.TimeoutExpired as err:
         pytest.fail(f"scripts/slurm/start.sh did not finish in {err.timeout} s:\n{err.stderr or ''}", pytrace=False)
     if proc.returncode != 0:
+        reason = [line for line in proc.stderr.splitlines() if "FAILED" in line] or ["(no reason printed)"]
         pytest.fail(
-            f"the local Slurm did not start (scripts/slurm/start.sh exit {proc.returncode}):\n{proc.stderr[-4000:]}",
+            f"the local Slurm did not start (scripts/slurm/start.sh exit {proc.returncode}): {reason[-1]}\n"
+            f"{proc.stderr[-6000:]}",
             pytrace=False,
         )
     started_here = "already running" not in proc.stderr

@@ -32,9 +32,9 @@ fi
 # carry our SLURM_CONF in their environment; kill each with everything below it
 descendants() { local c; for c in $(pgrep -P "$1"); do descendants "$c"; echo "$c"; done; }
 for p in $(pgrep -x slurmstepd); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "SLURM_CONF=$CONF" || continue
+    tr '\0' '\n' 2>/dev/null <"/proc/$p/environ" | grep -qx "SLURM_CONF=$CONF" || continue
     mapfile -t tree < <(descendants "$p")
-    say "killing leftover job step $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)(pid $p${tree[*]:+, below it ${tree[*]}})"
+    say "killing leftover job step $(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline")(pid $p${tree[*]:+, below it ${tree[*]}})"
     kill -KILL "${tree[@]}" "$p" 2>/dev/null
 done
 

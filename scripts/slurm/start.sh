@@ -198,7 +198,7 @@ while :; do
         fail "$d stopped running${why:+; its last error: $why}"
     done
     st=$(node_state || true)
-    case "$st" in idle | mix | alloc) break ;; esac
+    case "$st" in idle | mix | alloc | comp) break ;; esac # up (comp: a job is finishing)
     if [[ "$st" == drain* || "$st" == down* ]]; then
         reason=$(sinfo -h -N -o '%E' 2>/dev/null | head -n 1)
         # a node down from a previous life comes back when told to; anything else is a real failure

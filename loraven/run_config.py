@@ -77,15 +77,16 @@ class TopLevel(Section):
 
 
 METHOD_SETTINGS_KEY = "method_settings"
-METHOD_SECTIONS = ("adapter", "scheduler")
+METHOD_SECTIONS = ("adapter", "scheduler", "trainer")
 
 
 def apply_method_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``method_settings.<the run's method>.{adapter,scheduler}`` into ``adapter``/``scheduler``.
+    """Merge ``method_settings.<the run's method>.{adapter,scheduler,trainer}`` into those sections.
 
     A sweep over methods (``adapter: none,loraven``) often needs settings that only one method has (LoRAven's
-    ``mode: replace``); under its method's name they apply to that method's jobs and no other, so the dense
-    baseline never receives a key it does not know. Method names are checked (a typo is an error).
+    ``mode: replace``) or that suit one method (full fine-tuning's ~10x smaller learning rate); under its method's
+    name they apply to that method's jobs and no other, so the dense baseline never receives a key it does not
+    know. Method names are checked (a typo is an error).
     """
     from loraven.adapters.base import available_adapters
 

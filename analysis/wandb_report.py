@@ -68,14 +68,15 @@ def _panel(wr, panel: Mapping[str, Any]):
     raise ValueError(f"unknown panel kind {kind!r} in the spec; valid: scatter, bar, line, table, parallel")
 
 
-def _filters(expr, filters: list[Mapping[str, Any]]) -> list[Any]:
+def _filters(expr, filters: list[Mapping[str, Any]]):
+    """The runset's filters, all of them required (``expr.And``)."""
     sections = {"run": expr.Metric, "summary": expr.Summary, "config": expr.Config}
     out = []
     for f in filters:
         if f["op"] != "==":
             raise ValueError(f"runset filter op {f['op']!r} is not supported; valid: ==")
         out.append(sections[f["section"]](f["key"]) == f["value"])
-    return out
+    return expr.And(*out)
 
 
 def to_report(spec: Mapping[str, Any]):

@@ -42,7 +42,7 @@ class RunLog:
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)  # define_metric records, as logged
-    artifacts: list[dict[str, Any]] = field(default_factory=list)  # name, type, files
+    artifacts: list[dict[str, Any]] = field(default_factory=list)  # name, type, files {path: md5 digest}
     exit_code: int | None = None
 
     def keys(self, source: str) -> set[str]:
@@ -176,7 +176,8 @@ def fold(records: Iterable[Mapping[str, Any]], path: Path) -> RunLog:
         elif kind == "metric":
             run.metrics.append(dict(body))
         elif kind == "artifact":
-            files = [c.get("path") for c in (body.get("manifest") or {}).get("contents") or []]
+            contents = (body.get("manifest") or {}).get("contents") or []
+            files = {str(c.get("path")): c.get("digest") for c in contents}  # path -> base64 MD5, as W&B keeps it
             run.artifacts.append({"name": body.get("name"), "type": body.get("type"), "files": files})
         elif kind == "exit":
             run.exit_code = int(body.get("exit_code", 0))

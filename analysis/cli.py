@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import warnings
@@ -29,7 +30,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated table formats among {', '.join(FORMATS)} (default: all)",
     )
     parser.add_argument("--no-figures", action="store_true", help="tables only")
+    parser.add_argument(
+        "--wandb-report",
+        metavar="ENTITY/PROJECT",
+        help="also build the W&B report of the paper's figures (saved with a W&B key; offline: written as a spec "
+        "to --out with the command that publishes it)",
+    )
+    parser.add_argument("--publish", metavar="SPEC", help="save a spec written offline (needs --wandb-report, a key)")
     args = parser.parse_args(argv)
+    if args.wandb_report is not None and not _is_project_path(args.wandb_report):
+        parser.error(f"--wandb-report {args.wandb_report!r}: expected ENTITY/PROJECT, e.g. me/loraven")
+    if args.publish is not None:
+        if args.wandb_report is None:
+            parser.error("--publish SPEC needs --wandb-report ENTITY/PROJECT (where to save the report)")
+        if not Path(args.publish).is_file():
+            parser.error(f"--publish {args.publish!r}: no such file (it is written by --wandb-report offline)")
+        args.formats = []
+        return args
     args.formats = [f.strip() for f in args.format.split(",") if f.strip()]
     bad = [f for f in args.formats if f not in FORMATS]
     if bad or not args.formats:
@@ -43,6 +60,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if problem:
         parser.error(problem)
     return args
+
+
+def _is_project_path(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", p) for p in parts)
 
 
 def _out_problem(out: Path) -> str | None:
@@ -61,6 +83,8 @@ def _out_problem(out: Path) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=False)
+    if args.publish is not None:
+        return publish_spec(args.wandb_report, Path(args.publish), console)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         records = load_wandb(args.wandb) if args.wandb else load_results(args.results)
@@ -89,4 +113,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report.summary is not None:
         summary.add_row("report", "claims and verdicts", "-", str(report.summary.relative_to(out)))
     console.print(summary)
+    if args.wandb_report:
+        return wandb_report(args.wandb_report, out, None if args.wandb else Path(args.results), report.summary, console)
+    return 0
+
+
+def wandb_report(path: str, out: Path, results: Path | None, report_md: Path | None, console: Console) -> int:
+    """Build the W&B report's spec, check its keys against the runs, then save it (a key) or write it (offline).
+
+    Exit 2 with one line per missing key: no chart is built on a key nobody logs.
+    """
+    from analysis.wandb_spec import build_spec, check_spec, publish_blocker, publish_command, write_spec
+
+    entity, project = path.split("/")
+    spec = build_spec(entity, project, report_md)
+    check = check_spec(spec, results)
+    for note in check.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    if not check.ok:
+        for line in check.missing:
+            print(f"error: W&B report: {line}", file=sys.stderr)
+        return 2
+    spec_path = write_spec(spec, out, check)
+    against = check.against
+    if against == "offline runs":
+        against = f"{check.runs_read} of {check.runs_found} offline W&B runs"
+    console.print(
+        f"W&B report: {len(spec['panels'])} panels, keys checked against {against} → {spec_path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    blocker = publish_blocker()
+    if blocker is not None:
+        console.print(
+            f"offline ({blocker}): not published. To publish, with a W&B key set:", highlight=False, soft_wrap=True
+        )
+        print(publish_command(path, spec_path))
+        return 0
+    return _save(spec, console)
+
+
+def publish_spec(path: str, spec_path: Path, console: Console) -> int:
+    """``--publish SPEC``: save a spec written offline (to ``path``'s entity and project)."""
+    from analysis.wandb_spec import publish_blocker, read_spec
+
+    try:
+        spec = read_spec(spec_path)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    spec["entity"], spec["project"] = path.split("/")
+    blocker = publish_blocker()
+    if blocker is not None:
+        print(f"error: cannot publish the W&B report: {blocker}", file=sys.stderr)
+        return 2
+    return _save(spec, console)
+
+
+def _save(spec: dict, console: Console) -> int:
+    from analysis.wandb_report import publish
+
+    try:
+        url = publish(spec)
+    except Exception as err:  # noqa: BLE001 - the library's and the server's errors, as one line
+        print(f"error: could not save the W&B report: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    console.print(f"W&B report saved: {url}", highlight=False, soft_wrap=True)
     return 0

@@ -1,9 +1,10 @@
 """Read runs back from W&B into result.json-shaped records, so dashboards and local tables agree.
 
 Our jobs log ``run.summary`` as result.json flattened with "/" (``metrics/accuracy``, ``energy/kwh``...,
-plus ``status`` and ``reason``), ``run.config`` as the resolved Hydra config and ``run.group`` as the
-experiment. The adapter below inverts that; ``api`` is any object with ``runs(path)`` (``wandb.Api()`` by
-default) so tests can pass a fake. Bench rows are not logged to summaries: Table 5.1 needs the local store.
+plus ``status`` and ``reason``), ``run.config`` as the resolved Hydra config (whose ``experiment_name`` is the
+experiment; ``run.group`` is the comparison, see :mod:`loraven.wandb_layout`). The adapter below inverts that;
+``api`` is any object with ``runs(path)`` (``wandb.Api()`` by default) so tests can pass a fake. Bench rows are
+not logged to summaries: Table 5.1 needs the local store.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def record_from_run(run: Any) -> dict[str, Any]:
         "run_id": summary.get("run_id") or getattr(run, "id", None),
         "status": status,
         "reason": summary.get("reason") or (None if status == "completed" else f"W&B state {run.state}"),
-        "experiment": getattr(run, "group", None) or config.get("experiment_name"),
+        # the group is experiment/method/scheduler/<config> (loraven.wandb_layout); older runs grouped by experiment
+        "experiment": config.get("experiment_name") or str(getattr(run, "group", None) or "").split("/")[0] or None,
         "seed": config.get("seed"),
         "config": config,
         "model": summary.get("model") or {},

@@ -41,6 +41,7 @@ from loraven.track import (
     run_id_for,
 )
 from loraven.train import DivergenceError, train
+from loraven.wandb_layout import comparison_group, job_type, per_task_metrics, tags
 
 log = logging.getLogger("loraven")
 
@@ -165,9 +166,9 @@ def _run_claimed(
                 cfg,
                 run_dir,
                 name=_run_name(cfg, run_id),
-                group=experiment,
-                job_type=cfg["adapter"]["name"],
-                tags=_tags(cfg),
+                group=comparison_group(cfg),  # experiment/method/scheduler/<config>: the seeds of one comparison
+                job_type=job_type(cfg),
+                tags=tags(cfg),
             )
         body(run, record, run_dir, tracker, progress, main)
         record.data["energy"]["parallel_jobs"] = int(parallel_jobs)
@@ -202,8 +203,9 @@ def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exi
     metrics; partial files the failure left in the run folder (temp files, empty CSVs) are removed.
     """
     result = record.to_dict()
+    written: Path | None = None
     try:
-        store.write(experiment, result)
+        written = store.write(experiment, result)
         # the record is on disk: free the claim now, before W&B's finish (slow under load, and a launcher that
         # stops its workers after a grace period could kill us there and leave a stale lock behind)
         store.release(experiment, str(result["run_id"]))
@@ -220,6 +222,10 @@ def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exi
     finally:
         remove_partial_files(store.run_dir(experiment, str(result["run_id"])))
         try:
+            if written is not None:  # the files as written: result.json, config.json, the run's CSVs
+                run_dir = store.run_dir(experiment, str(result["run_id"]))
+                files = [written, run_dir / "config.json", *sorted(run_dir.glob("*.csv"))]
+                tracker.log_files(f"result-{result['run_id']}", files)
             sections = {k: result[k] for k in ("metrics", "time", "energy", "model", "memory", "env", "task")}
             sections["adapter"] = {k: v for k, v in result["adapter"].items() if k != "ranks"}  # ranks: rank_trace
             tracker.summary(flatten("", sections) | {"status": result["status"], "reason": result["reason"] or ""})
@@ -265,15 +271,6 @@ class _NoStore(ResultsStore):
 
 def _run_name(cfg: Mapping[str, Any], run_id: str) -> str:
     return f"{cfg['adapter']['name']}-{cfg['scheduler']['name']}-s{cfg.get('seed')}-{run_id[:6]}"
-
-
-def _tags(cfg: Mapping[str, Any]) -> list[str]:
-    return [
-        f"scheduler:{cfg['scheduler']['name']}",
-        f"seed:{cfg.get('seed')}",
-        f"model:{cfg['model']['kind']}",
-        f"task:{cfg['task']['kind']}",
-    ]
 
 
 def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: bool, main: bool = True) -> None:
@@ -360,8 +357,10 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
     flag_collapse(record, run.raw)
     for name, frame in adapted.artifact_tables().items():
         tracker.log_table(name, frame)
+    per_task = ("per_task", "base_per_task")  # as eval/<task>/<metric> (wandb_layout.per_task_metrics)
     tracker.log(
-        flatten("eval", {k: v for k, v in record["metrics"].items() if k != "per_task"})
+        flatten("eval", {k: v for k, v in record["metrics"].items() if k not in per_task})
+        | per_task_metrics(record["metrics"].get("per_task"))
         | flatten("energy", {k: v for k, v in energy.items() if k != "phases"})
         | flatten("time", record["time"])
     )

@@ -241,6 +241,8 @@ class Tracker:
 
     def log_table(self, name: str, frame: Any) -> None: ...
 
+    def log_files(self, name: str, paths: list[Path]) -> None: ...
+
     def summary(self, values: Mapping[str, Any]) -> None: ...
 
     def finish(self, exit_code: int = 0) -> None: ...
@@ -296,6 +298,15 @@ class WandbTracker(Tracker):
             self.run = wandb.init(**kwargs)
         self.url = getattr(self.run, "url", None)
         self.dir = getattr(self.run, "dir", None)
+        self._guard("define_metric", self._define_metrics)
+
+    def _define_metrics(self) -> None:
+        """The step axis and the summaries (``loraven.wandb_layout.METRICS``): train/* against the optimizer
+        step, train/loss summarised by its min and last value, eval/* by its last (one final evaluation)."""
+        from loraven.wandb_layout import METRICS
+
+        for metric in METRICS:
+            self.run.define_metric(metric.name, step_metric=metric.step_metric, summary=metric.summary)
 
     def _guard(self, what: str, fn, *args: Any, **kwargs: Any) -> None:
         try:
@@ -304,12 +315,34 @@ class WandbTracker(Tracker):
             log.warning("W&B %s failed (%s: %s); the result is unaffected", what, type(err).__name__, err)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        self._guard("log", self.run.log, dict(metrics), step=step)
+        """``step`` is the optimizer step: logged as ``train/step`` (the x axis of train/*) and as W&B's _step."""
+        from loraven.wandb_layout import STEP
+
+        values = dict(metrics) if step is None else {STEP: step, **metrics}
+        self._guard("log", self.run.log, values, step=step)
 
     def log_table(self, name: str, frame: Any) -> None:
         import wandb
 
         self._guard(f"table {name}", lambda: self.run.log({name: wandb.Table(dataframe=frame)}))
+
+    def log_files(self, name: str, paths: list[Path]) -> None:
+        """The run's files (result.json, config.json, rank trace, allocation...) as one artifact; offline it
+        waits in the run folder and ``wandb sync`` uploads it with the run."""
+        import wandb
+
+        from loraven.wandb_layout import ARTIFACT_TYPE
+
+        present = [Path(p) for p in paths if Path(p).is_file()]
+
+        def put() -> None:
+            artifact = wandb.Artifact(name, type=ARTIFACT_TYPE)
+            for path in present:
+                artifact.add_file(str(path), name=path.name)
+            self.run.log_artifact(artifact)
+
+        if present:
+            self._guard(f"artifact {name}", put)
 
     def summary(self, values: Mapping[str, Any]) -> None:
         def write() -> None:

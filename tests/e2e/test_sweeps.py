@@ -221,9 +221,10 @@ def test_wandb_one_run_per_job_grouped_and_tagged(tmp_path: Path, monkeypatch) -
         assert run_job(cfg, multirun=True, progress=False)["status"] == "completed"
         assert wandb.run is None  # finished, nothing leaks into the next job
     assert len(calls) == 2
+    assert calls[0]["group"] == calls[1]["group"]  # the seeds of one comparison share a group
     for seed, call in enumerate(calls):
-        assert call["group"] == "wbtest" and call["job_type"] == "lora"
-        assert {f"seed:{seed}", "scheduler:static", "model:mlp"} <= set(call["tags"])
+        assert call["group"].startswith("wbtest/lora/static/") and call["job_type"] == "train"
+        assert {f"seed:{seed}", "scheduler:static", "model:mlp", "method:lora"} <= set(call["tags"])
         assert call["config"]["trainer"]["steps"] == 20 and "${" not in str(call["config"])
         assert Path(call["dir"]).is_relative_to(tmp_path / "res")
     assert len({c["dir"] for c in calls}) == 2

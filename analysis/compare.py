@@ -203,12 +203,12 @@ def compare_group(key: Mapping[str, Any], runs: pd.DataFrame, wanted: Mapping[st
             "order": part["level_order"].min(),
             "baseline": bool(part["baseline"].any()) and not rescored,
             "rescored": rescored,
-            "rescored_from": ",".join(sorted(str(s) for s in part["rescore_source"].dropna())) if rescored else "",
+            "rescored_from": ",".join(sorted(str(s) for s in part["rescore_source"].dropna())) if rescored else None,
             "settings": dict(zip(settings, values, strict=True)),
             "metric_column": column,
             "higher_is_better": higher,
             "n_runs": len(part),
-            "seeds": ",".join(str(s) for s in sorted(part["seed"].dropna().unique(), key=str)),
+            "seeds": ",".join(str(s) for s in sorted(part["seed"].dropna().unique(), key=str)) or None,
             "run_ids": ",".join(str(r) for r in part["run_id"]),
             "_runs": part,
         }
@@ -230,7 +230,7 @@ def compare_group(key: Mapping[str, Any], runs: pd.DataFrame, wanted: Mapping[st
         row["memory_scope"] = _scope(part)
         row["base_accuracy"] = part["base_accuracy"].mean()
         _put(row, "retention", _retention(part))
-        row["retention_tasks"] = ",".join(sorted({t for t in part["retention_tasks"].dropna()}))
+        row["retention_tasks"] = ",".join(sorted({t for t in part["retention_tasks"].dropna()})) or None
         rows.append(row)
     rows.sort(
         key=lambda r: (

@@ -442,7 +442,7 @@ def retention_figure(data: FigureData, out: Path) -> Path | None:
             )
         ax.axvline(0, color="grey", linewidth=1)
         ax.axhline(0, color="grey", linewidth=1)
-        tasks = ", ".join(sorted({t for ts in rows["retention_tasks"] for t in str(ts).split(",") if t}))
+        tasks = ", ".join(sorted({t for ts in rows["retention_tasks"].dropna() for t in str(ts).split(",") if t}))
         ax.set(
             xlabel=_wrap(f"retention: mean accuracy change on {tasks} (< 0: forgetting)", 60),
             ylabel=f"gain on {comp.key['task']} over the untrained model",

@@ -83,7 +83,8 @@ def sort_levels(levels, ranks: dict[str, float]) -> list[str]:
 # The LoRA-AR README's commonsense table (shared/seeds/002, "Commonsense Reasoning Tasks": "Performance on eight
 # commonsense reasoning benchmarks using LLaMA3-8B"), kept as data: accuracy in %, trainable parameters in % of the
 # model. ANOTHER MODEL (an 8B Llama on its own fine-tuning data and full test sets): shown beside ours in paper_*
-# columns for orientation, never compared with a verdict. Keyed by the record's adapter.type; DoRA has two rows.
+# columns for orientation, never compared with a verdict. Keyed by the README's method names, which are the methods'
+# labels in our records (adapter.label); DoRA has two rows.
 PAPER_COMMONSENSE_MODEL = "LLaMA3-8B"
 PAPER_COMMONSENSE_SOURCE = "LoRA-AR README (shared/seeds/002), Commonsense Reasoning Tasks, LLaMA3-8B"
 COMMONSENSE_TASKS: dict[str, str] = {  # lm-eval task name → the column the PEFT tables print
@@ -100,20 +101,20 @@ _CS_COLUMNS = ("params_pct", *COMMONSENSE_TASKS, "average")
 PAPER_COMMONSENSE: dict[str, list[dict[str, float]]] = {
     method: [dict(zip(_CS_COLUMNS, values, strict=True)) for values in rows]
     for method, rows in {
-        "lora": [(0.70, 70.8, 85.2, 79.9, 91.7, 84.3, 84.2, 71.2, 79.0, 80.8)],
-        "dora": [
+        "LoRA": [(0.70, 70.8, 85.2, 79.9, 91.7, 84.3, 84.2, 71.2, 79.0, 80.8)],
+        "DoRA": [
             (0.35, 74.5, 88.8, 80.3, 95.5, 84.7, 90.1, 79.1, 87.2, 85.0),
             (0.71, 74.6, 89.3, 79.9, 95.5, 85.6, 90.5, 80.4, 85.8, 85.2),
         ],
-        "lora_ar": [(0.48, 75.01, 88.73, 80.6, 95.74, 85.87, 90.53, 80.71, 86.0, 85.4)],
+        "LoRA-AR": [(0.48, 75.01, 88.73, 80.6, 95.74, 85.87, 90.53, 80.71, 86.0, 85.4)],
     }.items()
 }
 
 
-def paper_commonsense_row(adapter_type: object, params_pct: float) -> dict[str, float] | None:
-    """The README's row for this method; where it has several (DoRA), the one whose trainable share is closest to
-    ours. None when the README does not report the method (LoRAven, full fine-tuning)."""
-    rows = PAPER_COMMONSENSE.get(str(adapter_type))
+def paper_commonsense_row(label: object, params_pct: float) -> dict[str, float] | None:
+    """The README's row for the method labelled ``label`` (``adapter.label``); where it has several (DoRA), the one
+    whose trainable share is closest to ours. None when the README does not report the method."""
+    rows = PAPER_COMMONSENSE.get(str(label))
     if not rows:
         return None
     if params_pct != params_pct:  # NaN: unknown share, take the first

@@ -106,7 +106,7 @@ def suite_table(comparison: GroupComparison) -> pd.DataFrame:
     rows = []
     base_runs = runs[runs["base_per_task"].map(bool)].head(1)  # the untrained model: the same cached scores
     if len(base_runs):
-        base: dict[str, Any] = {"row": BASE_ROW, "adapter_type": None, "trainable_params": 0.0, "n_runs": 1}
+        base: dict[str, Any] = {"row": BASE_ROW, "label": None, "trainable_params": 0.0, "n_runs": 1}
         base["total_params"] = float(base_runs["total_params"].iloc[0])
         for task in tasks:
             _put(base, task, _cell(base_runs, "base_per_task", task))
@@ -117,7 +117,7 @@ def suite_table(comparison: GroupComparison) -> pd.DataFrame:
         part = row["_runs"]
         out: dict[str, Any] = {
             "row": row["row"],
-            "adapter_type": row["adapter_type"],
+            "label": None if row["rescored"] else row["label"],
             "trainable_params": row["trainable_params"],
             "total_params": row["total_params"],
             "n_runs": len(part),
@@ -135,7 +135,7 @@ def suite_table(comparison: GroupComparison) -> pd.DataFrame:
     for out in rows:
         share = 100.0 * out["trainable_params"] / out["total_params"] if out.get("total_params") else math.nan
         out["params_pct"] = share
-        ref = paper.paper_commonsense_row(out["adapter_type"], share) if commonsense else None
+        ref = paper.paper_commonsense_row(out["label"], share) if commonsense else None
         if commonsense:
             out["paper_params_pct"] = ref["params_pct"] if ref else math.nan
             for task in tasks:

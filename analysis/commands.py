@@ -31,7 +31,12 @@ GROUPS = (
     ("energy", "name"),
     ("tracking", "name"),
 )
-SEED_RANGE_FROM = 8  # more seeds than this: seed=range(0,N) instead of a list
+SEED_RANGE_FROM = 8
+NOT_SWEPT = (
+    "seed",
+    "results_dir",
+    "experiment_name",
+)  # never merged into a comma list  # more seeds than this: seed=range(0,N) instead of a list
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,8 +143,9 @@ def hydra_value(value: Any) -> str:
     return str(value)
 
 
-def run_overrides(config: Mapping[str, Any]) -> dict[str, str]:
-    """The overrides that reproduce a recorded config (without its seed), in the order a person writes them."""
+def run_overrides(config: Mapping[str, Any], results_dir: str | None = None) -> dict[str, str]:
+    """The overrides that reproduce a recorded config (without its seed), in the order a person writes them;
+    ``results_dir`` (where the store is now) replaces the recorded one, so new runs land beside the old."""
     out: dict[str, str] = {}
     for group, ident in GROUPS:
         section = config.get(group)
@@ -153,8 +159,9 @@ def run_overrides(config: Mapping[str, Any]) -> dict[str, str]:
             out[f"{group}.{key}"] = hydra_value(value)
     if config.get("experiment_name") not in (None, "default"):
         out["experiment_name"] = str(config["experiment_name"])
-    if config.get("results_dir") not in (None, "results"):
-        out["results_dir"] = str(config["results_dir"])
+    where = results_dir or config.get("results_dir")
+    if where not in (None, "results"):
+        out["results_dir"] = str(where)
     return out
 
 
@@ -179,7 +186,7 @@ def merge(commands: Sequence[dict[str, str]]) -> list[dict[str, str]]:
                 if list(a) != list(b):
                     continue
                 diff = [k for k in a if a[k] != b[k]]
-                if len(diff) == 1 and "[" not in a[diff[0]] + b[diff[0]] and diff[0] != "seed":
+                if len(diff) == 1 and "[" not in a[diff[0]] + b[diff[0]] and diff[0] not in NOT_SWEPT:
                     key = diff[0]
                     values = [*a[key].split(","), *[v for v in b[key].split(",") if v not in a[key].split(",")]]
                     a[key] = ",".join(values)

@@ -214,6 +214,11 @@ def compare_group(key: Mapping[str, Any], runs: pd.DataFrame, wanted: Mapping[st
         }
         for setting, value in zip(settings, values, strict=True):
             row[f"setting:{short_key(setting)}"] = show_setting(value)
+        row["name"] = row["row"]  # the display table shows the settings in columns of their own
+        if settings and not rescored:  # figures and the CSV need a name that tells every row apart
+            row["row"] += " · " + " ".join(
+                f"{short_key(k)}={show_setting(v)}" for k, v in zip(settings, values, strict=True)
+            )
         _put(row, "value", value_interval(part, column))
         row["value_n_docs"] = first["eval_n"] if len(part) == 1 else math.nan
         row["chance"] = chance_state(part) if column == "accuracy" else "no chance level"
@@ -359,7 +364,7 @@ def display_group(comparison: GroupComparison) -> pd.DataFrame:
     metric = "accuracy" if comparison.rows["metric_column"].iloc[0] == "accuracy" else "mse"
     direction = "higher" if bool(table["higher_is_better"].iloc[0]) else "lower"
     for row in table.to_dict("records"):
-        out: dict[str, Any] = {"configuration": row["row"]}
+        out: dict[str, Any] = {"configuration": row["name"]}
         for setting in comparison.settings:
             out[short_key(setting)] = row.get(f"setting:{short_key(setting)}", "-")
         out[f"{metric} ({direction} is better)"] = show_value(row)

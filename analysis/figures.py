@@ -273,6 +273,9 @@ def energy_accuracy_figure(data: FigureData, out: Path) -> Path | None:
                 fontsize=7,
                 color="grey",
             )
+        chance = comp.runs["chance"].dropna()
+        if rows["metric_column"].iloc[0] == "accuracy" and len(chance) and comp.runs["chance_known"].all():
+            ax.axhline(float(chance.mean()), color="red", linestyle=":", linewidth=1, label="chance")
         evidence = ", ".join(sorted(set(rows["energy_evidence"])))
         below = " — below meter resolution" if rows["energy_below_resolution"].any() else ""
         metric = "accuracy" if rows["metric_column"].iloc[0] == "accuracy" else rows["metric_column"].iloc[0]

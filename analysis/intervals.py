@@ -309,7 +309,10 @@ def seed_difference(a: dict, b: dict, se_a: float = math.nan, se_b: float = math
             return Interval(mean, math.nan, math.nan, 1, "one run a side, no stderr recorded")
         half = _z() * math.hypot(se_a, se_b)
         return Interval(mean, mean - half, mean + half, 1, "one seed a side: lm-eval binomial stderrs")
-    return Interval(mean, math.nan, math.nan, 1, f"{len(x)} seed(s) vs {len(y)}, none shared")
+    shared = len(common)
+    return Interval(
+        mean, math.nan, math.nan, 1, f"{len(x)} seed(s) vs {len(y)}, {shared} shared: too few to pair or compare"
+    )
 
 
 def difference_verdict(diff: Interval, higher_is_better: bool, reasons: Sequence[str] = ()) -> tuple[str, int | None]:

@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from analysis import intervals as iv
@@ -32,6 +32,12 @@ def _config(row: dict[str, Any]) -> dict[str, Any]:
     return dict(row["_runs"].iloc[0]["config"] or {})
 
 
+def _store(row: dict[str, Any]) -> str | None:
+    """Where the row's runs are now: ``<results>/<experiment>/<run_id>`` → ``<results>`` (None for W&B runs)."""
+    run_dir = row["_runs"].iloc[0].get("run_dir")
+    return str(Path(str(run_dir)).parent.parent) if run_dir else None
+
+
 def _seeds(rows: list[dict[str, Any]]) -> list[Any]:
     return [s for r in rows for s in r["_runs"]["seed"].dropna().tolist()]
 
@@ -41,7 +47,7 @@ def _commands(rows: list[dict[str, Any]], seeds: str, **replace: str | None) -> 
     (a value of None removes the key)."""
     sets = []
     for row in rows:
-        overrides = run_overrides(_config(row))
+        overrides = run_overrides(_config(row), _store(row))
         for key, value in replace.items():
             if key == "trainer" and value is not None:
                 overrides = {k: v for k, v in overrides.items() if not k.startswith("trainer.")}
@@ -65,6 +71,10 @@ def _trainer_fix() -> dict[str, str]:
     return fix
 
 
+def _same_method(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["adapter_type"] == b["adapter_type"] and a["scheduler"] == b["scheduler"] and a is not b
+
+
 def _is_count(value: Any) -> bool:
     """A seeds-needed cell (a float column: NaN where none applies)."""
     return isinstance(value, (int, float)) and value == value and value > 0
@@ -81,9 +91,12 @@ def suggestions(comparison: GroupComparison) -> list[Suggestion]:
     rows = comparison.rows.to_dict("records")
     ref = rows[0]
     out: list[Suggestion] = []
-    short = any("runs too short to train" in str(r["verdict"]) for r in rows)
+    trained = [r for r in rows if not r["rescored"]]
+    long_enough = [r for r in trained if _is_count(r["steps_min"]) and r["steps_min"] >= iv.MIN_TRAIN_STEPS]
+    short = bool(trained) and not long_enough  # every run too short: every command retrains on the default trainer
     fix = _trainer_fix() if short else {}
     longer = " on the default trainer (these runs were too short to train)" if short else ""
+    base = long_enough or trained  # the rows a new sweep repeats: never the superseded short ones
     unresolved = [
         r
         for r in rows[1:]
@@ -92,7 +105,6 @@ def suggestions(comparison: GroupComparison) -> list[Suggestion]:
     needs = [int(r["seeds_needed"]) for r in unresolved if _is_count(r["seeds_needed"])]
     have = max((len(set(_seeds([r]))) for r in rows), default=1)
     target = max([iv.MIN_SEEDS, have, *needs])
-    trained = [r for r in rows if not r["rescored"]]
     if unresolved and target > MAX_SUGGESTED_SEEDS:
         out.append(
             Suggestion(
@@ -103,39 +115,61 @@ def suggestions(comparison: GroupComparison) -> list[Suggestion]:
             )
         )
     elif unresolved:
-        chosen = [r for r in [ref, *unresolved] if not r["rescored"]]
-        seeds = seed_values(_seeds(chosen), target)
-        seed_sets = [set(_seeds([r])) for r in chosen]
-        more_seeds = min(len(x) for x in seed_sets) < target or len({frozenset(x) for x in seed_sets}) > 1
-        names = ", ".join(r["row"] for r in unresolved)
-        steps = min(float(r["steps_min"]) for r in rows if _is_count(r["steps_min"])) if short else math.nan
-        chance_only = not short and all("both at chance" in str(r["verdict"]) for r in unresolved)
-        if short:
-            why = (
-                f"{names} and the reference: the runs took {steps:.0f} optimiser steps (< {iv.MIN_TRAIN_STEPS}), "
-                "too few to train; the same comparison on the default trainer"
-                + (f", seeds {seeds}" if more_seeds else "")
+        names = lambda rs: ", ".join(r["row"] for r in rs)  # noqa: E731
+        short_rows = [r for r in unresolved if "runs too short to train" in str(r["verdict"])]
+        chance_rows = [r for r in unresolved if r not in short_rows and "both at chance" in str(r["verdict"])]
+        seed_rows = [r for r in unresolved if r not in short_rows and r not in chance_rows]
+        superseded = [r for r in short_rows if any(_same_method(r, o) for o in long_enough)]
+        retrain = [r for r in short_rows if r not in superseded]
+        if retrain:
+            chosen = [r for r in [ref, *retrain] if not r["rescored"]]
+            seeds = seed_values(_seeds(chosen), target)
+            steps = min(float(r["steps_min"]) for r in retrain if _is_count(r["steps_min"]))
+            out.append(
+                Suggestion(
+                    f"{names(retrain)} (and the reference): the runs took {steps:.0f} optimiser steps "
+                    f"(< {iv.MIN_TRAIN_STEPS}), too few to train; the same comparison on the default trainer, seeds "
+                    f"{seeds}",
+                    _commands(chosen, seeds, **_trainer_fix()),
+                )
             )
-        elif chance_only:
-            why = (
-                f"{names} and the reference are all at chance level: at these settings the model does not learn the "
-                "task, and more seeds would not change that (a larger model, more steps or another trainer.lr might)"
+        if superseded:
+            out.append(
+                Suggestion(
+                    f"{names(superseded)}: too short to train; longer runs of the same method are in this group",
+                    (),
+                )
             )
-        else:
+        if chance_rows:
+            out.append(
+                Suggestion(
+                    f"{names(chance_rows)} and the reference are at chance level: at these settings the model does "
+                    "not learn the task, and more seeds would not change that (a larger model, more steps or "
+                    "another trainer.lr might)",
+                    (),
+                )
+            )
+        if seed_rows:
+            chosen = [r for r in [ref, *seed_rows] if not r["rescored"]]
+            seeds = seed_values(_seeds(chosen), target)
             need = (
                 f"about {max(needs)} seeds a side would resolve the observed difference"
                 if needs
                 else f"at least {iv.MIN_SEEDS} seeds a side, the same seeds for every row, for a verdict"
             )
-            why = f"more seeds ({seeds}) for {names} and the reference: {need}"
-        out.append(Suggestion(why, () if chance_only else _commands(chosen, seeds, **fix)))
+            out.append(
+                Suggestion(
+                    f"more seeds ({seeds}) for {names(seed_rows)} and the reference: {need}",
+                    _commands(chosen, seeds, **fix),
+                )
+            )
     seeds = seed_values(_seeds(trained), target if unresolved and target <= MAX_SUGGESTED_SEEDS else iv.MIN_SEEDS)
     if trained and not any(r["baseline"] for r in trained):
         out.append(
             Suggestion(
                 f"a dense reference (full fine-tuning, adapter=none){longer}: the paper's claims compare against it; "
                 "full fine-tuning usually wants a ~10× lower trainer.lr",
-                _commands([trained[0]], seeds, adapter="none", scheduler=None, **_method_keys(trained[0]), **fix),
+                _commands([base[0]], seeds, adapter="none", scheduler=None, **_method_keys(base[0]), **fix),
             )
         )
     if trained and str(comparison.key.get("energy_method")) in ("none", "None", "nan"):
@@ -143,7 +177,7 @@ def suggestions(comparison: GroupComparison) -> list[Suggestion]:
             Suggestion(
                 f"energy was not measured (energy=none){longer}: the same runs with codecarbon (estimated from "
                 "TDP × load on a CPU without RAPL counters); they form a group of their own",
-                _commands(trained, seeds, energy="codecarbon", **fix),
+                _commands(base, seeds, energy="codecarbon", **fix),
             )
         )
     return out

@@ -373,7 +373,7 @@ def display_group(comparison: GroupComparison) -> pd.DataFrame:
         if retention:
             out["retention: mean change"] = show_value(row, "retention")
         if rescored:
-            out["source run"] = row["rescored_from"] or "-"
+            out["source run"] = row["rescored_from"] if is_set(row["rescored_from"]) else "-"
         out["train time"] = show_seconds(row["train_s"])
         out["eval time"] = show_seconds(row["eval_s"])
         out["train energy"] = show_energy(row)

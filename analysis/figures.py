@@ -191,6 +191,27 @@ def _dodge(xs: np.ndarray, ys: np.ndarray, xspan: float, yspan: float) -> np.nda
     return offsets
 
 
+def _chance_line(ax: plt.Axes, chance: float, rows: pd.DataFrame) -> None:
+    """The chance level as a line when it lies near the data; else a note, so the data keep the axis."""
+    lo = float(np.nanmin(rows["value_lo"].fillna(rows["value"])))
+    hi = float(np.nanmax(rows["value_hi"].fillna(rows["value"])))
+    pad = max((hi - lo) * 0.15, 0.005)
+    if lo - 3 * pad <= chance <= hi + 3 * pad:
+        ax.axhline(chance, color="red", linestyle=":", linewidth=1, label="chance")
+    else:
+        ax.set_ylim(lo - pad, hi + pad)
+        where = "below" if chance < lo else "above"
+        ax.text(
+            0.98,
+            0.02 if where == "below" else 0.95,
+            f"chance {chance:.3g} ({where} the axis)",
+            transform=ax.transAxes,
+            ha="right",
+            fontsize=7,
+            color="red",
+        )
+
+
 def resolved_front(points: pd.DataFrame, higher: bool) -> pd.DataFrame:
     """The Pareto front (lower energy, better quality) when every adjacent pair on it is a trade-off resolved at
     the interval level on both axes; else an empty frame. Points without an interval on either axis (a single run
@@ -275,7 +296,7 @@ def energy_accuracy_figure(data: FigureData, out: Path) -> Path | None:
             )
         chance = comp.runs["chance"].dropna()
         if rows["metric_column"].iloc[0] == "accuracy" and len(chance) and comp.runs["chance_known"].all():
-            ax.axhline(float(chance.mean()), color="red", linestyle=":", linewidth=1, label="chance")
+            _chance_line(ax, float(chance.mean()), rows)
         evidence = ", ".join(sorted(set(rows["energy_evidence"])))
         below = " — below meter resolution" if rows["energy_below_resolution"].any() else ""
         metric = "accuracy" if rows["metric_column"].iloc[0] == "accuracy" else rows["metric_column"].iloc[0]
@@ -372,9 +393,10 @@ def cost_figure(data: FigureData, out: Path) -> Path | None:
         len(comps), 2, figsize=(13, 1.2 + max(3.2, 0.55 * max(len(c.rows) for c in comps)) * len(comps)), squeeze=False
     )
     for (left, right), comp in zip(axes, comps, strict=True):
-        names = list(comp.rows["row"])
+        trained = comp.rows[~comp.rows["rescored"]]  # a re-scored adapter's training cost is its source run's
+        names = list(trained["row"])
         keyed = []
-        for row in comp.rows.to_dict("records"):
+        for row in trained.to_dict("records"):
             part = row["_runs"]
             keyed.append(part.assign(configuration=row["row"]))
         runs = pd.concat(keyed, ignore_index=True)

@@ -97,10 +97,12 @@ def suggestions(comparison: GroupComparison) -> list[Suggestion]:
     fix = _trainer_fix() if short else {}
     longer = " on the default trainer (these runs were too short to train)" if short else ""
     base = long_enough or trained  # the rows a new sweep repeats: never the superseded short ones
-    unresolved = [
+    unresolved = [  # re-scored adapters are not re-run here: their seeds are their source runs'
         r
         for r in rows[1:]
-        if str(r["verdict"]).startswith((iv.NO_DIFFERENCE, iv.INSUFFICIENT)) and "identical" not in str(r["verdict"])
+        if str(r["verdict"]).startswith((iv.NO_DIFFERENCE, iv.INSUFFICIENT))
+        and "identical" not in str(r["verdict"])
+        and not r["rescored"]
     ]
     needs = [int(r["seeds_needed"]) for r in unresolved if _is_count(r["seeds_needed"])]
     have = max((len(set(_seeds([r]))) for r in rows), default=1)

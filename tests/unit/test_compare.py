@@ -159,6 +159,9 @@ def test_the_reference_is_full_fine_tuning_or_what_the_user_names(tmp_path: Path
     with pytest.raises(SystemExit) as exit_info:
         main(["--results", str(tmp_path), "--out", str(tmp_path / "o"), "--reference", "adapter"])
     assert exit_info.value.code == 2
+    out = tmp_path / "rep"
+    assert main(["--results", str(tmp_path), "--out", str(out), "--reference", "adapter=dora", "--no-figures"]) == 0
+    assert "Reference: **DoRA** (--reference adapter=dora)." in (out / "REPORT.md").read_text()
 
 
 @settings(max_examples=60, deadline=None)

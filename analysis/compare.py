@@ -299,8 +299,12 @@ def n_text(row: Mapping[str, Any], name: str) -> str:
     """``n=200 documents, 1 seed`` for one run, ``n=3 seeds`` across seeds."""
     n = row.get(f"{name}_n") or 0
     method = str(row.get(f"{name}_method", ""))
-    if "Wilson" in method and math.isfinite(row.get("value_n_docs", math.nan)):
-        return f"n={int(row['value_n_docs'])} docs, 1 seed"
+    docs = row.get("value_n_docs", math.nan)
+    if "Wilson" in method and math.isfinite(docs):
+        return f"n={int(docs)} docs, 1 seed"
+    if "macro average" in method and math.isfinite(docs):
+        tasks = method.split("macro average of ")[-1].split(" tasks")[0]
+        return f"n={int(docs)} docs in {tasks} tasks, 1 seed"
     if method.startswith("one run"):
         return "1 seed"
     return f"n={int(n)} seeds" if n else "n=0"

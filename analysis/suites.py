@@ -185,9 +185,12 @@ def display_suite(table: pd.DataFrame) -> pd.DataFrame:
         params = row["trainable_params"]
         share = row["params_pct"]
         out: dict[str, Any] = {"method": row["row"]}
-        out["trainable params"] = (
-            f"{int(params):,} ({share:.3g} %)" if math.isfinite(params) and math.isfinite(share) else NOT_MEASURED
-        )
+        if row["row"] == BASE_ROW:
+            out["trainable params"] = "-"
+        else:
+            out["trainable params"] = (
+                f"{int(params):,} ({share:.3g} %)" if math.isfinite(params) and math.isfinite(share) else NOT_MEASURED
+            )
         for task in tasks:
             out[paper.COMMONSENSE_TASKS.get(task, task)] = _pct(row, task)
         out["average"] = _pct(row, "average")

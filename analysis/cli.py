@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from analysis.compare import parse_reference
 from analysis.load import load_results
 from analysis.report import FORMATS, build_report
 from analysis.wandb_source import load_wandb
@@ -31,6 +32,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.add_argument(
+        "--reference",
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="each group's reference row, e.g. adapter=lora, scheduler=linear, adapter=loraven,scheduler=linear "
+        "or a setting that differs in the group (lr=0.001); default: full fine-tuning if present, else the first "
+        "method by adapter.order",
+    )
+    parser.add_argument(
         "--wandb-report",
         metavar="ENTITY/PROJECT",
         help="also build the W&B report of the paper's figures (saved with a W&B key; offline: written as a spec "
@@ -38,6 +46,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--publish", metavar="SPEC", help="save a spec written offline (needs --wandb-report, a key)")
     args = parser.parse_args(argv)
+    try:
+        wanted = parse_reference(args.reference)
+    except ValueError as err:
+        parser.error(str(err))
+    bad_keys = [k for k in wanted if "=" in k]
+    if bad_keys:
+        parser.error(f"--reference {args.reference!r}: bad key(s) {', '.join(bad_keys)}")
     if args.wandb_report is not None and not _is_project_path(args.wandb_report):
         parser.error(f"--wandb-report {args.wandb_report!r}: expected ENTITY/PROJECT, e.g. me/loraven")
     if args.publish is not None:
@@ -89,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("always")
         records = load_wandb(args.wandb) if args.wandb else load_results(args.results)
         try:
-            report = build_report(records, args.out, args.formats, figures=not args.no_figures)
+            report = build_report(
+                records, args.out, args.formats, figures=not args.no_figures, reference=args.reference
+            )
         except OSError as err:  # the disk filled or a permission changed while writing
             print(
                 f"error: could not write the report under {args.out!r}: {err.strerror or err} "
@@ -111,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, path in report.figures.items():
         summary.add_row("figure", name, "-", str(path.relative_to(out)))
     if report.summary is not None:
-        summary.add_row("report", "claims and verdicts", "-", str(report.summary.relative_to(out)))
+        summary.add_row("report", "your runs, then the paper's claims", "-", str(report.summary.relative_to(out)))
     console.print(summary)
     if args.wandb_report:
         return wandb_report(args.wandb_report, out, None if args.wandb else Path(args.results), report.summary, console)

@@ -20,6 +20,7 @@ straddles, and ``insufficient evidence (<reason>)`` when the data cannot support
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -135,8 +136,8 @@ def range_ratio(num: tuple[float, float, float], den: tuple[float, float, float]
 def seeds_to_resolve(iv: Interval, threshold: float, n_per_side: int) -> int | None:
     """Seeds per side at which the interval's half-width (∝ 1/√n) would clear ``threshold``; None if never."""
     gap = abs(iv.value - threshold)
-    if gap == 0 or not math.isfinite(iv.half_width) or n_per_side < 1:
-        return None
+    if not math.isfinite(iv.half_width) or n_per_side < 1 or gap <= 1e-9 * max(iv.half_width, 1e-300):
+        return None  # on the threshold (to rounding): no number of seeds would resolve it
     return max(n_per_side + 1, math.ceil(n_per_side * (iv.half_width / gap) ** 2))
 
 
@@ -155,6 +156,8 @@ def combine(parts: Sequence[tuple[str, int | None]]) -> str:
     words = [w for w, _ in parts]
     if any(w == NOT_REPRODUCED for w in words):
         return NOT_REPRODUCED
+    if any(w == INSUFFICIENT for w in words):  # a part without an interval (e.g. no energy reading)
+        return f"{INSUFFICIENT} (a part of the claim has no interval: not measured)"
     if all(w == REPRODUCED for w in words):
         return REPRODUCED
     needs = [n for w, n in parts if w == INCONCLUSIVE]
@@ -183,3 +186,151 @@ def show(iv: Interval, digits: int = 3, suffix: str = "") -> str:
     if not (math.isfinite(iv.lo) and math.isfinite(iv.hi)):
         return f"{value} [no interval: {iv.method}] (n={iv.n})"
     return f"{value} [{iv.lo:.{digits}g}, {iv.hi:.{digits}g}]{suffix} (n={iv.n})"
+
+
+# ----------------------------------------------------------------------------------------- comparisons
+#
+# A method comparison reports each configuration's accuracy with an interval that stays inside [0, 1] and the
+# difference to a reference with its own interval:
+#
+# * one run: the accuracy is a binomial proportion over the n evaluated documents → Wilson score interval
+#   (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``); a macro average of several tasks (a suite) is
+#   not one proportion → normal interval from the recorded stderr (lm-eval's per-task stderrs combined), clipped to
+#   [0, 1] (the true value cannot leave it) and labelled so.
+# * several seeds: percentile bootstrap of the mean across seeds (``scipy.stats.bootstrap``): a resampled mean of
+#   values in [0, 1] stays in [0, 1]; never mean ± t·sd on 0/1 data.
+# * a difference between configurations: paired by seed when they share ≥ 2 seeds (Student t on the per-seed
+#   differences), else Welch's t across seeds, else (one run a side) the normal interval of lm-eval's binomial
+#   stderrs. The t intervals widen honestly at 2–5 seeds, where a percentile bootstrap under-covers (it can only
+#   return the observed min and max of 2–3 values).
+
+BETTER = "better"
+WORSE = "worse"
+NO_DIFFERENCE = "no resolved difference"
+
+
+def _z() -> float:
+    return float(stats.norm.ppf(0.5 + LEVEL / 2.0))
+
+
+def wilson(p: float, n: float) -> Interval:
+    """Wilson score 95 % interval of one run's accuracy ``p`` over ``n`` documents (always inside [0, 1])."""
+    if not (math.isfinite(p) and math.isfinite(n)) or n < 1 or not 0.0 <= p <= 1.0:
+        return NAN_INTERVAL if not math.isfinite(p) else Interval(p, math.nan, math.nan, 1, "no n recorded")
+    trials = int(round(n))
+    successes = min(max(int(round(p * trials)), 0), trials)
+    ci = stats.binomtest(successes, trials).proportion_ci(LEVEL, method="wilson")
+    lo, hi = min(float(ci.low), p), max(float(ci.high), p)  # p·n rounded: keep the point inside its interval
+    return Interval(p, max(lo, 0.0), min(hi, 1.0), 1, f"one run: Wilson, n={trials} documents")
+
+
+def normal_unit(p: float, se: float, what: str) -> Interval:
+    """``p ± z·se`` clipped to [0, 1]: a macro average's interval from its recorded stderr."""
+    if not math.isfinite(p):
+        return NAN_INTERVAL
+    if not math.isfinite(se):
+        return Interval(p, math.nan, math.nan, 1, "one run: no stderr recorded")
+    half = _z() * se
+    return Interval(p, max(p - half, 0.0), min(p + half, 1.0), 1, what)
+
+
+def single_run_accuracy(p: float, n: float, se: float, n_tasks: int = 1) -> Interval:
+    """One run's accuracy interval: Wilson over its documents, or for a macro average of ``n_tasks`` tasks the
+    normal interval of its recorded stderr (clipped to [0, 1])."""
+    if n_tasks > 1:
+        return normal_unit(p, se, f"one run: macro average of {n_tasks} tasks, lm-eval stderrs, clipped to [0, 1]")
+    if math.isfinite(n) and n >= 1:
+        return wilson(p, n)
+    if math.isfinite(se) and se >= 1e-6 and math.isfinite(p) and 0.0 < p < 1.0:
+        return wilson(p, p * (1.0 - p) / se**2 + 1.0)  # lm-eval's stderr is √(p(1−p)/(n−1))
+    return Interval(p, math.nan, math.nan, 1, "one run: no n or stderr recorded") if math.isfinite(p) else NAN_INTERVAL
+
+
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis)
+
+
+def bootstrap_mean(values: Sequence[float], what: str = "across seeds") -> Interval:
+    """Mean across runs with a percentile bootstrap 95 % interval (inside the values' range, so inside [0, 1] for
+    accuracies); one run: no interval."""
+    x = _clean(values)
+    if len(x) == 0:
+        return NAN_INTERVAL
+    mean = float(np.mean(x))
+    if len(x) < 2:
+        return Interval(mean, math.nan, math.nan, 1, "one run: no seed interval")
+    if np.ptp(x) == 0:
+        return Interval(mean, mean, mean, len(x), f"bootstrap {what} (no spread)")
+    res = stats.bootstrap(
+        (x,),
+        _mean,
+        vectorized=True,
+        confidence_level=LEVEL,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        random_state=np.random.default_rng(SEED),
+    )
+    lo = max(float(res.confidence_interval.low), float(x.min()))
+    hi = min(float(res.confidence_interval.high), float(x.max()))
+    return Interval(mean, lo, hi, len(x), f"bootstrap {what}")
+
+
+def seed_difference(a: dict, b: dict, se_a: float = math.nan, se_b: float = math.nan) -> Interval:
+    """mean(a) − mean(b) for per-seed values ``{seed: value}`` (several runs of one seed already averaged).
+
+    Paired by seed when both share ≥ 2 seeds (t on the differences), else Welch's t (≥ 2 runs a side), else one
+    run a side with their binomial stderrs (normal). ``n`` of the result is the number of seeds per side used.
+    """
+    a = {k: float(v) for k, v in a.items() if math.isfinite(float(v))}
+    b = {k: float(v) for k, v in b.items() if math.isfinite(float(v))}
+    if not a or not b:
+        return NAN_INTERVAL
+    common = sorted(set(a) & set(b), key=str)
+    if len(common) >= 2:
+        d = np.array([a[s] - b[s] for s in common])
+        mean = float(d.mean())
+        if np.ptp(d) == 0:
+            return Interval(mean, mean, mean, len(d), f"paired by seed, {len(d)} seeds (no spread)")
+        with warnings.catch_warnings():  # nearly equal differences: scipy warns of precision, the interval stands
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ci = stats.ttest_1samp(d, 0.0).confidence_interval(LEVEL)
+        return Interval(mean, float(ci.low), float(ci.high), len(d), f"paired by seed, t over {len(d)} seeds")
+    x, y = np.array(list(a.values())), np.array(list(b.values()))
+    mean = float(x.mean() - y.mean())
+    if len(x) >= 2 and len(y) >= 2:
+        if np.ptp(x) == 0 and np.ptp(y) == 0:
+            return Interval(mean, mean, mean, min(len(x), len(y)), "unpaired (no spread)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ci = stats.ttest_ind(x, y, equal_var=False).confidence_interval(LEVEL)
+        return Interval(mean, float(ci.low), float(ci.high), min(len(x), len(y)), "unpaired, Welch t across seeds")
+    if len(x) == 1 and len(y) == 1:
+        if not (math.isfinite(se_a) and math.isfinite(se_b)):
+            return Interval(mean, math.nan, math.nan, 1, "one run a side, no stderr recorded")
+        half = _z() * math.hypot(se_a, se_b)
+        return Interval(mean, mean - half, mean + half, 1, "one seed a side: lm-eval binomial stderrs")
+    shared = len(common)
+    return Interval(
+        mean, math.nan, math.nan, 1, f"{len(x)} seed(s) vs {len(y)}, {shared} shared: too few to pair or compare"
+    )
+
+
+def difference_verdict(diff: Interval, higher_is_better: bool, reasons: Sequence[str] = ()) -> tuple[str, int | None]:
+    """``better`` / ``worse`` when the whole interval of (row − reference) is on one side of 0 (direction from
+    the task: MSE is better lower), ``no resolved difference — about N seeds`` when it straddles 0 (N: seeds per
+    side at which the interval's half-width, ∝ 1/√n, would clear the observed difference), else
+    ``insufficient evidence (why)``. Returns the words and N (None when no N applies)."""
+    blocked = insufficient(list(reasons))
+    if blocked:
+        return blocked, None
+    if not math.isfinite(diff.value):
+        return f"{INSUFFICIENT} (not measured)", None
+    if not (math.isfinite(diff.lo) and math.isfinite(diff.hi)):
+        return f"{INSUFFICIENT} ({diff.method})", None
+    if diff.lo > 0 or diff.hi < 0:
+        up = diff.lo > 0
+        return (BETTER if up == higher_is_better else WORSE), None
+    need = seeds_to_resolve(diff, 0.0, max(diff.n, 1))
+    if need is None:
+        return f"{NO_DIFFERENCE} — identical at the observed spread (no number of seeds would resolve it)", None
+    return f"{NO_DIFFERENCE} — about {need} seeds", need

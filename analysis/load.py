@@ -195,6 +195,7 @@ def run_row(r: Mapping[str, Any]) -> dict[str, Any]:
         "chance": chance_of(r),
         "chance_known": chance_known(r),
         "base_accuracy": _num(_get(r, "metrics.base_accuracy")),
+        "base_accuracy_stderr": _num(_get(r, "metrics.base_accuracy_stderr")),
         "steps": steps_of(r),
         "mse": _num(_get(r, "metrics.mse")),
         "adapter_type": adapter_type,
@@ -215,6 +216,7 @@ def run_row(r: Mapping[str, Any]) -> dict[str, Any]:
         "j_per_train_unit": per_unit(r, "train", "energy.j_per_train_unit", "time.train_tokens"),
         "j_per_eval_example": per_unit(r, "eval", "energy.j_per_eval_example", "metrics.n"),
         "train_s": _num(_get(r, "time.train_s")),
+        "eval_s": _num(_get(r, "time.eval_s")),
         "step_ms": _num(_get(r, "time.step_ms_median")),
         "tokens_per_s": _num(_get(r, "time.tokens_per_s")),
         "peak_mb": _num(_get(r, "memory.peak_mb")),
@@ -224,6 +226,17 @@ def run_row(r: Mapping[str, Any]) -> dict[str, Any]:
         "r_max": _num(_get(r, "adapter.r_max")),
         "n_decisions": _num(_get(r, "adapter.n_decisions")),
         "trainable_params": _num(_get(r, "model.trainable_params")),
+        "total_params": _num(_get(r, "model.total_params")),
+        "n_tasks": len(_get(r, "metrics.per_task") or {}) or 1,
+        "per_task": _get(r, "metrics.per_task") or {},
+        "base_per_task": _get(r, "metrics.base_per_task") or {},
+        "at_chance": _get(r, "metrics.at_chance"),
+        "retention": _num(_get(r, "metrics.retention.mean_change")),
+        "retention_lo": _num(_get(r, "metrics.retention.mean_change_lo")),
+        "retention_hi": _num(_get(r, "metrics.retention.mean_change_hi")),
+        "retention_tasks": ",".join(sorted(_get(r, "metrics.retention.tasks") or {})) or None,
+        "rescore_source": _get(r, "rescore.source_run_id"),
+        "rescore_experiment": _get(r, "rescore.source_experiment"),
         "split": _get(r, "metrics.split") or "test",  # records before issue 17 were all test
         "lr": _num(_get(r, "config.trainer.lr")),
         "tuning_role": _get(r, "config.tuning.role"),
@@ -231,6 +244,7 @@ def run_row(r: Mapping[str, Any]) -> dict[str, Any]:
         **{f"env_{k}": _get(r, f"env.{k}") for k in (*VERSION_KEYS, "device")},
         "bench": is_bench(r),
         "run_dir": r.get(RUN_DIR_KEY),
+        "config": _get(r, "config") if isinstance(_get(r, "config"), Mapping) else {},
     }
 
 

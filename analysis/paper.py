@@ -59,6 +59,15 @@ def claim_for(family: object) -> str | None:
     return str(family) if family in PAPER_ACCURACY else None
 
 
+def claim_text(kind: str, task: object = None) -> str:
+    """The claim as the tables print it, naming what our runs used for the paper's benchmark: task=glue is lm-eval's
+    GLUE/SuperGLUE tasks on their validation sets, so the GLUE claim is tested there."""
+    claim = str(PAPER_ACCURACY[kind]["claim"])
+    if kind == "text-classification" and task == "glue":
+        return "98.8 % retention, GLUE (ours: task=glue, lm-eval's GLUE/SuperGLUE tasks on held-out validation data)"
+    return claim
+
+
 def level_ranks(frame) -> dict[str, float]:
     """Each shown label's sort key: the smallest ``adapter.order`` its runs recorded (the method's registry
     order, written into every record), so tables sort the paper's levels first without the registry."""
@@ -69,3 +78,45 @@ def level_ranks(frame) -> dict[str, float]:
 
 def sort_levels(levels, ranks: dict[str, float]) -> list[str]:
     return sorted(set(levels), key=lambda lv: (ranks.get(lv, float("inf")), str(lv)))
+
+
+# The LoRA-AR README's commonsense table (shared/seeds/002, "Commonsense Reasoning Tasks": "Performance on eight
+# commonsense reasoning benchmarks using LLaMA3-8B"), kept as data: accuracy in %, trainable parameters in % of the
+# model. ANOTHER MODEL (an 8B Llama on its own fine-tuning data and full test sets): shown beside ours in paper_*
+# columns for orientation, never compared with a verdict. Keyed by the README's method names, which are the methods'
+# labels in our records (adapter.label); DoRA has two rows.
+PAPER_COMMONSENSE_MODEL = "LLaMA3-8B"
+PAPER_COMMONSENSE_SOURCE = "LoRA-AR README (shared/seeds/002), Commonsense Reasoning Tasks, LLaMA3-8B"
+COMMONSENSE_TASKS: dict[str, str] = {  # lm-eval task name → the column the PEFT tables print
+    "boolq": "BoolQ",
+    "piqa": "PIQA",
+    "social_iqa": "SIQA",
+    "hellaswag": "HellaSwag",
+    "winogrande": "WinoGrande",
+    "arc_easy": "ARC-e",
+    "arc_challenge": "ARC-c",
+    "openbookqa": "OBQA",
+}
+_CS_COLUMNS = ("params_pct", *COMMONSENSE_TASKS, "average")
+PAPER_COMMONSENSE: dict[str, list[dict[str, float]]] = {
+    method: [dict(zip(_CS_COLUMNS, values, strict=True)) for values in rows]
+    for method, rows in {
+        "LoRA": [(0.70, 70.8, 85.2, 79.9, 91.7, 84.3, 84.2, 71.2, 79.0, 80.8)],
+        "DoRA": [
+            (0.35, 74.5, 88.8, 80.3, 95.5, 84.7, 90.1, 79.1, 87.2, 85.0),
+            (0.71, 74.6, 89.3, 79.9, 95.5, 85.6, 90.5, 80.4, 85.8, 85.2),
+        ],
+        "LoRA-AR": [(0.48, 75.01, 88.73, 80.6, 95.74, 85.87, 90.53, 80.71, 86.0, 85.4)],
+    }.items()
+}
+
+
+def paper_commonsense_row(label: object, params_pct: float) -> dict[str, float] | None:
+    """The README's row for the method labelled ``label`` (``adapter.label``); where it has several (DoRA), the one
+    whose trainable share is closest to ours. None when the README does not report the method."""
+    rows = PAPER_COMMONSENSE.get(str(label))
+    if not rows:
+        return None
+    if params_pct != params_pct:  # NaN: unknown share, take the first
+        return rows[0]
+    return min(rows, key=lambda r: abs(r["params_pct"] - params_pct))

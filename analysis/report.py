@@ -13,10 +13,12 @@ from typing import Any
 import pandas as pd
 
 from analysis import tables, tuned
+from analysis.compare import GroupComparison, compare, comparison_frame, display_group
 from analysis.figures import all_figures
 from analysis.load import runs_frame
 from analysis.meeting import write_meeting_report
 from analysis.stats import fill_missing
+from analysis.suites import display_suite, suite_table
 
 FORMATS = ("md", "csv", "tex")
 
@@ -30,6 +32,7 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)
     summary: Path | None = None  # REPORT.md
+    comparisons: list[GroupComparison] = field(default_factory=list)
 
 
 def write_table(
@@ -60,6 +63,11 @@ def write_table(
 
 
 NOTES = {
+    "comparison": "What your runs show: per group (model · task · split · metric · energy method), each "
+    "configuration's value [95 % interval] (n), its change against the group's reference and a verdict; see "
+    "REPORT.md for how intervals and verdicts are made.",
+    "suites": "Per-task accuracy of suite runs (task=commonsense, task=glue); paper_* = the LoRA-AR README's "
+    "LLaMA3-8B numbers (another model: orientation only).",
     "speedup": "Table 5.1: ms = mean over runs of each run's median [p10–p90]; "
     "paper_* = the paper's reported values (seeds/000 §5.1) for its three shapes.",
     "energy": "§5.2 — " + tables.VERDICT_RULE + ". Energy is the training phase's; evidence: measured = "
@@ -76,12 +84,16 @@ def build_report(
     out: str | Path,
     formats: Sequence[str] = FORMATS,
     figures: bool = True,
+    reference: str | None = None,
 ) -> Report:
-    """Tables under ``out/tables`` (and figures under ``out/figures``) from result records."""
+    """Tables under ``out/tables`` (and figures under ``out/figures``) from result records; ``reference``
+    (``adapter=lora``, ``scheduler=linear``...) picks each group's reference row where it names one."""
     records = list(records)
     out = Path(out)
     frame = runs_frame(records)
     report = Report(runs=frame)
+    report.comparisons = compare(frame, reference)
+    _write_comparisons(report, out / "tables", formats)
     built = {
         "speedup": (tables.speedup_table(records), tables.display_speedup),
         "energy": (tables.energy_table(frame), tables.display_energy),
@@ -98,6 +110,41 @@ def build_report(
         runs, fill_missing(runs), out / "tables", "runs", [f for f in formats if f == "csv"] or ["csv"]
     )
     if figures:
-        report.figures = all_figures(frame, report.frames["speedup"], out / "figures")
-    report.summary = write_meeting_report(report.frames, report.figures, out)
+        report.figures = all_figures(frame, report.frames["speedup"], out / "figures", report.comparisons)
+    report.summary = write_meeting_report(report.frames, report.figures, out, report.comparisons, frame)
     return report
+
+
+def _write_comparisons(report: Report, out: Path, formats: Sequence[str]) -> None:
+    """tables/comparison.* (every group, a heading each) and, where suites ran, tables/suites.*."""
+    numeric = comparison_frame(report.comparisons)
+    report.frames["comparison"] = numeric
+    sections = [(c.title, display_group(c)) for c in report.comparisons]
+    report.tables["comparison"] = _write_sections(numeric, sections, out, "comparison", formats)
+    suites = [(c, suite_table(c)) for c in report.comparisons]
+    suites = [(c, t) for c, t in suites if not t.empty]
+    if suites:
+        report.frames["suites"] = pd.concat([t.assign(group=c.title) for c, t in suites], ignore_index=True)
+        report.tables["suites"] = _write_sections(
+            report.frames["suites"], [(c.title, display_suite(t)) for c, t in suites], out, "suites", formats
+        )
+
+
+def _write_sections(
+    numeric: pd.DataFrame, sections: list[tuple[str, pd.DataFrame]], out: Path, name: str, formats: Sequence[str]
+) -> list[Path]:
+    """Like :func:`write_table` for a table in several groups: CSV in one piece, md/tex one heading per group."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if "csv" in formats:
+        written.append(out / f"{name}.csv")
+        fill_missing(numeric).to_csv(written[-1], index=False)
+    if "md" in formats:
+        written.append(out / f"{name}.md")
+        body = "\n\n".join(f"## {title}\n\n{shown.to_markdown(index=False)}" for title, shown in sections)
+        written[-1].write_text(NOTES[name] + "\n\n" + (body or "_no data: not measured_") + "\n")
+    if "tex" in formats:
+        written.append(out / f"{name}.tex")
+        body = "\n".join(f"% {title}\n" + shown.to_latex(index=False, escape=True) for title, shown in sections)
+        written[-1].write_text(body or "% no data: not measured\n")
+    return written

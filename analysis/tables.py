@@ -549,7 +549,7 @@ def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
             rows.append(out)
     for row in rows:
         claim = paper.PAPER_ACCURACY[row["kind"]]
-        row["paper_claim"], row["paper_value"] = claim["claim"], claim["value"]
+        row["paper_claim"], row["paper_value"] = paper.claim_text(row["kind"], row.get("task")), claim["value"]
     for kind, claim in paper.PAPER_ACCURACY.items():
         if not any(r["kind"] == kind for r in rows):
             rows.append(
@@ -620,8 +620,13 @@ def display_accuracy(table: pd.DataFrame) -> pd.DataFrame:
 
 def outside_tuning(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs of the paper's tables: not the tuned/untuned runs of ``python -m loraven.tune`` (two learning
-    rates of one method would be averaged into one level; they have their own table, analysis/tuned.py)."""
-    return runs[runs["tuning_role"].isna()] if "tuning_role" in runs else runs
+    rates of one method would be averaged into one level; they have their own table, analysis/tuned.py), and not
+    re-scored adapters (``rescore``: trained on another task; they appear beside their source in the comparison)."""
+    if "tuning_role" in runs:
+        runs = runs[runs["tuning_role"].isna()]
+    if "rescore_source" in runs:
+        runs = runs[runs["rescore_source"].isna()]
+    return runs
 
 
 def params_text(value: Any) -> str:

@@ -40,19 +40,21 @@ def _job_num(name: str) -> int:
 
 
 def where_lines(config: DictConfig, jobs: list[dict[str, Any]]) -> list[str]:
-    """Where the sweep's results are, how to analyse them and how to upload its offline W&B runs."""
+    """Where this sweep's results are (each job's own result file), how to analyse them, and the ``wandb sync``
+    command for this sweep's offline W&B runs only (their run folders, not every run of the experiment)."""
     import shlex
 
     root = str(config.get("results_dir") or "results")
-    experiments = sorted({str(j["experiment"]) for j in jobs if j.get("experiment")})
-    lines = [f"results: {shlex.quote(str(Path(root) / e))}/<run_id>/result.json" for e in experiments]
-    if experiments:
+    paths = [(i, job.get("result_path")) for i, job in enumerate(jobs)]
+    lines = ["results of this sweep:"] if any(p for _, p in paths) else []
+    lines += [f"  #{i} {p}" for i, p in paths if p]
+    if any(p for _, p in paths):
         lines.append(f"tables and figures: python -m analysis --results {shlex.quote(root)} --out reports")
     tracking = config.get("tracking") or {}
     if tracking.get("name") == "wandb" and (os.environ.get("WANDB_MODE") or tracking.get("mode")) == "offline":
-        for e in experiments:
-            where = shlex.quote(str(Path(root) / e))
-            lines.append(f"upload the offline W&B runs: wandb sync {where}/*/wandb/offline-run-*")
+        folders = [shlex.quote(str(Path(p).parent / "wandb")) + "/offline-run-*" for _, p in paths if p]
+        if folders:
+            lines.append(f"upload this sweep's offline W&B runs: wandb sync {' '.join(folders)}")
     return lines
 
 
@@ -77,15 +79,19 @@ class SweepSummary(Callback):
         expected = sum(1 for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()) if sweep_dir.is_dir() else 0
         counts = Counter(j["status"] + (" (resumed)" if j.get("_resumed") else "") for j in jobs)
         table = Table(title=f"sweep {sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-        shown = ("adapter", "scheduler", "seed", "lr", "split", "accuracy", "mse", "train_s", "kwh")
-        for col in ("#", "status", *shown, "reason"):
+        shown = ("model", "adapter", "scheduler", "seed", "lr", "split", "n", "accuracy", "stderr")
+        after = ("mse", "train_s", "kwh")
+        for col in ("#", "status", "run_id", *shown, "at chance", *after, "reason"):
             table.add_column(col)
         for i, job in enumerate(jobs):
             s = job.get("summary", {})
             table.add_row(
                 str(i),
                 str(job["status"]) + (" (resumed)" if job.get("_resumed") else ""),
+                str(job.get("run_id") or "-"),
                 *(fmt(s.get(k)) for k in shown),
+                {True: "yes", False: "no"}.get(s.get("at_chance"), "-"),
+                *(fmt(s.get(k)) for k in after),
                 # a terminal gets the first 80 characters of a reason; a log file keeps all of it
                 (job.get("reason") or "")[: 80 if sys.stderr.isatty() else None],
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,24 @@ def write_run(
     below_resolution: bool | None = None,
     family: str | None = None,
     memory_scope: str = "job",
+    n: int = 50,
+    lr: float = 3e-4,
+    per_task: dict[str, float] | None = None,
+    base_per_task: dict[str, float] | None = None,
+    per_task_n: int = 100,
+    base_accuracy: float | None = None,
+    retention: dict[str, Any] | None = None,
+    rescore: dict[str, Any] | None = None,
+    trainable_params: int = 10,
+    total_params: int = 100,
+    config: dict[str, Any] | None = None,
 ) -> Path:
     """One run directory in the store layout, result.json per the contract (+ optional side CSVs).
 
     What the harness writes from its registries (the method's label, order and baseline flag; the task's family)
-    is filled from the same registries here, as a real run would record it."""
+    is filled from the same registries here, as a real run would record it. ``per_task`` (task → accuracy) writes
+    ``metrics.per_task`` as lm-eval scoring does (n = ``per_task_n``, binomial stderr) and, when ``accuracy`` is
+    None, the macro average as the headline; ``config`` is merged into the run's config."""
     run_dir = root / experiment / run_id
     run_dir.mkdir(parents=True)
     adapter_section: dict[str, Any] = {
@@ -90,10 +104,10 @@ def write_run(
             "seed": seed,
             "adapter": {"name": adapter, "r_max": 8},
             "scheduler": {"name": scheduler},
-            "trainer": {"lr": 3e-4, "steps": steps},
+            "trainer": {"lr": lr, "steps": steps},
             "experiment_name": experiment,
         },
-        "model": {"name": model, "total_params": 100, "trainable_params": 10},
+        "model": {"name": model, "total_params": total_params, "trainable_params": trainable_params},
         "adapter": adapter_section,
         "task": {
             "kind": task,
@@ -106,7 +120,7 @@ def write_run(
             "metric": "acc" if mse is None else "mse",
             "accuracy": accuracy,
             "accuracy_stderr": stderr,
-            "n": 50,
+            "n": n,
             "mse": mse,
         },
         "time": {
@@ -141,6 +155,26 @@ def write_run(
     }
     if chance != "absent":
         result["metrics"]["chance"] = chance
+    metrics = result["metrics"]
+    if per_task is not None:
+        metrics["per_task"] = suite_entries(per_task, per_task_n)
+        if accuracy is None:
+            entries = metrics["per_task"].values()
+            metrics["accuracy"] = sum(e["accuracy"] for e in entries) / len(per_task)
+            metrics["accuracy_stderr"] = math.sqrt(sum(e["accuracy_stderr"] ** 2 for e in entries)) / len(per_task)
+            metrics["n"] = per_task_n * len(per_task)
+    if base_per_task is not None:
+        metrics["base_per_task"] = suite_entries(base_per_task, per_task_n)
+        if base_accuracy is None:
+            base_accuracy = sum(base_per_task.values()) / len(base_per_task)
+    if base_accuracy is not None:
+        metrics["base_accuracy"] = base_accuracy
+    if retention is not None:
+        metrics["retention"] = retention
+    if rescore is not None:
+        result["rescore"] = rescore
+    if config:
+        result["config"] = _deep_merge(result["config"], config)
     if below_resolution is not None:
         result["energy"]["below_resolution"] = below_resolution
     if bench is not None:
@@ -152,6 +186,32 @@ def write_run(
     if allocation:
         (run_dir / "lora_ar_allocation.csv").write_text(allocation)
     return run_dir
+
+
+def binomial_stderr(p: float, n: int) -> float:
+    """lm-eval's stderr of a mean of 0/1 scores: √(p(1−p)/(n−1))."""
+    return math.sqrt(p * (1 - p) / (n - 1))
+
+
+def suite_entries(accuracies: dict[str, float], n: int) -> dict[str, dict[str, Any]]:
+    """``metrics.per_task`` as loraven.tasks.lm_scoring writes it (acc and acc_norm equal here)."""
+    return {
+        task: {
+            "accuracy": p,
+            "accuracy_stderr": binomial_stderr(p, n),
+            "n": n,
+            "scores": {"acc,none": p, "acc_norm,none": p},
+            "stderrs": {"acc,none": binomial_stderr(p, n), "acc_norm,none": binomial_stderr(p, n)},
+        }
+        for task, p in accuracies.items()
+    }
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+    return out
 
 
 def bench_rows(shape: str, **ms: float) -> list[dict[str, Any]]:

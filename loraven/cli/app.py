@@ -54,7 +54,7 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     if not main_process:  # data-parallel ranks > 0: rank 0 writes the result, the pointer and the table
         return None
     try:
-        hydra_glue.write_pointer(result)
+        hydra_glue.write_pointer(result, resolved)
     except OSError as err:
         log.error("could not write the sweep's job record: %s", err.strerror or err)
     print_summary(result, resolved)

@@ -19,6 +19,7 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "run": result.get("run_id"),
         "status": result.get("status"),
+        "model": _section(result, "model").get("name"),
         "adapter": adapter.get("type"),
         "scheduler": adapter.get("scheduler"),
         "seed": result.get("seed"),
@@ -27,6 +28,8 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
         "task": metrics.get("task"),
         "accuracy": metrics.get("accuracy"),
         "stderr": metrics.get("accuracy_stderr"),
+        "n": metrics.get("n"),
+        "at_chance": metrics.get("at_chance"),
         "base": metrics.get("base_accuracy"),
         "mse": metrics.get("mse"),
         "train_s": time_.get("train_s"),

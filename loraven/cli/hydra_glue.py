@@ -111,15 +111,17 @@ def parallel_jobs() -> int:
     return 1
 
 
-def write_pointer(result: dict[str, Any]) -> None:
-    """The job's record, in short, in Hydra's job dir: the sweep summary collects them."""
+def write_pointer(result: dict[str, Any], cfg: dict[str, Any] | None = None) -> None:
+    """The job's record, in short, in Hydra's job dir: the sweep summary collects them. ``result_path`` is the
+    file the record was written to (None when it was not: a refused config, a failed write)."""
     where = job_dir()
     if where is None:
         return
-    from loraven.cli.console import summary_row
+    from loraven.cli.console import result_path, summary_row
     from loraven.track import atomic_write_text
 
     keep = {k: result.get(k) for k in ("run_id", "status", "reason", "experiment", "_resumed")}
     keep["summary"] = summary_row(result)
-    keep["result_path"] = result.get("_path")
+    path = result_path(result, cfg) if cfg is not None else None
+    keep["result_path"] = str(path) if path is not None else None
     atomic_write_text(where / JOB_POINTER, json.dumps(keep, default=str))

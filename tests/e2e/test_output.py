@@ -131,15 +131,35 @@ def test_lm_eval_quieting_is_scoped_and_says_each_other_warning_once(caplog) -> 
     assert datasets_logging.is_progress_bar_enabled()
 
 
-def _sweep_dir(tmp_path: Path, reason: str) -> Path:
+def _sweep_dir(tmp_path: Path, reason: str, results: Path | None = None) -> Path:
+    """Two job pointers as hydra_glue.write_pointer leaves them: a completed job with its result file, a failed
+    one whose config was refused (no file)."""
     sweep = tmp_path / "multirun"
     for i, (status, why) in enumerate([("completed", None), ("failed", reason)]):
         job = sweep / str(i)
         job.mkdir(parents=True)
-        summary = {"adapter": "loraven", "scheduler": "energy", "seed": i, "accuracy": 0.91234, "train_s": 12.5}
+        summary = {
+            "adapter": "loraven",
+            "scheduler": "energy",
+            "seed": i,
+            "accuracy": 0.91234,
+            "stderr": 0.0123,
+            "n": 200,
+            "at_chance": False,
+            "model": "tiny-llama-random",
+            "train_s": 12.5,
+        }
+        path = str(results / "paper_energy" / f"r{i}" / "result.json") if results and status == "completed" else None
         (job / JOB_POINTER).write_text(
             json.dumps(
-                {"run_id": f"r{i}", "status": status, "reason": why, "experiment": "paper_energy", "summary": summary}
+                {
+                    "run_id": f"r{i}",
+                    "status": status,
+                    "reason": why,
+                    "experiment": "paper_energy",
+                    "summary": summary,
+                    "result_path": path,
+                }
             )
         )
     return sweep
@@ -151,7 +171,10 @@ def test_sweep_table_in_a_log_file_is_never_wrapped_or_cut(tmp_path: Path, capsy
     monkeypatch.delenv("WANDB_MODE", raising=False)
 
     reason = "RuntimeError: " + " ".join(f"word{i}" for i in range(40)) + " THE-END"  # ~300 characters
-    sweep = _sweep_dir(tmp_path / "a very long folder name to make the title longer than eighty columns", reason)
+    results = tmp_path / "results"
+    sweep = _sweep_dir(
+        tmp_path / "a very long folder name to make the title longer than eighty columns", reason, results
+    )
     config = OmegaConf.create(
         {
             "hydra": {"sweep": {"dir": str(sweep)}},
@@ -166,9 +189,15 @@ def test_sweep_table_in_a_log_file_is_never_wrapped_or_cut(tmp_path: Path, capsy
     assert reason in failed_row, "the reason must be whole, on the row's one line"
     assert str(sweep) in err, "the title must not be wrapped mid-path"
     (ok_row,) = [line for line in err.splitlines() if line.startswith("│ 0 ")]
-    assert "0.9123" in ok_row and "energy" in ok_row
-    assert f"results: {tmp_path / 'results' / 'paper_energy'}/<run_id>/result.json" in err
-    assert f"wandb sync {tmp_path / 'results' / 'paper_energy'}/*/wandb/offline-run-*" in err
+    cells = [c.strip() for c in ok_row.split("│")[1:-1]]
+    header = [c.strip() for c in next(x for x in err.splitlines() if "run_id" in x).split("┃")[1:-1]]
+    row = dict(zip(header, cells, strict=True))
+    assert row["run_id"] == "r0" and row["model"] == "tiny-llama-random" and row["n"] == "200"
+    assert row["accuracy"] == "0.9123" and row["stderr"] == "0.0123" and row["at chance"] == "no"
+    assert row["scheduler"] == "energy"
+    run = results / "paper_energy" / "r0"
+    assert f"  #0 {run / 'result.json'}" in err.splitlines() and "<run_id>" not in err
+    assert f"upload this sweep's offline W&B runs: wandb sync {run}/wandb/offline-run-*" in err.splitlines()
 
 
 @pytest.mark.parametrize("experiment", ["paper_energy", "adapters"])

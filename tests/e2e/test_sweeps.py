@@ -33,6 +33,8 @@ def test_multirun_gives_each_adapter_its_scheduler_then_resumes(tmp_path: Path, 
     assert _pairs(rows) == {("lora", "static", "completed"), ("loraven", "linear", "completed")}
     assert all(not contract_violations(r) for r in rows)
     assert "loraven sweep summary: 2 completed" in proc.stderr
+    listed = [line.strip().split(" ", 1)[1] for line in proc.stderr.splitlines() if line.startswith("  #")]
+    assert sorted(listed) == sorted(str(tmp_path / "res" / r["experiment"] / r["run_id"] / "result.json") for r in rows)
     # the same sweep again: same configs → same run_ids → nothing re-trained, counted as resumed
     again = run_cli(
         args[:1] + args[1:-2] + [f"hydra.sweep.dir={tmp_path}/multirun2", f"hydra.run.dir={tmp_path}/o"], tmp_path

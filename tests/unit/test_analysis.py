@@ -185,8 +185,11 @@ def test_cli_writes_tables_and_figures_without_blank_cells(tmp_path: Path) -> No
     energy_md = (out / "tables" / "energy.md").read_text()
     assert "paper (reported)" in energy_md and "insufficient evidence" in energy_md and "not measured" in energy_md
     assert len(pd.read_csv(out / "tables" / "runs.csv")) == 9
+    comparison = pd.read_csv(out / "tables" / "comparison.csv", keep_default_na=False)
+    assert not (comparison == "").any().any() and len(comparison) == 5  # dense, 3 LoRAven levels, LoRA-AR
     figures = {p.name for p in (out / "figures").glob("*.png")}
     assert figures == {
+        "comparison.png",
         "speedup_vs_size.png",
         "energy_vs_accuracy.png",
         "rank_trace.png",
@@ -207,7 +210,7 @@ def test_figures_without_data_are_skipped_with_a_warning(tmp_path: Path) -> None
 
     with pytest.warns(AnalysisWarning, match="figure speedup_vs_size skipped"):
         report = build_report(load_results(tmp_path / "r"), tmp_path / "o", formats=["csv"])
-    assert report.figures == {}
+    assert set(report.figures) == {"comparison"}  # the one run's accuracy and its interval: nothing else to draw
     speed = report.frames["speedup"]  # nothing measured: the paper's three shapes, ours "not measured"
     assert speed["shape"].tolist() == ["32x512", "64x1024", "128x2048"] and speed["original_ms"].isna().all()
     assert speed["paper_original_ms"].tolist() == [7.82, 10.36, 45.49]

@@ -358,6 +358,7 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
         remove_partial_files(run_dir)
         _warn(record, f"could not write the method's artifacts ({err.strerror or err})")
     flag_collapse(record, run.raw)
+    _save_weights(adapted, loaded, run, run_dir, tracker, record)  # issue 24: <run>/adapter/ (loraven.artifacts)
     for name, frame in adapted.artifact_tables().items():
         tracker.log_table(name, frame)
     tracker.log(
@@ -365,6 +366,21 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
         | flatten("energy", {k: v for k, v in energy.items() if k != "phases"})
         | flatten("time", record["time"])
     )
+
+
+def _save_weights(adapted, loaded: LoadedModel, run: RunConfig, run_dir: Path, tracker, record: Record) -> None:
+    """The run's trained weights beside its record (:mod:`loraven.artifacts`); a failed save is a warning in the
+    record, never a failed run: the scores stand without the weights."""
+    from loraven.artifacts import save_run_artifacts
+
+    try:
+        artifacts = save_run_artifacts(adapted, loaded, run, run_dir, tracker, str(record["run_id"]))
+    except Exception as err:  # noqa: BLE001 - a full disk or an export bug: the record says so, the scores stand
+        why = getattr(err, "strerror", None) or f"{type(err).__name__}: {err}"
+        _warn(record, f"could not save the trained weights ({why})")
+        artifacts = {"adapter": {"saved": False, "reason": f"save failed: {why}"}}
+    if artifacts:
+        record.add_section("artifacts", artifacts)
 
 
 def _warn(record: Record, message: str) -> None:

@@ -24,7 +24,7 @@ from loraven.contract import contract_violations
 log = logging.getLogger("loraven.track")
 
 # Config keys that change what a run computes; everything else (tracking, paths, energy meter) does not.
-SEMANTIC_KEYS = ("model", "adapter", "scheduler", "task", "trainer", "seed", "job", "bench")
+SEMANTIC_KEYS = ("model", "adapter", "scheduler", "task", "trainer", "seed", "job", "bench", "rescore")
 RESULT_STATUSES = ("completed", "failed", "skipped")
 # key names that hold credentials ("hf_token", "WANDB_API_KEY", "aws_secret_access_key", "passwd"), matched
 # word by word so that counters such as "tokens_per_s" or "train_tokens" are not taken for one
@@ -258,6 +258,10 @@ class Tracker:
 
     def summary(self, values: Mapping[str, Any]) -> None: ...
 
+    def log_artifact(self, name: str, kind: str, path: Path, metadata: Mapping[str, Any]) -> bool:
+        """Log a folder (saved weights) as an artifact; True if it was logged."""
+        return False
+
     def finish(self, exit_code: int = 0) -> None: ...
 
 
@@ -312,11 +316,13 @@ class WandbTracker(Tracker):
         self.url = getattr(self.run, "url", None)
         self.dir = getattr(self.run, "dir", None)
 
-    def _guard(self, what: str, fn, *args: Any, **kwargs: Any) -> None:
+    def _guard(self, what: str, fn, *args: Any, **kwargs: Any) -> bool:
         try:
             fn(*args, **kwargs)
+            return True
         except Exception as err:  # noqa: BLE001 - tracking is best effort once the run exists
             log.warning("W&B %s failed (%s: %s); the result is unaffected", what, type(err).__name__, err)
+            return False
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         self._guard("log", self.run.log, dict(metrics), step=step)
@@ -332,6 +338,19 @@ class WandbTracker(Tracker):
                 self.run.summary[key] = value
 
         self._guard("summary", write)
+
+    def log_artifact(self, name: str, kind: str, path: Path, metadata: Mapping[str, Any]) -> bool:
+        """The folder as a W&B artifact of type ``kind`` (offline: kept in the run, uploaded by ``wandb sync``).
+        ``policy="immutable"``: W&B reads the files where they are instead of staging a copy (the folder is
+        complete and never changed after the atomic save)."""
+        import wandb
+
+        def log_it() -> None:
+            artifact = wandb.Artifact(name, type=kind, metadata=json.loads(json.dumps(dict(metadata), default=str)))
+            artifact.add_dir(str(path), policy="immutable")
+            self.run.log_artifact(artifact)
+
+        return self._guard(f"artifact {name}", log_it)
 
     def finish(self, exit_code: int = 0) -> None:
         self._guard("finish", self.run.finish, exit_code=exit_code)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from loraven import measure, provenance
+from loraven import measure, provenance, retention
 from loraven.adapters.base import AdapterContext, apply_adapter, check_fits, fit_param_budget, get_adapter
 from loraven.errors import ConfigError, IncompatibleCombination
 from loraven.evaluate import evaluate
@@ -297,6 +297,7 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
     record.update_task(task.describe())
     eval_bs = run.trainer.eval_batch_size
     base = base_metrics(run.raw, loaded, task, eval_bs, seed) if main else {}
+    kept = retention.measure_base(run, loaded, eval_bs, seed) if main else retention.Baseline()  # task.retention
     total_params = sum(p.numel() for p in loaded.model.parameters())
     ctx = AdapterContext(total_steps=run.trainer.steps, seed=seed)
     with timer.phase("adapt", device):
@@ -321,6 +322,10 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
         metrics = evaluate(adapted.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
     readings["eval"] = box["reading"]
     record.set_metrics({**metrics, **base, "loss": stats.final_loss})
+    retention_s = None
+    if kept.configs:  # the same tasks on the fine-tuned model (merged, as evaluated): metrics.retention
+        summary, retention_s = retention.measure_after(kept, adapted.model, loaded.tokenizer, eval_bs, seed)
+        record.set_metrics({"retention": summary})
     record.update_adapter({"ranks": adapted.ranks(), **adapted.summary(), **budget})
     if budget and not budget.get("budget_applied"):
         _warn(
@@ -340,6 +345,8 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
             tokens_per_s=stats.tokens_per_s,
             steps=stats.steps,
             train_tokens=stats.tokens,
+            retention_s=retention_s,
+            retention_base_s=kept.seconds if kept.configs else None,
         )
     )
     energy = combine(readings, stats.tokens, metrics.get("n"), task.train_unit)

@@ -122,7 +122,9 @@ def _write_synced(path: Path, text: str) -> None:
 def remove_stale_temps(final: Path) -> None:
     """Hidden temp folders an earlier killed save of ``final`` left behind (never a complete folder)."""
     for path in Path(final).parent.glob(f".{Path(final).name}.*-*"):
-        if path.is_dir() and (path.name.startswith(f".{final.name}.tmp-") or path.name.startswith(f".{final.name}.old-")):
+        if path.is_dir() and (
+            path.name.startswith(f".{final.name}.tmp-") or path.name.startswith(f".{final.name}.old-")
+        ):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -164,7 +166,8 @@ def base_model_info(model_cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     elif kind == "tiny_llama":
         info.update(
             path=str(tiny_base_folder(model_cfg)),
-            rebuild=f"loraven.models.build_tiny_llama(seed={model_cfg.get('seed', 0)}, **{dict(model_cfg.get('arch', {}))})",
+            rebuild=f"loraven.models.build_tiny_llama(seed={model_cfg.get('seed', 0)}, "
+            f"**{dict(model_cfg.get('arch', {}))})",
         )
     elif kind == "hf":
         info.update(path=str(model_cfg.get("name_or_path")), rebuild="model=hf model.name_or_path=<path>")
@@ -261,7 +264,9 @@ def _save_one(folder: Path, hook, base: dict[str, Any], loaded, run_id: str, tra
     logged = tracker.log_artifact(name, "model", folder, {k: v for k, v in entry.items() if k != "path"})
     if logged:
         entry["wandb_artifact"] = name
-    log.info("saved %s (%s, %.2f MB, sha256 %s)", folder, entry.get("format"), entry["bytes"] / 1e6, entry["sha256"][:12])
+    log.info(
+        "saved %s (%s, %.2f MB, sha256 %s)", folder, entry.get("format"), entry["bytes"] / 1e6, entry["sha256"][:12]
+    )
     return entry
 
 

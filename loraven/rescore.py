@@ -44,7 +44,16 @@ from loraven.errors import ConfigError
 log = logging.getLogger("loraven")
 
 DEFAULT_EXPERIMENT = "rescore"
-ALLOWED_KEYS = ("task", "trainer.eval_batch_size", "energy", "tracking", "device", "rerun", "results_dir", "experiment_name")
+ALLOWED_KEYS = (
+    "task",
+    "trainer.eval_batch_size",
+    "energy",
+    "tracking",
+    "device",
+    "rerun",
+    "results_dir",
+    "experiment_name",
+)
 GROUP_PREFIXES = ("task.", "energy.", "tracking.")
 LM_MODEL_KINDS = ("smollm2_135m", "tiny_llama", "hf")
 RESCORE_RECORD = "a re-score record (re-score its source instead)"
@@ -333,9 +342,7 @@ def make_body(source: Source, models: BaseModels):
         record.set_model(ModelInfo(**{k: src["model"][k] for k in ("name", "total_params", "trainable_params")}))
         record.update_adapter({**src["adapter"], "eval_path": EVAL_PATH if source.kind == "adapter" else "whole model"})
         record.set_time(
-            TimeInfo(
-                eval_s=timer.phases["eval"], load_s=timer.phases["load"], total_s=time.perf_counter() - start
-            )
+            TimeInfo(eval_s=timer.phases["eval"], load_s=timer.phases["load"], total_s=time.perf_counter() - start)
         )
         record.set_energy(combine({"eval": box["reading"]}, None, metrics.get("n"), task.train_unit))
         record.set_memory(memory.read())
@@ -376,7 +383,9 @@ def rescore(items: Sequence[str], overrides: Sequence[str] = (), progress: bool 
     for cfg in configs:  # every config checked before a model is loaded
         validate_run_config(cfg)
     # one load per base model: runs on the same model are scored one after another
-    order = sorted(range(len(sources)), key=lambda i: (sources[i].kind, json.dumps(configs[i]["model"], sort_keys=True)))
+    order = sorted(
+        range(len(sources)), key=lambda i: (sources[i].kind, json.dumps(configs[i]["model"], sort_keys=True))
+    )
     models, results = BaseModels(), []
     for i in order:
         source, cfg = sources[i], configs[i]
@@ -401,7 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loraven.rescore",
         description="Score saved adapters on any task without training; each re-score is its own result record.",
-        epilog="example: python -m loraven.rescore results/default task=commonsense 'task.names=[arc_easy]' task.limit=100",
+        epilog="example: python -m loraven.rescore results/default task=commonsense "
+        "'task.names=[arc_easy]' task.limit=100",
     )
     parser.add_argument("items", nargs="+", help="run folders, stores, globs; then Hydra-style overrides (key=value)")
     args = parser.parse_args(argv)

@@ -91,12 +91,14 @@ def save_whole_model(model: nn.Module, folder: Path, state_dict: Mapping[str, to
     if hasattr(model, "save_pretrained"):
         model.save_pretrained(str(folder), state_dict=dict(state_dict) if state_dict is not None else None)
         return {"format": "hf-model"}
-    from safetensors.torch import save_model, save_file
+    from safetensors.torch import save_file, save_model
 
     if state_dict is None:
         save_model(model, str(Path(folder) / "model.safetensors"))
     else:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(Path(folder) / "model.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(Path(folder) / "model.safetensors")
+        )
     return {"format": "torch-state-dict"}
 
 

@@ -60,13 +60,24 @@ def test_summarise_known_answer():
         "a": {"base_accuracy": 0.5, "base_accuracy_stderr": 0.03},
         "b": {"base_accuracy": 0.8, "base_accuracy_stderr": 0.04},
     }
-    after = {"a": {"accuracy": 0.6, "accuracy_stderr": 0.04, "n": 100}, "b": {"accuracy": 0.7, "accuracy_stderr": 0.03, "n": 50}}
+    after = {
+        "a": {"accuracy": 0.6, "accuracy_stderr": 0.04, "n": 100},
+        "b": {"accuracy": 0.7, "accuracy_stderr": 0.03, "n": 50},
+    }
     out = summarise(base, after)
-    assert out["tasks"]["a"] == {"base": 0.5, "after": 0.6, "change": pytest.approx(0.1), "n": 100, "stderr": pytest.approx(0.05)}
+    assert out["tasks"]["a"] == {
+        "base": 0.5,
+        "after": 0.6,
+        "change": pytest.approx(0.1),
+        "n": 100,
+        "stderr": pytest.approx(0.05),
+    }
     assert out["tasks"]["b"]["change"] == pytest.approx(-0.1) and out["tasks"]["b"]["stderr"] == pytest.approx(0.05)
     se = math.sqrt(0.05**2 + 0.05**2) / 2
     assert out["mean_change"] == pytest.approx(0.0, abs=1e-12)
-    assert out["mean_change_lo"] == pytest.approx(-1.959964 * se) and out["mean_change_hi"] == pytest.approx(1.959964 * se)
+    assert out["mean_change_lo"] == pytest.approx(-1.959964 * se) and out["mean_change_hi"] == pytest.approx(
+        1.959964 * se
+    )
     no_stderr = summarise({"a": {"base_accuracy": 0.5}}, {"a": {"accuracy": 0.6, "n": 3}})
     assert no_stderr["tasks"]["a"]["stderr"] is None and no_stderr["mean_change_lo"] is None
 
@@ -117,7 +128,9 @@ def test_rescore_loads_the_base_once_and_is_skipped_the_second_time(tmp_path, ca
     records = [json.loads(p.read_text()) for p in sorted((store / "rescore").glob("*/result.json"))]
     assert len(records) == 6
     new = [r for r in records if r["config"]["task"]["n_choices"] == 3]
-    assert len(new) == 3 and {r["metrics"]["n"] for r in new} == {30} and {r["metrics"]["chance"] for r in new} == {1 / 3}
+    assert (
+        len(new) == 3 and {r["metrics"]["n"] for r in new} == {30} and {r["metrics"]["chance"] for r in new} == {1 / 3}
+    )
 
     capsys.readouterr()
     assert rescore.main([str(store / "default"), *second]) == 0

@@ -77,16 +77,19 @@ def folder_digest(files: Mapping[str, Mapping[str, Any]]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def write_folder(final: Path, write: Callable[[Path], Mapping[str, Any]]) -> dict[str, Any]:
+def write_folder(final: Path, write: Callable[[Path], Mapping[str, Any]], shared: bool = False) -> dict[str, Any]:
     """Run ``write(tmp)`` into a hidden temp folder beside ``final``, add the manifest last, rename into place.
 
     ``write`` returns what the manifest records about the contents (``format``...). Returns the manifest. On any
     failure (an exception, a full disk) the temp folder is removed and ``final`` is left as it was; a process killed
     here leaves only a hidden ``.<name>.tmp-*`` folder without a manifest (removed by the next save in that folder).
+    ``shared``: a cache folder other processes may be writing at the same time (same content): their temp folders
+    are left alone and a complete folder already in place is kept.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(final)
+    if not shared:  # a run folder has one writer (the job's claim): what is left there is a killed save's
+        remove_stale_temps(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         info = dict(write(tmp))
@@ -99,6 +102,16 @@ def write_folder(final: Path, write: Callable[[Path], Mapping[str, Any]]) -> dic
             "sha256": folder_digest(files),
         }
         _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=1, default=str) + "\n")
+        if shared:  # rename only onto nothing: a folder another process put there meanwhile is kept
+            try:
+                os.rename(tmp, final)
+                return manifest
+            except OSError:
+                theirs = read_manifest(final)
+                if theirs is None:
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                return theirs
         old = None
         if final.exists():  # a rerun replaces its earlier folder: set it aside, rename, then delete it
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
@@ -196,7 +209,7 @@ def tiny_base_folder(model_cfg: Mapping[str, Any]) -> Path:
         tok.save_pretrained(str(tmp))
         return {"format": "hf-model", "seed": seed, "arch": arch}
 
-    write_folder(folder, write)
+    write_folder(folder, write, shared=True)
     return folder
 
 

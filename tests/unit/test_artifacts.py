@@ -250,3 +250,15 @@ def test_killed_save_leaves_nothing_that_looks_complete(tmp_path):
     assert left.name.startswith(".adapter.tmp-") and read_manifest(left) is None
     write_folder(final, lambda tmp: (tmp / "f").write_text("ok") and {"format": "t"})
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["adapter"]
+
+
+def test_a_shared_cache_folder_written_meanwhile_is_kept(tmp_path):
+    """Two processes saving the same cache folder (the tiny base model): the one that finishes second keeps the
+    first one's complete folder and does not touch the other's temp folder."""
+    final = tmp_path / "cache" / "tiny"
+    first = write_folder(final, lambda tmp: (tmp / "w").write_text("same") and {"format": "t"}, shared=True)
+    busy = tmp_path / "cache" / ".tiny.tmp-other"  # another process still writing
+    busy.mkdir()
+    again = write_folder(final, lambda tmp: (tmp / "w").write_text("same") and {"format": "t"}, shared=True)
+    assert again == first and busy.is_dir() and read_manifest(final, verify=True) == first
+    assert sorted(p.name for p in final.parent.iterdir()) == [".tiny.tmp-other", "tiny"]

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from loraven.schema import Section
 
-log = logging.getLogger("loraven")
+log = logging.getLogger(__package__)  # the package logger, as the job's
 
 ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"

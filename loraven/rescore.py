@@ -41,7 +41,7 @@ from loraven.artifacts import ADAPTER_DIR, load_artifact_entry
 from loraven.contract import contract_violations
 from loraven.errors import ConfigError
 
-log = logging.getLogger("loraven")
+log = logging.getLogger(__package__)  # the package logger, as the job's
 
 DEFAULT_EXPERIMENT = "rescore"
 ALLOWED_KEYS = (
@@ -418,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     items = [a for a in args.items if "=" not in a]
     overrides = [a for a in args.items if "=" in a]
     logging.basicConfig(level=logging.WARNING, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    logging.getLogger("loraven").setLevel(logging.INFO)
+    logging.getLogger(__package__).setLevel(logging.INFO)
     try:
         results, loads = rescore(items, overrides, progress=sys.stderr.isatty())
     except ConfigError as err:

@@ -59,8 +59,15 @@ def is_credential_key(key: Any) -> bool:
     return bool(set(words) & CREDENTIAL_WORDS) or name.endswith(CREDENTIAL_SUFFIXES)
 
 
+OFF_WHEN_EMPTY = {"task": ("retention", ("retention", "retention_limit"))}  # (switch, keys it governs)
+
+
 def run_id_for(cfg: Mapping[str, Any]) -> str:
     semantic = {k: cfg.get(k) for k in SEMANTIC_KEYS if k in cfg}
+    for section, (switch, keys) in OFF_WHEN_EMPTY.items():  # an option left off keeps the ids (and base-score
+        body = semantic.get(section)  # cache keys) it had before the option existed
+        if isinstance(body, Mapping) and not body.get(switch):
+            semantic[section] = {k: v for k, v in body.items() if k not in keys}
     blob = json.dumps(semantic, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -207,3 +207,17 @@ def test_lm_eval_cli_scores_the_saved_adapter_to_the_harness_number(method, tmp_
     assert scores["acc,none"] == result["metrics"]["accuracy"]
     _, plain = cli(f"pretrained={base_path},dtype=float32", tmp_path / "cli-base")
     assert max(abs(plain[k] - lls[k]) for k in lls) > 1e-3
+
+
+def test_retention_off_keeps_the_run_id_it_had_before_the_option():
+    """Run ids (and base-score cache keys) of runs without retention are what they were before task.retention
+    existed; turning it on is another run."""
+    from loraven.track import run_id_for
+
+    cfg = compose_cfg(FAST_LM)
+    older = {**cfg, "task": {k: v for k, v in cfg["task"].items() if k not in ("retention", "retention_limit")}}
+    assert cfg["task"]["retention"] == [] and run_id_for(cfg) == run_id_for(older)
+    assert run_id_for({**cfg, "task": {**cfg["task"], "retention_limit": 50}}) == run_id_for(older)
+    on = compose_cfg([*FAST_LM, "task.retention=[arc_easy]"])
+    assert run_id_for(on) != run_id_for(cfg)
+    assert run_id_for({**on, "task": {**on["task"], "retention_limit": 50}}) != run_id_for(on)

@@ -32,6 +32,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,10 +285,12 @@ class BaseModels:
         from peft import PeftModel
 
         name = f"run_{source.run_id}"
-        if self.peft is None:
-            self.peft = PeftModel.from_pretrained(self.loaded.model, str(source.folder), adapter_name=name)
-        elif name not in self.peft.peft_config:
-            self.peft.load_adapter(str(source.folder), adapter_name=name)
+        with warnings.catch_warnings():  # peft reads transformers' deprecated alias; its FutureWarning is not ours
+            warnings.filterwarnings("ignore", r".*`is_gradient_checkpointing` is deprecated", FutureWarning)
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.loaded.model, str(source.folder), adapter_name=name)
+            elif name not in self.peft.peft_config:
+                self.peft.load_adapter(str(source.folder), adapter_name=name)
         self.peft.set_adapter(name)
         previous, self.active = self.active, name
         if previous is not None and previous != name and previous in self.peft.peft_config:

@@ -191,20 +191,25 @@ def base_model_info(model_cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 def tiny_base_folder(model_cfg: Mapping[str, Any]) -> Path:
     """The tiny Llama of ``model_cfg`` as a Hugging Face folder in the cache (written once, atomically): a fresh
-    build from its seed, since the run's own copy has the adapter merged into it by now."""
+    build from its seed, since the run's own copy has the adapter merged into it by now. The folder is keyed by
+    what the build produces (its full config, seed, dtype, torch's version: the random init), not by the options
+    alone, so a code change to the tiny model is a new folder, never a stale one."""
+    import torch
+
     from loraven.models import build_tiny_llama, cache_dir
     from loraven.tasks.lm import fingerprint
 
     arch = dict(model_cfg.get("arch", {}))
     seed, dtype = int(model_cfg.get("seed", 0)), str(model_cfg.get("dtype", "float32"))
-    folder = cache_dir() / "tiny_llama" / fingerprint({"seed": seed, "arch": arch, "dtype": dtype})
+    with torch.random.fork_rng(devices=[]):  # the build seeds torch's generator; the caller's stream stays as it was
+        model, tok = build_tiny_llama(seed=seed, **arch)
+    config = {k: v for k, v in model.config.to_dict().items() if k != "transformers_version"}
+    key = {"seed": seed, "dtype": dtype, "config": config, "torch": torch.__version__.split("+")[0]}
+    folder = cache_dir() / "tiny_llama" / fingerprint(key)
     if read_manifest(folder) is not None:
         return folder
 
     def write(tmp: Path) -> dict[str, Any]:
-        import torch
-
-        model, tok = build_tiny_llama(seed=seed, **arch)
         model.to(getattr(torch, dtype) if dtype != "auto" else torch.float32).save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         return {"format": "hf-model", "seed": seed, "arch": arch}

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from loraven import measure, provenance
+from loraven import measure, provenance, retention
 from loraven.adapters.base import AdapterContext, apply_adapter, check_fits, fit_param_budget, get_adapter
 from loraven.errors import ConfigError, IncompatibleCombination
 from loraven.evaluate import evaluate
@@ -294,6 +294,7 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
     record.update_task(task.describe())
     eval_bs = run.trainer.eval_batch_size
     base = base_metrics(run.raw, loaded, task, eval_bs, seed) if main else {}
+    kept = retention.measure_base(run, loaded, eval_bs, seed) if main else retention.Baseline()  # task.retention
     total_params = sum(p.numel() for p in loaded.model.parameters())
     ctx = AdapterContext(total_steps=run.trainer.steps, seed=seed)
     with timer.phase("adapt", device):
@@ -318,6 +319,10 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
         metrics = evaluate(adapted.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
     readings["eval"] = box["reading"]
     record.set_metrics({**metrics, **base, "loss": stats.final_loss})
+    retention_s = None
+    if kept.configs:  # the same tasks on the fine-tuned model (merged, as evaluated): metrics.retention
+        summary, retention_s = retention.measure_after(kept, adapted.model, loaded.tokenizer, eval_bs, seed)
+        record.set_metrics({"retention": summary})
     record.update_adapter({"ranks": adapted.ranks(), **adapted.summary(), **budget})
     if budget and not budget.get("budget_applied"):
         _warn(
@@ -337,6 +342,8 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
             tokens_per_s=stats.tokens_per_s,
             steps=stats.steps,
             train_tokens=stats.tokens,
+            retention_s=retention_s,
+            retention_base_s=kept.seconds if kept.configs else None,
         )
     )
     energy = combine(readings, stats.tokens, metrics.get("n"), task.train_unit)
@@ -355,6 +362,7 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
         remove_partial_files(run_dir)
         _warn(record, f"could not write the method's artifacts ({err.strerror or err})")
     flag_collapse(record, run.raw)
+    _save_weights(adapted, loaded, run, run_dir, tracker, record)  # issue 24: <run>/adapter/ (loraven.artifacts)
     for name, frame in adapted.artifact_tables().items():
         tracker.log_table(name, frame)
     per_task = ("per_task", "base_per_task")  # as eval/<task>/<metric> (wandb_layout.per_task_metrics)
@@ -364,6 +372,21 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
         | flatten("energy", {k: v for k, v in energy.items() if k != "phases"})
         | flatten("time", record["time"])
     )
+
+
+def _save_weights(adapted, loaded: LoadedModel, run: RunConfig, run_dir: Path, tracker, record: Record) -> None:
+    """The run's trained weights beside its record (:mod:`loraven.artifacts`); a failed save is a warning in the
+    record, never a failed run: the scores stand without the weights."""
+    from loraven.artifacts import save_run_artifacts
+
+    try:
+        artifacts = save_run_artifacts(adapted, loaded, run, run_dir, tracker, str(record["run_id"]))
+    except Exception as err:  # noqa: BLE001 - a full disk or an export bug: the record says so, the scores stand
+        why = getattr(err, "strerror", None) or f"{type(err).__name__}: {err}"
+        _warn(record, f"could not save the trained weights ({why})")
+        artifacts = {"adapter": {"saved": False, "reason": f"save failed: {why}"}}
+    if artifacts:
+        record.add_section("artifacts", artifacts)
 
 
 def _warn(record: Record, message: str) -> None:

@@ -42,6 +42,8 @@ class TimeInfo:
     train_tokens: int | None = None
     train_cpu_s: float | None = None
     train_helper_cpu_s: float | None = None
+    retention_s: float | None = None  # task.retention: scoring the fine-tuned model on the retention tasks
+    retention_base_s: float | None = None  # the same on the untrained model (near 0 when its scores were cached)
 
 
 @dataclass

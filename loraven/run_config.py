@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from loraven.artifacts import SaveConfig
 from loraven.errors import ConfigError, IncompatibleCombination
 from loraven.paths import check_name_part
 from loraven.registry import load_config_plugins
@@ -39,10 +40,17 @@ class TuningConfig(Section):
     searched: list[str] = Field(default_factory=list)
 
 
+class RescoreLink(Section):
+    """``rescore``: the source run a re-score record scores (part of its run id, with its task and batch size)."""
+
+    where: ClassVar[str] = "rescore"
+    source_run_id: str
+    source_experiment: str
+    source_path: str
+
+
 class TopLevel(Section):
     """The keys outside the groups (config.yaml); an unknown one (``+typo=1``) is refused."""
-
-    where: ClassVar[str] = ""
 
     where: ClassVar[str] = ""
     experiment_name: str
@@ -52,6 +60,8 @@ class TopLevel(Section):
     rerun: bool
     job: Literal["train", "bench"]
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+    save: SaveConfig = Field(default_factory=SaveConfig)  # what a completed run keeps of its weights
+    rescore: RescoreLink | None = None  # set by python -m loraven.rescore: the run whose saved weights are scored
     bench: dict[str, Any] | None = None  # experiment=paper_speedup's suites (validated by the benchmark job)
 
     @field_validator("experiment_name")

@@ -25,7 +25,7 @@ from loraven.files import atomic_write_text
 log = logging.getLogger("loraven.track")
 
 # Config keys that change what a run computes; everything else (tracking, paths, energy meter) does not.
-SEMANTIC_KEYS = ("model", "adapter", "scheduler", "task", "trainer", "seed", "job", "bench")
+SEMANTIC_KEYS = ("model", "adapter", "scheduler", "task", "trainer", "seed", "job", "bench", "rescore")
 RESULT_STATUSES = ("completed", "failed", "skipped")
 # key names that hold credentials ("hf_token", "WANDB_API_KEY", "aws_secret_access_key", "passwd"), matched
 # word by word so that counters such as "tokens_per_s" or "train_tokens" are not taken for one
@@ -60,8 +60,15 @@ def is_credential_key(key: Any) -> bool:
     return bool(set(words) & CREDENTIAL_WORDS) or name.endswith(CREDENTIAL_SUFFIXES)
 
 
+OFF_WHEN_EMPTY = {"task": ("retention", ("retention", "retention_limit"))}  # (switch, keys it governs)
+
+
 def run_id_for(cfg: Mapping[str, Any]) -> str:
     semantic = {k: cfg.get(k) for k in SEMANTIC_KEYS if k in cfg}
+    for section, (switch, keys) in OFF_WHEN_EMPTY.items():  # an option left off keeps the ids (and base-score
+        body = semantic.get(section)  # cache keys) it had before the option existed
+        if isinstance(body, Mapping) and not body.get(switch):
+            semantic[section] = {k: v for k, v in body.items() if k not in keys}
     blob = json.dumps(semantic, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -245,6 +252,10 @@ class Tracker:
 
     def summary(self, values: Mapping[str, Any]) -> None: ...
 
+    def log_artifact(self, name: str, kind: str, path: Path, metadata: Mapping[str, Any]) -> bool:
+        """Log a folder (saved weights) as an artifact; True if it was logged."""
+        return False
+
     def finish(self, exit_code: int = 0) -> None: ...
 
 
@@ -308,11 +319,13 @@ class WandbTracker(Tracker):
         for metric in METRICS:
             self.run.define_metric(metric.name, step_metric=metric.step_metric, summary=metric.summary)
 
-    def _guard(self, what: str, fn, *args: Any, **kwargs: Any) -> None:
+    def _guard(self, what: str, fn, *args: Any, **kwargs: Any) -> bool:
         try:
             fn(*args, **kwargs)
+            return True
         except Exception as err:  # noqa: BLE001 - tracking is best effort once the run exists
             log.warning("W&B %s failed (%s: %s); the result is unaffected", what, type(err).__name__, err)
+            return False
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """``step`` is the optimizer step: logged as ``train/step`` (the x axis of train/*) and as W&B's _step."""
@@ -350,6 +363,19 @@ class WandbTracker(Tracker):
                 self.run.summary[key] = value
 
         self._guard("summary", write)
+
+    def log_artifact(self, name: str, kind: str, path: Path, metadata: Mapping[str, Any]) -> bool:
+        """The folder as a W&B artifact of type ``kind`` (offline: kept in the run, uploaded by ``wandb sync``).
+        ``policy="immutable"``: W&B reads the files where they are instead of staging a copy (the folder is
+        complete and never changed after the atomic save)."""
+        import wandb
+
+        def log_it() -> None:
+            artifact = wandb.Artifact(name, type=kind, metadata=json.loads(json.dumps(dict(metadata), default=str)))
+            artifact.add_dir(str(path), policy="immutable")
+            self.run.log_artifact(artifact)
+
+        return self._guard(f"artifact {name}", log_it)
 
     def finish(self, exit_code: int = 0) -> None:
         self._guard("finish", self.run.finish, exit_code=exit_code)

@@ -34,6 +34,11 @@ class AdapterContext:
 EVAL_PATH = "merged"
 
 
+class NotSaved(Exception):
+    """Raised by a saving hook when the method has nothing of that kind to save; the message is the reason the
+    record gives (e.g. full fine-tuning has no adapter apart from the model)."""
+
+
 class AdaptedModel:
     """A model with an adapter applied, plus the hooks the training loop calls.
 
@@ -90,6 +95,27 @@ class AdaptedModel:
 
     def trainable_param_count(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
+
+    # ---------------------------------------------------------------- saving (loraven.artifacts calls these)
+    def save_adapter(self, folder: Path) -> dict[str, Any]:
+        """Write the trained adapter into ``folder`` (an empty temp folder) in the method's standard format
+        (peft's ``save_pretrained`` layout, loadable by anything that loads peft adapters); returns what the
+        record says about it (``format`` at least). Raises :class:`NotSaved` when the method has no adapter apart
+        from the model (the default: full fine-tuning changes every weight). Called after evaluation."""
+        raise NotSaved("full fine-tuning changes every weight: there is no adapter apart from the model")
+
+    def save_model(self, folder: Path) -> dict[str, Any]:
+        """Write the weights this method changed as a whole model folder (``save_pretrained``; a plain
+        safetensors state dict for models without it). Only called when the run asks (``save.full_model``)."""
+        from loraven.adapters.export import save_whole_model
+
+        return save_whole_model(self.model, folder)
+
+    def changed_bytes(self) -> int:
+        """Bytes :meth:`save_model` would write (the whole model), stated in the record when it is not saved."""
+        from loraven.adapters.export import state_bytes
+
+        return state_bytes(self.model)
 
 
 AdapterFactory = Callable[[nn.Module, Any, AdapterContext], AdaptedModel]

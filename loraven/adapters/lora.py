@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 from torch import nn
 
-from loraven.adapters.base import AdaptedModel, AdapterContext, linear_targets, rank_for_budget, register_adapter
+from loraven.adapters.base import (
+    AdaptedModel,
+    AdapterContext,
+    NotSaved,
+    linear_targets,
+    rank_for_budget,
+    register_adapter,
+)
 from loraven.adapters.options import AdapterOptions, TargetModules
 from loraven.adapters.targets import resolve_targets, smallest_side
 from loraven.errors import ConfigError
@@ -38,6 +46,18 @@ class PeftAdapted(AdaptedModel):
     def prepare_for_inference(self) -> None:
         """Merge (peft ``merge_adapter``; ``unmerge_adapter`` undoes it): every method is evaluated merged."""
         self.model.merge_adapter()
+
+    def save_adapter(self, folder: Path) -> dict[str, Any]:
+        """peft's own ``save_pretrained`` (per-module ranks and alphas, e.g. LoRA-AR's, in ``rank_pattern``)."""
+        from loraven.adapters.export import save_peft_model
+
+        return save_peft_model(self.model, folder)
+
+    def save_model(self, folder: Path) -> dict[str, Any]:
+        raise NotSaved(
+            "the adapter holds every change this method made (save.adapter); a merged model is peft's "
+            "merge_and_unload() of the base model with it"
+        )
 
 
 def _strip_peft_prefix(name: str) -> str:

@@ -41,6 +41,15 @@ class LMOptions(SplitOptions):
     limit: int | None = Field(ge=1)  # documents evaluated per task; null = all (0 would silently mean all)
     max_seq_len: int | None = Field(ge=2)
     max_train_docs: int = Field(ge=1)
+    retention: list[str]  # tasks scored before and after fine-tuning (loraven.retention: what a name may be)
+    retention_limit: int | None = Field(ge=1)  # documents scored per retention task; null = all
+
+    @model_validator(mode="after")
+    def _retention_names(self) -> LMOptions:
+        from loraven.retention import check_names
+
+        check_names(self.retention)
+        return self
 
 
 class ClassicOptions(SplitOptions):

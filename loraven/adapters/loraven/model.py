@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from loraven.adapters.base import AdaptedModel
+from loraven.adapters.base import AdaptedModel, NotSaved
 from loraven.adapters.loraven.config import AdapterConfig, SchedulerConfig
 from loraven.adapters.loraven.energy_model import EnergyModel
 from loraven.adapters.loraven.estimators import Workload
@@ -214,6 +214,63 @@ class LoRAvenModel(AdaptedModel):
                 layer.set_path("fused")
             used.add({"merge": "merged"}.get(path, path))
         self.eval_path = "+".join(sorted(used))
+
+    # ------------------------------------------------------------------ saving
+    def save_adapter(self, folder: Path) -> dict[str, Any]:
+        """Adapter mode: the final active-rank factors as a standard peft LoRA adapter.
+
+        Each layer computes W0·x + b + scaling·U_r·diag(S_r)·V_rᵀ·dropout(x) (``DynamicLowRankLayer``); peft LoRA
+        computes W0·x + b + (lora_alpha/r)·B·A·dropout(x). So A = diag(S_r)·V_rᵀ (r×in), B = U_r (out×r) and
+        lora_alpha = scaling·r per module (``alpha_pattern``; the rank in ``rank_pattern``): the same function at the
+        final rank r of each layer. The factors are read as they are (merging folds ΔW into W0 and leaves U, S, V
+        unchanged). Replace mode and gated layers have no LoRA form (:class:`NotSaved`).
+        """
+        from loraven.adapters.export import write_peft_lora
+
+        if self.acfg.mode != "adapter":
+            raise NotSaved(
+                "adapter.mode=replace: W itself became U·diag(S)·Vᵀ, so there is no adapter apart from the model "
+                "(save.full_model=true saves the changed model)"
+            )
+        if any(layer.gate is not None for layer in self.layers.values()):
+            raise NotSaved("adapter.gate=true: the per-token gate over rank blocks has no peft LoRA equivalent")
+        factors, alphas = {}, {}
+        with torch.no_grad():
+            for name, layer in self.layers.items():
+                u, s, v = layer.active_factors()
+                factors[name] = ((s[:, None] * v.T).float(), u.float())
+                alphas[name] = layer.scaling * layer.r
+        info = write_peft_lora(folder, factors, alphas, dropout=float(self.acfg.dropout))
+        return {**info, "exported_from": "loraven adapter mode (A = diag(S_r)·V_rᵀ, B = U_r, alpha = scaling·r)"}
+
+    def save_model(self, folder: Path) -> dict[str, Any]:
+        """Replace mode: the model with each replaced layer's dense weight U_r·diag(S_r)·V_rᵀ (and its bias) under
+        the original Linear's names, so it loads as the base architecture (``from_pretrained``). Adapter mode: the
+        base model with ΔW merged in (W0 + scaling·U_r·diag(S_r)·V_rᵀ)."""
+        from loraven.adapters.export import save_whole_model
+
+        return save_whole_model(self.model, folder, self._dense_state_dict())
+
+    def changed_bytes(self) -> int:
+        from loraven.adapters.export import state_bytes
+
+        return state_bytes(self._dense_state_dict())
+
+    @torch.no_grad()
+    def _dense_state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's state dict with every LoRAven layer written as the ``nn.Linear`` it stands for."""
+        prefixes = tuple(f"{name}." for name in self.layers)
+        state = {k: v for k, v in self.model.state_dict().items() if not k.startswith(prefixes)}
+        for name, layer in self.layers.items():
+            if layer.mode == "adapter":
+                w = layer.base_layer.weight
+                state[f"{name}.weight"] = w.detach().clone() if layer.merged else (w + layer.delta_weight().to(w.dtype))
+            else:
+                state[f"{name}.weight"] = layer.delta_weight().detach().clone()
+            bias = layer._bias()
+            if bias is not None:
+                state[f"{name}.bias"] = bias.detach().clone()
+        return state
 
     # ------------------------------------------------------------------ helpers
     def trace_rows(self) -> list[tuple[int, str, int]]:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from loraven.files import sha256_of
 from loraven.schema import Section
 
 log = logging.getLogger(__package__)  # the package logger, as the job's
@@ -53,21 +54,13 @@ class SaveConfig(Section):
 # --------------------------------------------------------------------------- atomic folders with a manifest
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def folder_files(folder: Path) -> dict[str, dict[str, Any]]:
     """{relative path: {bytes, sha256}} of every file under ``folder`` but the manifest, sorted by path."""
     out = {}
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
         if rel != MANIFEST:
-            out[rel] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+            out[rel] = {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
     return out
 
 
@@ -155,7 +148,7 @@ def read_manifest(folder: Path, verify: bool = False) -> dict[str, Any] | None:
             return None
         for rel, meta in files.items():
             file = Path(folder) / rel
-            if file.stat().st_size != meta["bytes"] or (verify and file_sha256(file) != meta["sha256"]):
+            if file.stat().st_size != meta["bytes"] or (verify and sha256_of(file) != meta["sha256"]):
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -56,6 +56,7 @@ def test_harness_loglikelihoods_equal_lm_eval_cli(session_cache, tmp_path, monke
     import torch
 
     from loraven import evaluate as evaluate_mod
+    from loraven.tasks import lm_scoring
     from loraven.models import build_tiny_llama
     from loraven.tasks import build_task
 
@@ -67,7 +68,7 @@ def test_harness_loglikelihoods_equal_lm_eval_cli(session_cache, tmp_path, monke
     tok.save_pretrained(model_dir)
 
     seen: dict[tuple, float] = {}
-    real_progress_lm = evaluate_mod.progress_lm
+    real_progress_lm = lm_scoring.progress_lm
 
     def recording_lm(*args, **kwargs):
         lm = real_progress_lm(*args, **kwargs)
@@ -82,7 +83,7 @@ def test_harness_loglikelihoods_equal_lm_eval_cli(session_cache, tmp_path, monke
         lm.loglikelihood = loglikelihood
         return lm
 
-    monkeypatch.setattr(evaluate_mod, "progress_lm", recording_lm)
+    monkeypatch.setattr(lm_scoring, "progress_lm", recording_lm)
     task_cfg = {**compose_cfg(["task=commonsense", f"task.limit={limit}"])["task"], "names": names}
     torch.manual_seed(0)
     task = build_task(task_cfg, session_cache / "data")

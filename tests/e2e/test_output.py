@@ -217,7 +217,7 @@ def test_every_experiment_with_sweeper_params_is_a_sweep_and_paper_speedup_is_no
         for p in (CONF_DIR / "experiment").glob("*.yaml")
         if compose_cfg([f"experiment={p.stem}"], hydra_cfg=True)["hydra"]["sweeper"].get("params")
     }
-    assert sweeps == {"adapters", "gsm8k", "paper_accuracy", "paper_energy", "tune"}
+    assert sweeps == {"adapters", "commonsense", "glue", "gsm8k", "paper_accuracy", "paper_energy", "tune"}
 
 
 def test_help_describes_the_tool_its_groups_and_where_results_go(tmp_path: Path, run_cli) -> None:

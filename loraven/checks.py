@@ -10,6 +10,7 @@ from typing import Any
 from loraven.adapters.targets import target_names
 from loraven.errors import ConfigError
 from loraven.settings import trainer_settings
+from loraven.threads import THREADS_KEY, parse_threads
 
 WANDB_MODES = ("online", "offline", "disabled")
 LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
@@ -64,6 +65,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
 def check_environment_keys(cfg: Mapping[str, Any]) -> None:
     """Device, tracking, energy and scheduler-budget values: all fail here, before W&B or a meter starts."""
     device = str(cfg.get("device", "auto"))
+    parse_threads(cfg.get(THREADS_KEY, "auto"))  # issue 26 #8: threads: auto | <int >= 1>
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise ConfigError(f"device={device!r}; valid choices: auto, cpu, cuda, cuda:N, mps")
     tracking = cfg.get("tracking") or {}

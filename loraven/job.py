@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from loraven import measure, provenance
+from loraven import measure, provenance, threads
 from loraven.adapters.base import (
     AdapterContext,
     apply_adapter,
@@ -288,13 +288,38 @@ def _tags(cfg: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _execute(
-    cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, tracker, progress: bool, main: bool = True
-) -> None:
-    timer = measure.PhaseTimes()
+def _job_device(cfg: Mapping[str, Any]) -> torch.device:
     device = provenance.pick_device(str(cfg.get("device", "auto")))
     if device.type == "cuda" and torch.distributed.is_initialized():  # one GPU per data-parallel rank
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+# ---- issue 26 #8: torch's CPU thread count chosen for the job (loraven.threads), recorded, restored after it
+def _execute(
+    cfg: Mapping[str, Any], result: dict[str, Any], run_dir: Path, tracker, progress: bool, main: bool = True
+) -> None:
+    """The default body (:func:`_train_and_evaluate`) under a :class:`~loraven.threads.ThreadGovernor`:
+    ``env.torch_threads`` and ``env.threads`` say which count ran and how it was chosen."""
+    gov = threads.ThreadGovernor(cfg.get(threads.THREADS_KEY, "auto"), _job_device(cfg))
+    try:
+        _train_and_evaluate(cfg, result, run_dir, tracker, progress, main, gov)
+    finally:
+        result["env"].update(gov.record())
+        gov.restore()
+
+
+def _train_and_evaluate(
+    cfg: Mapping[str, Any],
+    result: dict[str, Any],
+    run_dir: Path,
+    tracker,
+    progress: bool,
+    main: bool,
+    gov: threads.ThreadGovernor,
+) -> None:
+    timer = measure.PhaseTimes()
+    device = _job_device(cfg)
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
     if device.type == "cuda":
@@ -310,7 +335,8 @@ def _execute(
         loaded.model.to(device)
     result["metrics"]["task"], result["metrics"]["metric"] = task.name, getattr(task, "metric_key", task.metric)
     eval_bs = int(trainer_settings(cfg["trainer"])["eval_batch_size"])
-    base = base_metrics(cfg, loaded, task, eval_bs, seed) if main else {}
+    with gov.watch(loaded.model, "base_eval", probe=True):  # no forward calls when the base score is cached
+        base = base_metrics(cfg, loaded, task, eval_bs, seed) if main else {}
     total_params = sum(p.numel() for p in loaded.model.parameters())
     ctx = AdapterContext(total_steps=int(cfg["trainer"]["steps"]), seed=seed)
     with timer.phase("adapt", device):
@@ -325,9 +351,18 @@ def _execute(
     meter = measure.make_meter(cfg["energy"] if main else {"name": "none"}, run_dir)
     warmup_s = measure.warm_up(device)  # one-time process costs stay out of the metered phases
     readings: dict[str, measure.EnergyReading] = {}
+    gov.new_phase("train", probe=True)
     with meter.measure("train") as box, timer.phase("train", device):
         stats = train(
-            adapted, task, loaded.tokenizer, cfg["trainer"], device, log_fn=tracker.log, seed=seed, progress=progress
+            adapted,
+            task,
+            loaded.tokenizer,
+            cfg["trainer"],
+            device,
+            log_fn=tracker.log,
+            seed=seed,
+            progress=progress,
+            threads=gov,
         )
     readings["train"] = box["reading"]
     if not main:  # rank 0 evaluates and writes; the others are done once training is
@@ -335,7 +370,8 @@ def _execute(
         return
     with meter.measure("eval") as box, timer.phase("eval", device):
         adapted.prepare_for_inference()
-        metrics = evaluate(adapted.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
+        with gov.watch(adapted.model, "eval"):
+            metrics = evaluate(adapted.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
     readings["eval"] = box["reading"]
     metrics.update(base)
     metrics["loss"] = stats.final_loss

@@ -1,0 +1,472 @@
+"""Thread-count benchmark (issue 26, item 8): ``python -m loraven.bench.threads``.
+
+On the default model (SmolLM2-135M-Instruct, LoRA r=8 through the harness's adapter, the training loop's own
+:class:`~loraven.train.TrainStep`, a 16x64-token batch as ``trainer=default``), step time of every fixed
+thread count and of the harness's automatic choice (:class:`loraven.threads.ThreadGovernor`), under
+three loads: quiet, one and two busy co-tenant processes (Python busy loops this benchmark starts).
+
+Interleaved: each round runs every variant once, in an order rotated per round (A B C, B C A, C A B), so
+drifting background load hits all alike. ``auto`` is a fresh governor per round, as a new job gets: its
+probe units are real steps (the warm-up unit included), then one step at its choice. Two ratios per load,
+against the fastest fixed count for that load: ``steady`` (the step after the choice) and ``job`` (a
+``--job-steps`` run: probe units + the rest at the steady step time), each the ratio of medians over
+rounds with a paired bootstrap interval over rounds (scipy). Other processes' CPU use (the machine's busy
+cores less this process and its co-tenants, from /proc) is measured every round and reported: a "quiet"
+row is only quiet if that is near 0.
+
+    python -m loraven.bench.threads --rounds 6 --md threads.md --json threads.json
+    python -m loraven.bench.threads --model tiny --rounds 3            # a quick check of the mechanics
+    python -m loraven.bench.threads --scenario arrive --steps 18       # a co-tenant arrives mid-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loraven.bench.methods import apply_method, build_base, token_batch
+from loraven.bench.train_step import _Stepper
+from loraven.threads import ThreadGovernor, candidate_counts, usable_cores
+
+BUSY = "while True: pass"  # one core's worth of demand, no memory traffic
+TARGETS = {0: 1.1, 1: 1.2, 2: 1.2}  # issue 26: quiet <= 1.1x the best fixed count, loaded <= 1.2x
+
+
+# ---------------------------------------------------------------------- load
+
+
+@contextmanager
+def co_tenants(k: int) -> Any:
+    """``k`` busy-loop processes for the duration (killed by pid on exit, whatever happens)."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(k)]
+    try:
+        time.sleep(1.0 if k else 0.0)  # let them reach the loop
+        yield [p.pid for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def _jiffies(path: str) -> float | None:
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    if path == "/proc/stat":
+        fields = [float(x) for x in text.splitlines()[0].split()[1:]]
+        return sum(fields[:8]) - fields[3] - fields[4]  # busy = total - idle - iowait
+    after = text.rsplit(")", 1)[1].split()  # /proc/<pid>/stat: utime, stime are fields 14, 15
+    return float(after[11]) + float(after[12])
+
+
+class LoadMeter:
+    """Cores used over an interval: by the machine, by this process (all threads), by the given co-tenants;
+    ``others`` = the rest (other users' jobs)."""
+
+    def __init__(self, pids: Sequence[int] = ()) -> None:
+        self.pids = list(pids)
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, float | None, float, float]:
+        times = os.times()
+        tenants = sum(_jiffies(f"/proc/{p}/stat") or 0.0 for p in self.pids) / self.hz
+        busy = _jiffies("/proc/stat")
+        return time.monotonic(), busy / self.hz if busy is not None else None, times.user + times.system, tenants
+
+    def cores(self) -> dict[str, float | None]:
+        now = self._read()
+        wall = now[0] - self._start[0]
+        if wall <= 0:
+            return {"busy": None, "self": None, "co_tenants": None, "others": None}
+        busy = (now[1] - self._start[1]) / wall if now[1] is not None and self._start[1] is not None else None
+        own = (now[2] - self._start[2]) / wall
+        tenants = (now[3] - self._start[3]) / wall
+        others = max(0.0, busy - own - tenants) if busy is not None else None
+        return {"busy": busy, "self": own, "co_tenants": tenants, "others": others}
+
+
+# ---------------------------------------------------------------------- the measurement
+
+
+def _work(batch: dict[str, torch.Tensor]) -> float:
+    return float(batch["input_ids"].numel())
+
+
+def time_fixed(step: Callable[[], Any], n: int) -> float:
+    torch.set_num_threads(n)
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def time_auto(step: Callable[[], Any], work: float, job_steps: int, watch: bool = True) -> dict[str, Any]:
+    """A new job's governor: its probe on real steps, then one step at its choice."""
+    gov = ThreadGovernor("auto", torch.device("cpu"), env={}, watch=watch)
+    units: list[tuple[int, float]] = []
+    while gov.auto and gov.probing:
+        gov.begin()
+        n = torch.get_num_threads()
+        start = time.perf_counter()
+        step()
+        seconds = time.perf_counter() - start
+        gov.end(seconds, work)
+        units.append((n, seconds))
+    gov.begin()
+    start = time.perf_counter()
+    step()
+    steady = time.perf_counter() - start
+    gov.end(steady, work)
+    probe_s = sum(s for _, s in units)
+    job = (probe_s + max(0, job_steps - len(units)) * steady) / max(job_steps, len(units))
+    return {"n": gov.choice.n, "how": gov.choice.how, "probe_units": units, "steady_s": steady, "job_step_s": job}
+
+
+def run_threads_bench(
+    *,
+    model: str = "smollm2",
+    layers: int | None = None,
+    batch_size: int = 16,
+    seq_len: int = 64,
+    rank: int = 8,
+    loads: Sequence[int] = (0, 1, 2),
+    rounds: int = 6,
+    warmup: int = 2,
+    job_steps: int = 60,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Every fixed count and ``auto``, interleaved, ``rounds`` rounds per load; raw samples and summaries."""
+    device = torch.device("cpu")
+    step, name, work = _build_step(model, layers, batch_size, seq_len, rank, seed)
+    fixed = candidate_counts(usable_cores())
+    variants = [f"fixed{n}" for n in fixed] + ["auto"]
+    original = torch.get_num_threads()
+    for _ in range(max(0, warmup)):
+        for n in fixed:
+            time_fixed(step, n)
+    per_load: dict[int, dict[str, Any]] = {}
+    try:
+        for k in loads:
+            samples: dict[str, list[float]] = {v: [] for v in variants}
+            samples["auto_job"] = []
+            autos: list[dict[str, Any]] = []
+            load_rows: list[dict[str, Any]] = []
+            with co_tenants(k) as pids:
+                for r in range(rounds):
+                    meter = LoadMeter(pids)
+                    order = variants[r % len(variants) :] + variants[: r % len(variants)]
+                    for v in order:
+                        if v == "auto":
+                            auto = time_auto(step, work, job_steps)
+                            autos.append(auto)
+                            samples["auto"].append(auto["steady_s"])
+                            samples["auto_job"].append(auto["job_step_s"])
+                        else:
+                            samples[v].append(time_fixed(step, int(v.removeprefix("fixed"))))
+                    load_rows.append(meter.cores())
+                    if log:
+                        log(
+                            f"load {k} round {r + 1}/{rounds}: "
+                            + ", ".join(f"{v} {samples[v][-1]:.2f}s" for v in variants)
+                            + f" (auto chose {autos[-1]['n']}, {autos[-1]['how']}; "
+                            f"others {_fmt(load_rows[-1]['others'])} cores)"
+                        )
+            per_load[k] = {"samples_s": samples, "auto": autos, "load": load_rows}
+    finally:
+        torch.set_num_threads(original)
+    summary = [summarise(k, d, fixed, job_steps) for k, d in per_load.items()]
+    return {
+        "model": name,
+        "rank": rank,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "rounds": rounds,
+        "job_steps": job_steps,
+        "fixed": fixed,
+        "env": _env(device),
+        "loads": {str(k): v for k, v in per_load.items()},
+        "summary": summary,
+    }
+
+
+def _build_step(model: str, layers: int | None, batch_size: int, seq_len: int, rank: int, seed: int):
+    device = torch.device("cpu")
+    base, name = build_base(model, layers, device, torch.float32, seed)
+    adapted = apply_method(base, "lora", rank, device, seed)
+    batch = token_batch(base.config.vocab_size, batch_size, seq_len, device, seed)
+    return _Stepper(adapted, batch, 1e-4, 1.0, device), name, _work(batch)
+
+
+# ---------------------------------------------------------------------- statistics
+
+
+def ratio_of_medians(auto: Sequence[float], fixed: Sequence[Sequence[float]]) -> float:
+    return statistics.median(auto) / min(statistics.median(f) for f in fixed)
+
+
+def bootstrap_ratio(
+    auto: Sequence[float], fixed: Sequence[Sequence[float]], seed: int = 0
+) -> tuple[float | None, float | None]:
+    """95 % percentile interval of :func:`ratio_of_medians`, resampling rounds (paired: a round's samples
+    stay together, as they shared its load). None with fewer than 3 rounds."""
+    if len(auto) < 3:
+        return None, None
+    from scipy.stats import bootstrap
+
+    res = bootstrap(
+        (list(auto), *[list(f) for f in fixed]),
+        lambda a, *fs: ratio_of_medians(a, fs),
+        paired=True,
+        vectorized=False,
+        n_resamples=2000,
+        method="percentile",
+        random_state=seed,
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def summarise(k: int, data: dict[str, Any], fixed: Sequence[int], job_steps: int) -> dict[str, Any]:
+    s = data["samples_s"]
+    fixed_samples = [s[f"fixed{n}"] for n in fixed]
+    medians = {n: statistics.median(s[f"fixed{n}"]) for n in fixed}
+    best = min(medians, key=lambda n: medians[n])
+    choices = [a["n"] for a in data["auto"]]
+    others = [row["others"] for row in data["load"] if row["others"] is not None]
+    row: dict[str, Any] = {
+        "co_tenants": k,
+        "rounds": len(s["auto"]),
+        "fixed_median_s": {str(n): m for n, m in medians.items()},
+        "best_fixed": best,
+        "auto_steady_median_s": statistics.median(s["auto"]),
+        "auto_job_median_s": statistics.median(s["auto_job"]),
+        "auto_choices": {str(n): choices.count(n) for n in sorted(set(choices))},
+        "auto_probe_units_median": statistics.median(len(a["probe_units"]) for a in data["auto"]),
+        "others_cores_median": statistics.median(others) if others else None,
+        "others_cores_max": max(others) if others else None,
+        "target": TARGETS.get(k, 1.2),
+    }
+    for key, auto in (("steady", s["auto"]), ("job", s["auto_job"])):
+        row[f"ratio_{key}"] = ratio_of_medians(auto, fixed_samples)
+        row[f"ratio_{key}_ci"] = bootstrap_ratio(auto, fixed_samples)
+    return row
+
+
+# ---------------------------------------------------------------------- scenario: load changes mid-run
+
+
+def run_scenario(
+    kind: str = "arrive",
+    *,
+    model: str = "smollm2",
+    layers: int | None = None,
+    batch_size: int = 16,
+    seq_len: int = 64,
+    rank: int = 8,
+    steps: int = 18,
+    change_at: int | None = None,
+    repeats: int = 1,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One run of ``steps`` steps per variant in which the load changes at ``change_at`` (default steps/3):
+    ``arrive`` (quiet, then one co-tenant) or ``leave`` (one co-tenant, then quiet). Variants: every fixed
+    count, ``auto`` (probe + watch + re-probe) and ``auto-once`` (the probe only). Run one after another
+    (a run cannot be interleaved with itself), order rotated per repeat; total seconds per run."""
+    if kind not in ("arrive", "leave"):
+        raise ValueError(f"scenario={kind!r}; valid choices: arrive, leave")
+    step, name, work = _build_step(model, layers, batch_size, seq_len, rank, seed)
+    change_at = steps // 3 if change_at is None else change_at
+    fixed = candidate_counts(usable_cores())
+    variants = [f"fixed{n}" for n in fixed] + ["auto", "auto-once"]
+    original = torch.get_num_threads()
+    for n in fixed:
+        time_fixed(step, n)
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    try:
+        for r in range(repeats):
+            for v in variants[r % len(variants) :] + variants[: r % len(variants)]:
+                runs[v].append(_scenario_run(step, work, v, kind, steps, change_at))
+                if log:
+                    got = runs[v][-1]
+                    log(f"{kind} repeat {r + 1}: {v} {got['total_s']:.1f}s threads {got['threads']}")
+    finally:
+        torch.set_num_threads(original)
+    return {
+        "scenario": kind,
+        "model": name,
+        "steps": steps,
+        "change_at": change_at,
+        "repeats": repeats,
+        "env": _env(torch.device("cpu")),
+        "runs": runs,
+    }
+
+
+def _scenario_run(step, work: float, variant: str, kind: str, steps: int, change_at: int) -> dict[str, Any]:
+    gov = None
+    if variant.startswith("auto"):
+        gov = ThreadGovernor("auto", torch.device("cpu"), env={}, watch=variant == "auto")
+    load = [1, 0] if kind == "leave" else [0, 1]
+    times, threads = [], []
+    tenants = co_tenants(load[0])
+    tenants.__enter__()
+    try:
+        for i in range(steps):
+            if i == change_at:
+                tenants.__exit__(None, None, None)
+                tenants = co_tenants(load[1])
+                tenants.__enter__()
+            if gov is None:
+                torch.set_num_threads(int(variant.removeprefix("fixed")))
+            else:
+                gov.begin()
+            threads.append(torch.get_num_threads())
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+            if gov is not None:
+                gov.end(times[-1], work)
+    finally:
+        tenants.__exit__(None, None, None)
+    return {
+        "total_s": sum(times),
+        "before_s": sum(times[:change_at]),
+        "after_s": sum(times[change_at:]),
+        "step_s": times,
+        "threads": threads,
+        "reprobes": gov.reprobes if gov else 0,
+    }
+
+
+# ---------------------------------------------------------------------- reporting
+
+
+def _env(device: torch.device) -> dict[str, Any]:
+    from loraven.provenance import environment
+
+    env = environment(device)
+    return {k: env.get(k) for k in ("device", "python", "torch", "transformers", "peft", "git_sha", "dirty")}
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The table for BENCHMARKS.md, with its provenance line."""
+    env = result["env"]
+    fixed = result["fixed"]
+    head = (
+        "| load | rounds | "
+        + " | ".join(f"fixed {n} (s/step)" for n in fixed)
+        + " | auto (s/step) | auto chose | auto ÷ best, steady [95 % CI] | auto ÷ best, "
+        + f"{result['job_steps']}-step job [95 % CI] | target | other jobs (cores) |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    names = {0: "quiet", 1: "1 busy co-tenant", 2: "2 busy co-tenants"}
+    for row in result["summary"]:
+        k = row["co_tenants"]
+        chose = ", ".join(f"{n}×{c}" for n, c in row["auto_choices"].items())
+        lo, hi = row["ratio_steady_ci"]
+        jlo, jhi = row["ratio_job_ci"]
+        cells = [
+            names.get(k, f"{k} busy co-tenants"),
+            str(row["rounds"]),
+            *[_fmt(row["fixed_median_s"][str(n)]) for n in fixed],
+            _fmt(row["auto_steady_median_s"]),
+            f"{chose} thread(s)",
+            f"{row['ratio_steady']:.2f} [{_fmt(lo)}, {_fmt(hi)}]",
+            f"{row['ratio_job']:.2f} [{_fmt(jlo)}, {_fmt(jhi)}]",
+            f"≤ {row['target']}",
+            f"{_fmt(row['others_cores_median'])} (max {_fmt(row['others_cores_max'])})",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        f"{result['model']}, LoRA r={result['rank']}, batch {result['batch_size']}×{result['seq_len']} tokens, "
+        f"fp32, device `{env['device']}`, torch {env['torch']}, transformers {env['transformers']}, "
+        f"peft {env['peft']}, python {env['python']}, commit {str(env['git_sha'])[:10]}"
+        f"{' (dirty)' if env['dirty'] else ''}. Medians over rounds; intervals: paired bootstrap over rounds."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def scenario_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"Scenario `{result['scenario']}` ({result['model']}, {result['steps']} steps, load changes before step "
+        f"{result['change_at'] + 1}, {result['repeats']} repeat(s)):",
+        "",
+        "| variant | total s (median) | before change s | after change s | re-probes | threads per step (first run) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for v, runs in result["runs"].items():
+        med = {key: statistics.median(r[key] for r in runs) for key in ("total_s", "before_s", "after_s", "reprobes")}
+        lines.append(
+            f"| {v} | {med['total_s']:.1f} | {med['before_s']:.1f} | {med['after_s']:.1f} | {med['reprobes']:g} | "
+            f"{''.join(str(t) for t in runs[0]['threads'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loraven.bench.threads",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", default="smollm2", choices=("smollm2", "tiny"))
+    parser.add_argument("--layers", type=int, default=None, help="keep the first N decoder layers (quick runs)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--loads", default="0,1,2", help="co-tenant counts, e.g. 0,1,2")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--job-steps", type=int, default=60, help="job length the probe cost is spread over")
+    parser.add_argument("--scenario", choices=("arrive", "leave"), help="instead: the load changes mid-run")
+    parser.add_argument("--steps", type=int, default=18, help="scenario: steps per run")
+    parser.add_argument("--repeats", type=int, default=1, help="scenario: runs per variant")
+    parser.add_argument("--json", type=Path, help="write every sample here")
+    parser.add_argument("--md", type=Path, help="write the markdown table here")
+    args = parser.parse_args(argv)
+    if "OMP_NUM_THREADS" in os.environ:
+        print("note: OMP_NUM_THREADS is set; this benchmark sets torch's count itself", file=sys.stderr)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    common = dict(model=args.model, layers=args.layers, batch_size=args.batch_size, seq_len=args.seq_len)
+    if args.scenario:
+        out = run_scenario(args.scenario, **common, rank=args.rank, steps=args.steps, repeats=args.repeats, log=log)
+        text = scenario_markdown(out)
+    else:
+        try:
+            loads = [int(x) for x in args.loads.split(",") if x.strip()]
+        except ValueError:
+            parser.error(f"--loads {args.loads!r}; valid: co-tenant counts such as 0,1,2")
+        out = run_threads_bench(
+            **common, rank=args.rank, loads=loads, rounds=args.rounds, job_steps=args.job_steps, log=log
+        )
+        text = markdown(out)
+    print(text)
+    for path, content in ((args.json, json.dumps(out, indent=2, default=str) + "\n"), (args.md, text)):
+        if path:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(content)
+            tmp.replace(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

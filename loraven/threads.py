@@ -6,19 +6,23 @@ project's 2-core machine SmolLM2 trained at 24.5 s/step with 2 threads against 4
 machine 2 threads are faster. No fixed count is right under both, and the load a job will meet is not known
 when it starts, so the count is measured (BENCHMARKS.md has the figures that chose this policy):
 
-1. **Probe on the real work.** The first units of a phase (training steps; forward passes in evaluation) are
-   run at each candidate count in turn (1 and every power of two up to the usable cores), interleaved and
-   in alternating order (A B, B A, ...) so drifting load hits every count alike, after one untimed warm-up
-   unit. Times are per unit of work (tokens), since batches differ in width. A round whose loser's fastest
-   unit is slower than the winner's slowest by a clear margin ends the probe; otherwise up to ``rounds``
-   rounds. The count kept is the fewest threads within ``tie`` of the fastest median (equal speed with fewer
-   threads leaves cores to others and degrades gracefully when load arrives). The probe units are real
-   work, so probing costs only the difference between the counts, not extra steps.
-2. **Watch and re-probe.** Load changes during a long run. After the choice, a run of ``slow_window`` units
-   all slower than ``drift`` x the chosen count's probe median (a co-tenant arrived) or, below the largest
-   candidate, at least ``idle_cores`` cores left idle by everyone over ``idle_window`` units (a co-tenant
-   left; read from ``/proc/stat``) starts a new probe. A re-probe that keeps the count doubles the wait
-   before the next (``max_backoff``), so a fluctuating load cannot make it probe all the time.
+1. **Spare cores first (the rule).** The first unit of a job runs at 1 thread, untimed (it carries the
+   allocator's warm-up anyway), while ``/proc/stat`` says how many of our CPUs nobody used (time of niced
+   processes counts as spare: they yield). More threads than 1 + the spare cores (+0.4) are not tried:
+   under a co-tenant a many-thread unit costs several steps of stalls (3-4x a step on SmolLM2, 60x on a
+   tiny model), so under load the choice is 1 thread and costs nothing.
+2. **Probe on the real work.** The counts left (1 and powers of two up to the usable cores) run the next
+   units in turn, interleaved in alternating order (A B, B A, ...) so drifting load hits every count alike.
+   Times are per unit of work (tokens: batches differ in width). A round in which the loser's fastest unit
+   is ``clear`` x slower than the winner's slowest ends the probe; else up to ``rounds`` rounds. Kept: the
+   fewest threads within ``tie`` of the fastest median (equal speed with fewer threads leaves cores to
+   others and degrades gracefully when load arrives). Probe units are real work: probing costs only the
+   difference between the counts, never extra steps.
+3. **Watch and re-probe.** Load changes during a long run. ``slow_window`` units in a row slower than
+   ``drift`` x the reference (the kept count's probe median: a co-tenant arrived), or ``spare_cores`` spare
+   over ``idle_window`` units while below the largest count (a co-tenant left), start a new probe (the slow
+   units stand in for the current count's sample). A re-probe that keeps the count doubles the wait before
+   the next (up to ``MAX_BACKOFF``), so a fluctuating load cannot keep it probing.
 
 An explicit choice is never overridden: the ``threads`` config key (an integer), else ``OMP_NUM_THREADS`` in
 the environment. On a GPU torch's defaults stay (only CPU compute is affected by the count). Inter-op threads
@@ -65,8 +69,8 @@ CLEAR = 1.2  # a round is decisive when the loser's fastest unit is >= CLEAR x t
 TIE = 0.05  # counts within 5 % of the fastest median count as equal: the fewest threads win
 DRIFT = 1.5  # a unit this much slower than the chosen count's probe median counts as "slowed"
 SLOW_WINDOW = 3  # consecutive slowed units that trigger a re-probe
-IDLE_CORES = 0.6  # idle cores (all processes) over IDLE_WINDOW units that trigger a re-probe for more threads
-IDLE_WINDOW = 10
+SPARE_CORES = 0.6  # spare cores that make one more thread worth a try (gate slack: 1 - SPARE_CORES)
+IDLE_WINDOW = 10  # units between spare-core readings while settled
 MAX_BACKOFF = 8  # a re-probe that keeps the count multiplies the next wait by 2, up to this factor
 MAX_DECISIONS = 50  # re-probes listed in the record (all are counted)
 SPARE_WINDOW_S = 0.25  # shortest window for reading spare cores (/proc/stat counts 10 ms ticks per CPU)
@@ -243,7 +247,7 @@ class ThreadGovernor:
         clear: float = CLEAR,
         drift: float = DRIFT,
         slow_window: int = SLOW_WINDOW,
-        idle_cores: float = IDLE_CORES,
+        spare_cores: float = SPARE_CORES,
         idle_window: int = IDLE_WINDOW,
         watch: bool = True,
     ) -> None:
@@ -251,7 +255,7 @@ class ThreadGovernor:
         self.clock, self._set, self._get = clock, set_threads, get_threads
         self.original = get_threads()  # restored by restore()
         self.rounds, self.warmup, self.tie, self.clear = max(1, rounds), max(0, warmup), tie, clear
-        self.drift, self.slow_window, self.idle_cores, self.idle_window = drift, slow_window, idle_cores, idle_window
+        self.drift, self.slow_window, self.spare_cores, self.idle_window = drift, slow_window, spare_cores, idle_window
         self.watching = watch
         self.units = 0  # units run since construction (all phases)
         self.reprobes = 0
@@ -319,7 +323,7 @@ class ThreadGovernor:
         base = self._get()  # the count in force over the window the spare cores were measured in
         spare = None if spare is not None and spare < 0 else spare
         self._spare = spare
-        limit = base + spare + (1.0 - self.idle_cores) if spare is not None else float("inf")
+        limit = base + spare + (1.0 - self.spare_cores) if spare is not None else float("inf")
         counts = [n for n in self.candidates if n <= limit or n == base]
         if self._why == "start":  # fewest first: under load the many-thread unit is the costly one
             order = counts
@@ -454,7 +458,7 @@ class ThreadGovernor:
         if self._idle_units >= self.idle_window * self._backoff and long_enough:
             spare = self.idle.idle_cores()
             self._reset_watch()
-            if spare is not None and spare >= self.idle_cores and self.choice.n < self.candidates[-1]:
+            if spare is not None and spare >= self.spare_cores and self.choice.n < self.candidates[-1]:
                 self._start_probe(f"{spare:.2f} cores spare", spare=spare)
 
     @contextmanager
@@ -470,7 +474,10 @@ class ThreadGovernor:
         phase's. ``probe``: choose again on the new units (cheap where units are real work); else keep the
         count, skip ``warmup`` units and take the median of the next ``slow_window`` as the reference."""
         self.phase = name
-        if not self.auto or self.probing:
+        if not self.auto:
+            return
+        if self.probing:  # a probe still running: its samples are of the old kind of unit, so it starts again
+            self._start_probe(self._why, warm=self.warmup, spare=self._given_spare if self._why != "start" else None)
             return
         if probe:
             self._start_probe(f"new phase {name}", warm=self.warmup)

@@ -3,24 +3,25 @@ steps, OMP_NUM_THREADS and ``threads=N`` are respected, a bad value is one line 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_LM, results, sweep_args
+from tests.conftest import FAST_LM, ROOT, cli_env, results, sweep_args
 
 AUTO_HOWS = {"probe", "probe-tie", "probe-unclear", "idle-rule"}
 
 
 @pytest.mark.slow
-def test_auto_threads_are_chosen_per_job_and_recorded(tmp_path: Path, run_cli) -> None:
-    """Two jobs in one process (basic launcher), OMP_NUM_THREADS empty so nothing fixes the count: each job
+def test_auto_threads_are_chosen_per_job_and_recorded(tmp_path: Path, session_cache: Path) -> None:
+    """Two jobs in one process (basic launcher), no OMP_NUM_THREADS so nothing fixes the count: each job
     probes on its own steps and records the count and how it was chosen."""
-    proc = run_cli(
-        ["-m", *FAST_LM, "trainer.steps=8", "seed=0,1", f"results_dir={tmp_path}/r", *sweep_args(tmp_path)],
-        tmp_path,
-        env={"OMP_NUM_THREADS": ""},
-    )
+    env = {k: v for k, v in cli_env(session_cache).items() if k != "OMP_NUM_THREADS"}
+    args = ["-m", *FAST_LM, "trainer.steps=8", "seed=0,1", f"results_dir={tmp_path}/r", *sweep_args(tmp_path)]
+    cmd = [sys.executable, str(ROOT / "run.py"), *args]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = results(tmp_path / "r")
     assert len(records) == 2

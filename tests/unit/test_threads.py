@@ -393,3 +393,14 @@ def test_short_units_extend_the_warm_up_until_spare_cores_can_be_read():
     gov, fake, clock = make(idle=FakeIdle(1.0))
     used = run(gov, fake, clock, lambda i, n: 0.1 if n == 1 else 0.06, 10)
     assert used[:4] == [1, 1, 1, 1] and used[4] == 2  # 3 warm-up units reach 0.3 s, then 1 and 2 are probed
+
+
+def test_a_new_phase_restarts_a_running_probe():
+    """Evaluation forwards and training steps differ per token: a probe is never decided on a mix of both."""
+    gov, fake, clock = make()
+    run(gov, fake, clock, lambda i, n: 0.1, 2)  # base-eval forwards: warm-up and one 1-thread unit, probe unfinished
+    assert gov.probing
+    gov.new_phase("train", probe=True)
+    used = run(gov, fake, clock, lambda i, n: 1.0 if n == 1 else 6.0, 5)
+    assert used[:3] == [1, 1, 2] and gov.choice.n == 1
+    assert gov.choice.timings_ms == {1: [pytest.approx(1000.0)], 2: [pytest.approx(6000.0)]}  # training units only

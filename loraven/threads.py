@@ -58,7 +58,7 @@ import torch
 
 from loraven.errors import ConfigError
 
-log = logging.getLogger("loraven")
+log = logging.getLogger(__name__)
 
 THREADS_KEY = "threads"  # the proposed top-level config key: threads: auto | <int >= 1>
 ENV_VARS = ("OMP_NUM_THREADS",)  # what torch itself reads at start-up for its intra-op count

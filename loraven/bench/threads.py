@@ -152,7 +152,8 @@ def run_threads_bench(
 ) -> dict[str, Any]:
     """Every fixed count and ``auto``, interleaved, ``rounds`` rounds per load; raw samples and summaries."""
     device = torch.device("cpu")
-    step, name, work = _build_step(model, layers, batch_size, seq_len, rank, seed)
+    method = reference_method()
+    step, name, work = _build_step(model, layers, batch_size, seq_len, rank, seed, method)
     fixed = candidate_counts(usable_cores())
     variants = [f"fixed{n}" for n in fixed] + ["auto"]
     original = torch.get_num_threads()
@@ -192,6 +193,7 @@ def run_threads_bench(
     summary = [summarise(k, d, fixed, job_steps) for k, d in per_load.items()]
     return {
         "model": name,
+        "method": method,
         "rank": rank,
         "batch_size": batch_size,
         "seq_len": seq_len,
@@ -204,10 +206,17 @@ def run_threads_bench(
     }
 
 
-def _build_step(model: str, layers: int | None, batch_size: int, seq_len: int, rank: int, seed: int):
+def reference_method() -> str:
+    """The step benchmark's reference method (conf/experiment/paper_speedup.yaml, one source of defaults)."""
+    from loraven.bench.job import load_defaults
+
+    return str(load_defaults()["train_step"]["reference"])
+
+
+def _build_step(model: str, layers: int | None, batch_size: int, seq_len: int, rank: int, seed: int, method=None):
     device = torch.device("cpu")
     base, name = build_base(model, layers, device, torch.float32, seed)
-    adapted = apply_method(base, "lora", rank, device, seed)
+    adapted = apply_method(base, method or reference_method(), rank, device, seed)
     batch = token_batch(base.config.vocab_size, batch_size, seq_len, device, seed)
     return _Stepper(adapted, batch, 1e-4, 1.0, device), name, _work(batch)
 
@@ -398,8 +407,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        f"{result['model']}, LoRA r={result['rank']}, batch {result['batch_size']}×{result['seq_len']} tokens, "
-        f"fp32, device `{env['device']}`, torch {env['torch']}, transformers {env['transformers']}, "
+        f"{result['model']}, {result['method']} r={result['rank']} (the harness's adapter), "
+        f"batch {result['batch_size']}×{result['seq_len']} tokens, fp32, device `{env['device']}`, torch {env['torch']}, transformers {env['transformers']}, "
         f"peft {env['peft']}, python {env['python']}, commit {str(env['git_sha'])[:10]}"
         f"{' (dirty)' if env['dirty'] else ''}. Medians over rounds; intervals: paired bootstrap over rounds."
     )

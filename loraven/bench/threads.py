@@ -408,7 +408,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"{result['model']}, {result['method']} r={result['rank']} (the harness's adapter), "
-        f"batch {result['batch_size']}×{result['seq_len']} tokens, fp32, device `{env['device']}`, torch {env['torch']}, transformers {env['transformers']}, "
+        f"batch {result['batch_size']}×{result['seq_len']} tokens, fp32, device `{env['device']}`, "
+        f"torch {env['torch']}, transformers {env['transformers']}, "
         f"peft {env['peft']}, python {env['python']}, commit {str(env['git_sha'])[:10]}"
         f"{' (dirty)' if env['dirty'] else ''}. Medians over rounds; intervals: paired bootstrap over rounds."
     )

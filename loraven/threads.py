@@ -13,11 +13,12 @@ when it starts, so the count is measured (BENCHMARKS.md has the figures that cho
    tiny model), so under load the choice is 1 thread and costs nothing.
 2. **Probe on the real work.** The counts left (1 and powers of two up to the usable cores) run the next
    units in turn, interleaved in alternating order (A B, B A, ...) so drifting load hits every count alike.
-   Times are per unit of work (tokens: batches differ in width). A round in which the loser's fastest unit
-   is ``clear`` x slower than the winner's slowest ends the probe; else up to ``rounds`` rounds. Kept: the
-   fewest threads within ``tie`` of the fastest median (equal speed with fewer threads leaves cores to
-   others and degrades gracefully when load arrives). Probe units are real work: probing costs only the
-   difference between the counts, never extra steps.
+   Times are per unit of work (tokens: batches differ in width) and compared in pairs, round by round: m
+   beats n when no round has n faster and the median of t_n / t_m is >= ``clear``. The probe ends when one
+   count beats every other (one round for fewer threads, two for more), else after ``rounds`` rounds.
+   Kept: the fewest threads no count beats, so more threads only on repeated evidence (under fluctuating
+   load too many threads cost 3-5x, too few at most the parallel speed-up, and step 3 revisits it). Probe
+   units are real work: probing costs only the difference between the counts, never extra steps.
 3. **Watch and re-probe.** Load changes during a long run. ``slow_window`` units in a row slower than
    ``drift`` x the reference (the kept count's probe median: a co-tenant arrived), or ``spare_cores`` spare
    over ``idle_window`` units while below the largest count (a co-tenant left), start a new probe (the slow
@@ -65,8 +66,7 @@ ENV_VARS = ("OMP_NUM_THREADS",)  # what torch itself reads at start-up for its i
 
 # Defaults of the policy (see the module docstring; BENCHMARKS.md for the measurements behind them).
 ROUNDS = 3  # most probe rounds per decision
-CLEAR = 1.2  # a round is decisive when the loser's fastest unit is >= CLEAR x the winner's slowest
-TIE = 0.05  # counts within 5 % of the fastest median count as equal: the fewest threads win
+CLEAR = 1.2  # m beats n: t_n / t_m (paired by round) >= 1 in every round, and its median >= CLEAR
 DRIFT = 1.5  # a unit this much slower than the chosen count's probe median counts as "slowed"
 SLOW_WINDOW = 3  # consecutive slowed units that trigger a re-probe
 SPARE_CORES = 0.6  # spare cores that make one more thread worth a try (gate slack: 1 - SPARE_CORES)
@@ -188,7 +188,7 @@ class ThreadChoice:
     """What a job ran with and why: recorded in result.json's ``env`` (see :meth:`ThreadGovernor.record`)."""
 
     n: int  # intra-op threads in force
-    how: str  # config | env:OMP_NUM_THREADS | gpu-default | one-core | probe | probe-tie | probe-unclear
+    how: str  # config | env:OMP_NUM_THREADS | <device>-default | one-core | idle-rule | probe | probe-unclear
     requested: str | int = "auto"
     candidates: list[int] = field(default_factory=list)
     timings_ms: dict[int, list[float]] = field(default_factory=dict)  # the deciding probe: ms per unit of work
@@ -205,20 +205,28 @@ class ThreadChoice:
         }
 
 
-def decide(timings: Mapping[int, list[float]], tie: float = TIE, clear: float = CLEAR) -> tuple[int, bool]:
-    """(count to keep, whether the evidence is decisive) from per-unit times at each count.
+def decide(timings: Mapping[int, list[float]], clear: float = CLEAR) -> tuple[int, bool]:
+    """(count to keep, whether the evidence is decisive) from per-unit times at each count, index i of every
+    list being round i (units run next to each other, so they shared the load of their moment).
 
-    Keep: the fewest threads whose median is within ``tie`` of the fastest median. Decisive: every other
-    count's fastest unit is at least ``clear`` x the kept count's slowest unit (or the counts tie).
+    Count m *beats* n when no round has n faster and the median over rounds of the paired ratio t_n / t_m is
+    at least ``clear``. Kept: the fewest threads that no count beats. Decisive: the kept count beats every
+    other, and, when it is more than the fewest, over two rounds at least. So more threads are taken only on
+    repeated evidence: under fluctuating load one lucky round could buy a count that then stalls at 3-5x,
+    while too few threads cost at most the parallel speed-up (and the watch re-probes when cores sit idle).
     """
-    medians = {n: statistics.median(ts) for n, ts in timings.items() if ts}
-    if not medians:
+    counts = sorted(n for n, ts in timings.items() if ts)
+    if not counts:
         raise ValueError("no probe timings")
-    fastest = min(medians.values())
-    keep = min(n for n, m in medians.items() if m <= fastest * (1.0 + tie))
-    slowest_kept = max(timings[keep])
-    others = [n for n in medians if n != keep]
-    decisive = all(min(timings[n]) >= slowest_kept * clear for n in others)
+    rounds = min(len(timings[n]) for n in counts)
+
+    def beats(m: int, n: int) -> bool:
+        ratios = [timings[n][i] / timings[m][i] for i in range(rounds)]
+        return min(ratios) >= 1.0 and statistics.median(ratios) >= clear
+
+    unbeaten = [n for n in counts if not any(beats(m, n) for m in counts if m != n)]
+    keep = unbeaten[0] if unbeaten else min(counts, key=lambda n: statistics.median(timings[n]))
+    decisive = all(beats(keep, n) for n in counts if n != keep) and (keep == counts[0] or rounds >= 2)
     return keep, decisive
 
 
@@ -243,7 +251,6 @@ class ThreadGovernor:
         get_threads: Callable[[], int] = torch.get_num_threads,
         rounds: int = ROUNDS,
         warmup: int = 1,
-        tie: float = TIE,
         clear: float = CLEAR,
         drift: float = DRIFT,
         slow_window: int = SLOW_WINDOW,
@@ -254,7 +261,7 @@ class ThreadGovernor:
         self.requested = parse_threads(requested)
         self.clock, self._set, self._get = clock, set_threads, get_threads
         self.original = get_threads()  # restored by restore()
-        self.rounds, self.warmup, self.tie, self.clear = max(1, rounds), max(0, warmup), tie, clear
+        self.rounds, self.warmup, self.clear = max(1, rounds), max(0, warmup), clear
         self.drift, self.slow_window, self.spare_cores, self.idle_window = drift, slow_window, spare_cores, idle_window
         self.watching = watch
         self.units = 0  # units run since construction (all phases)
@@ -344,10 +351,9 @@ class ThreadGovernor:
         if rule:
             keep, how, medians = next(iter(self._times)), "idle-rule", {}
         else:
-            keep, decisive = decide(self._times, self.tie, self.clear)
+            keep, decisive = decide(self._times, self.clear)
             medians = {n: statistics.median(ts) for n, ts in self._times.items() if ts}
-            fastest = min(medians, key=lambda n: medians[n])
-            how = "probe" if decisive else ("probe-tie" if keep != fastest else "probe-unclear")
+            how = "probe" if decisive else "probe-unclear"
         probe_ms = {n: [t * 1000.0 for t in ts] for n, ts in self._times.items()}
         spare = None if self._spare is None else round(self._spare, 3)
         if self._why == "start":
@@ -433,7 +439,7 @@ class ThreadGovernor:
             n = self._queue.pop(0)
             self._times[n].append(per)
             if len({len(ts) for ts in self._times.values()}) == 1:  # a round is complete
-                _, decisive = decide(self._times, self.tie, self.clear)
+                _, decisive = decide(self._times, self.clear)
                 if decisive or not self._queue:
                     self._settle()
             return

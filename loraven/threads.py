@@ -20,9 +20,10 @@ when it starts, so the count is measured (BENCHMARKS.md has the figures that cho
    load too many threads cost 3-5x, too few at most the parallel speed-up, and step 3 revisits it). Probe
    units are real work: probing costs only the difference between the counts, never extra steps.
 3. **Watch and re-probe.** Load changes during a long run. ``slow_window`` units in a row slower than
-   ``drift`` x the reference (the kept count's probe median: a co-tenant arrived), or ``spare_cores`` spare
-   over ``idle_window`` units while below the largest count (a co-tenant left), start a new probe (the slow
-   units stand in for the current count's sample). A re-probe that keeps the count doubles the wait before
+   ``drift`` x the reference (the kept count's probe median: a co-tenant arrived) start a probe of fewer
+   threads (the slow units stand in for the current count's sample; at 1 thread the slow time becomes the
+   new reference). ``spare_cores`` spare over ``idle_window`` units while below the largest count (a
+   co-tenant left) start a probe of more. A re-probe that keeps the count doubles the wait before
    the next (up to ``MAX_BACKOFF``), so a fluctuating load cannot keep it probing.
 
 An explicit choice is never overridden: the ``threads`` config key (an integer), else ``OMP_NUM_THREADS`` in
@@ -307,11 +308,17 @@ class ThreadGovernor:
     # ------------------------------------------------------------------ state machine
 
     def _start_probe(
-        self, why: str, warm: int = 0, seed: Mapping[int, list[float]] | None = None, spare: float | None = None
+        self,
+        why: str,
+        warm: int = 0,
+        seed: Mapping[int, list[float]] | None = None,
+        spare: float | None = None,
+        upto: int | None = None,
     ) -> None:
         """Probe from the next unit, after ``warm`` untimed ones (over which the spare cores are measured,
         unless ``spare`` is given). :meth:`_build_queue` then fixes the counts to try; ``seed``: samples in hand."""
         self.probing = True
+        self._upto = upto
         self._given_spare = spare if spare is not None or warm > 0 else -1.0  # -1: no window, no gate
         self._why = why
         self._warm_left = warm
@@ -331,7 +338,7 @@ class ThreadGovernor:
         spare = None if spare is not None and spare < 0 else spare
         self._spare = spare
         limit = base + spare + (1.0 - self.spare_cores) if spare is not None else float("inf")
-        counts = [n for n in self.candidates if n <= limit or n == base]
+        counts = [n for n in self.candidates if (n <= limit or n == base) and (self._upto is None or n <= self._upto)]
         if self._why == "start":  # fewest first: under load the many-thread unit is the costly one
             order = counts
         else:  # the current count first: its slowdown (or the idle cores) started this probe
@@ -454,9 +461,14 @@ class ThreadGovernor:
         self._recent = [*self._recent, per][-self.slow_window * self._backoff :]
         slow = [t for t in self._recent if t > self._reference * self.drift]
         if len(slow) == len(self._recent) == self.slow_window * self._backoff:
-            self._start_probe(
+            if self.choice.n == self.candidates[0]:  # nothing fewer to try: the cores are taken, a new normal
+                self._reference = statistics.median(slow)
+                self._recent = []
+                return
+            self._start_probe(  # fewer threads only: more would need cores that the slowdown says are busy
                 f"{len(slow)} units >= {self.drift}x slower than the reference",
                 seed={self.choice.n: [statistics.median(slow)]},
+                upto=self.choice.n,
             )
             return
         self._idle_units += 1

@@ -425,3 +425,11 @@ def test_a_new_phase_restarts_a_running_probe():
     used = run(gov, fake, clock, lambda i, n: 1.0 if n == 1 else 6.0, 5)
     assert used[:3] == [1, 1, 2] and gov.choice.n == 1
     assert gov.choice.timings_ms == {1: [pytest.approx(1000.0)], 2: [pytest.approx(6000.0)]}  # training units only
+
+
+def test_a_slowdown_at_one_thread_never_tries_more():
+    """Chosen 1 (no spare core), then a second co-tenant makes 1-thread units 2x slower: 2 threads would be
+    worse still, so no 2-thread unit is run; the slower time becomes the reference."""
+    gov, fake, clock = make(idle=FakeIdle(0.0))
+    used = run(gov, fake, clock, lambda i, n: (1.0 if i < 10 else 2.0) if n == 1 else 6.0, 30)
+    assert used == [1] * 30 and gov.reprobes == 0 and gov._reference == pytest.approx(2.0)

@@ -452,7 +452,54 @@ def markdown(result: dict[str, Any]) -> str:
         f"peft {env['peft']}, python {env['python']}, commit {str(env['git_sha'])[:10]}"
         f"{' (dirty)' if env['dirty'] else ''}. Medians over rounds; intervals: paired bootstrap over rounds."
     )
+    shared = discarded_rows(result)
+    added = {0: "none", 1: "1 busy loop", 2: "2 busy loops"}
+    if shared:
+        lines += [
+            "",
+            "Rounds discarded above because other jobs (other sessions' test suites: not controlled, not busy",
+            "loops) used the CPU during them — the same interleaved measurement under real shared load:",
+            "",
+            "| load we added | other jobs (cores, median [min, max]) | rounds | "
+            + " | ".join(f"fixed {n} (s/step)" for n in fixed)
+            + " | auto (s/step) | auto chose | auto ÷ best fixed |",
+            "|" + "---|" * (6 + len(fixed)),
+        ]
+        for row in shared:
+            chose = ", ".join(f"{n}×{c}" for n, c in row["auto_choices"].items())
+            lines.append(
+                f"| {added.get(row['co_tenants'], row['co_tenants'])} | {_fmt(row['others'][0])} "
+                f"[{_fmt(row['others'][1])}, {_fmt(row['others'][2])}] | {row['rounds']} | "
+                + " | ".join(_fmt(row["fixed_median_s"][str(n)]) for n in fixed)
+                + f" | {_fmt(row['auto_median_s'])} | {chose} thread(s) | {row['ratio']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def discarded_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per load, the rounds discarded for other jobs' CPU use, summarised like the kept ones (no interval:
+    their load was whatever the other sessions ran)."""
+    rows = []
+    for k, data in result["loads"].items():
+        rounds = data.get("discarded") or []
+        if not rounds:
+            continue
+        fixed = {n: [r["samples_s"][f"fixed{n}"] for r in rounds] for n in result["fixed"]}
+        auto = [r["samples_s"]["auto"] for r in rounds]
+        others = [r["load"]["others"] for r in rounds if r["load"]["others"] is not None]
+        choices = [r["auto"]["n"] for r in rounds]
+        rows.append(
+            {
+                "co_tenants": int(k),
+                "rounds": len(rounds),
+                "others": (statistics.median(others), min(others), max(others)) if others else (None, None, None),
+                "fixed_median_s": {str(n): statistics.median(v) for n, v in fixed.items()},
+                "auto_median_s": statistics.median(auto),
+                "auto_choices": {str(n): choices.count(n) for n in sorted(set(choices))},
+                "ratio": ratio_of_medians(auto, list(fixed.values())),
+            }
+        )
+    return rows
 
 
 def scenario_markdown(result: dict[str, Any]) -> str:

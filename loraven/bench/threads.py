@@ -167,38 +167,53 @@ def run_threads_bench(
     warmup: int = 2,
     job_steps: int = 60,
     max_others: float | None = None,
+    attempts: int = MAX_ATTEMPTS,
+    wait_s: float = 900.0,
     seed: int = 0,
+    save: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Every fixed count and ``auto``, interleaved, ``rounds`` rounds per load; raw samples and summaries.
+    """Every fixed count and ``auto``, interleaved, ``rounds`` rounds per load; raw samples and summaries
+    (``save`` gets the whole result after every round, so a long wait for quiet loses nothing).
 
     ``max_others``: a round in which other jobs (not this process, not its co-tenants) used more cores than
-    this is discarded (kept in the output, counted in the table) and run again after :func:`wait_quiet`, up
-    to ``MAX_ATTEMPTS`` x ``rounds`` attempts per load: on a shared machine, "quiet" has to be checked."""
+    this is discarded (kept in the output, counted in the table) and run again after :func:`wait_quiet` (at
+    most ``wait_s``), up to ``attempts`` x ``rounds`` tries per load: on a shared machine, quiet is checked."""
     device = torch.device("cpu")
     method = reference_method()
     step, name, work = _build_step(model, layers, batch_size, seq_len, rank, seed, method)
     fixed = candidate_counts(usable_cores())
     variants = [f"fixed{n}" for n in fixed] + ["auto"]
+    out: dict[str, Any] = {
+        "model": name,
+        "method": method,
+        "rank": rank,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "rounds": rounds,
+        "job_steps": job_steps,
+        "fixed": fixed,
+        "max_others": max_others,
+        "env": _env(device),
+        "loads": {},
+        "summary": [],
+    }
     original = torch.get_num_threads()
     for _ in range(max(0, warmup)):
         for n in fixed:
             time_fixed(step, n)
-    per_load: dict[int, dict[str, Any]] = {}
     try:
         for k in loads:
-            samples: dict[str, list[float]] = {v: [] for v in variants}
-            samples["auto_job"] = []
-            autos: list[dict[str, Any]] = []
-            load_rows: list[dict[str, Any]] = []
-            discarded: list[dict[str, Any]] = []
+            samples: dict[str, list[float]] = {v: [] for v in [*variants, "auto_job"]}
+            data: dict[str, Any] = {"samples_s": samples, "auto": [], "load": [], "discarded": []}
+            out["loads"][str(k)] = data
             with co_tenants(k) as pids:
-                attempts = 0
-                while len(load_rows) < rounds and attempts < rounds * MAX_ATTEMPTS:
-                    attempts += 1
+                tries = 0
+                while len(data["load"]) < rounds and tries < rounds * attempts:
+                    tries += 1
                     if max_others is not None:
-                        wait_quiet(pids, max_others, log)
-                    r = len(load_rows)
+                        wait_quiet(pids, max_others, log, wait_s)
+                    r = len(data["load"])
                     meter = LoadMeter(pids)
                     got: dict[str, float] = {}
                     auto: dict[str, Any] = {}
@@ -212,33 +227,49 @@ def run_threads_bench(
                     line = ", ".join(f"{v} {got[v]:.2f}s" for v in variants)
                     line += f" (auto chose {auto['n']}, {auto['how']}; others {_fmt(cores['others'])} cores)"
                     if max_others is not None and cores["others"] is not None and cores["others"] > max_others:
-                        discarded.append({"samples_s": got, "auto": auto, "load": cores})
+                        data["discarded"].append({"samples_s": got, "auto": auto, "load": cores})
                         if log:
                             log(f"load {k}: round discarded, other jobs used {cores['others']:.2f} cores: {line}")
-                        continue
-                    for key, value in got.items():
-                        samples[key].append(value)
-                    autos.append(auto)
-                    load_rows.append(cores)
-                    if log:
-                        log(f"load {k} round {r + 1}/{rounds}: {line}")
-            per_load[k] = {"samples_s": samples, "auto": autos, "load": load_rows, "discarded": discarded}
+                    else:
+                        for key, value in got.items():
+                            samples[key].append(value)
+                        data["auto"].append(auto)
+                        data["load"].append(cores)
+                        if log:
+                            log(f"load {k} round {r + 1}/{rounds}: {line}")
+                    if save:
+                        save(with_summary(out))
     finally:
         torch.set_num_threads(original)
-    summary = [summarise(k, d, fixed, job_steps) for k, d in per_load.items()]
-    return {
-        "model": name,
-        "method": method,
-        "rank": rank,
-        "batch_size": batch_size,
-        "seq_len": seq_len,
-        "rounds": rounds,
-        "job_steps": job_steps,
-        "fixed": fixed,
-        "env": _env(device),
-        "loads": {str(k): v for k, v in per_load.items()},
-        "summary": summary,
-    }
+    return with_summary(out)
+
+
+def with_summary(out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` with ``summary`` rebuilt from its loads (those with at least one kept round)."""
+    out["summary"] = [
+        summarise(int(k), d, out["fixed"], out["job_steps"]) for k, d in out["loads"].items() if d["samples_s"]["auto"]
+    ]
+    return out
+
+
+def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Runs of the same set-up (model, method, rank, batch, counts) measured at different times, one table:
+    a load measured twice keeps the later run's rounds."""
+    first = results[0]
+    keys = ("model", "method", "rank", "batch_size", "seq_len", "fixed", "job_steps")
+    for other in results[1:]:
+        bad = [k for k in keys if other.get(k) != first.get(k)]
+        if bad:
+            raise ValueError(f"cannot merge runs that differ in {', '.join(bad)}")
+    out = {**first, "loads": {}, "summary": []}
+    out["env"] = dict(first["env"])
+    shas = sorted({str(r["env"].get("git_sha")) for r in results})
+    out["env"]["git_sha"] = ", ".join(s[:10] for s in shas) if len(shas) > 1 else shas[0]
+    out["env"]["dirty"] = any(r["env"].get("dirty") for r in results)
+    for r in results:
+        out["loads"].update(r["loads"])
+    out["loads"] = dict(sorted(out["loads"].items(), key=lambda kv: int(kv[0])))
+    return with_summary(out)
 
 
 def reference_method() -> str:
@@ -539,14 +570,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", choices=("arrive", "leave"), help="instead: the load changes mid-run")
     parser.add_argument("--steps", type=int, default=18, help="scenario: steps per run")
     parser.add_argument("--repeats", type=int, default=1, help="scenario: runs per variant")
-    parser.add_argument("--json", type=Path, help="write every sample here")
+    parser.add_argument("--attempts", type=int, default=MAX_ATTEMPTS, help="tries per kept round at most")
+    parser.add_argument("--wait-s", type=float, default=900.0, help="longest wait for quiet before a try")
+    parser.add_argument("--from-json", type=Path, nargs="+", help="no measuring: merge these runs into one table")
+    parser.add_argument("--json", type=Path, help="write every sample here (after every round)")
     parser.add_argument("--md", type=Path, help="write the markdown table here")
     args = parser.parse_args(argv)
     if "OMP_NUM_THREADS" in os.environ:
         print("note: OMP_NUM_THREADS is set; this benchmark sets torch's count itself", file=sys.stderr)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     common = dict(model=args.model, layers=args.layers, batch_size=args.batch_size, seq_len=args.seq_len)
-    if args.scenario:
+
+    def save_json(out: dict[str, Any]) -> None:
+        if args.json:
+            _atomic_write(args.json, json.dumps(out, indent=2, default=str) + "\n")
+
+    if args.from_json:
+        out = merge([json.loads(p.read_text()) for p in args.from_json])
+        text = markdown(out)
+    elif args.scenario:
         out = run_scenario(args.scenario, **common, rank=args.rank, steps=args.steps, repeats=args.repeats, log=log)
         text = scenario_markdown(out)
     else:
@@ -561,16 +603,23 @@ def main(argv: list[str] | None = None) -> int:
             rounds=args.rounds,
             job_steps=args.job_steps,
             max_others=args.max_others,
+            attempts=args.attempts,
+            wait_s=args.wait_s,
+            save=save_json,
             log=log,
         )
         text = markdown(out)
     print(text)
-    for path, content in ((args.json, json.dumps(out, indent=2, default=str) + "\n"), (args.md, text)):
-        if path:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(content)
-            tmp.replace(path)
+    save_json(out)
+    if args.md:
+        _atomic_write(args.md, text)
     return 0
+
+
+def _atomic_write(path: Path, content: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(content)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

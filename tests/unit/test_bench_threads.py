@@ -104,3 +104,22 @@ def test_tiny_run_end_to_end():
         assert row["rounds"] == 3 and row["ratio_steady"] > 0 and row["ratio_steady_ci"][0] is not None
         assert sum(row["auto_choices"].values()) == 3
     assert out["method"] == bench.reference_method() and out["env"]["torch"]
+
+
+def test_merge_runs_of_one_setup_into_one_table():
+    def run(k: int, sha: str, rank: int = 8) -> dict:
+        data = {
+            "samples_s": {"fixed1": [1.0] * 3, "fixed2": [2.0] * 3, "auto": [1.0] * 3, "auto_job": [1.0] * 3},
+            "auto": [{"n": 1, "how": "probe", "probe_units": []}] * 3,
+            "load": [{"others": 0.0}] * 3,
+            "discarded": [],
+        }
+        base = {"model": "m", "method": "x", "rank": rank, "batch_size": 16, "seq_len": 64, "job_steps": 60}
+        env = {"git_sha": sha, "dirty": False}
+        return {**base, "fixed": [1, 2], "env": env, "loads": {str(k): data}, "summary": []}
+
+    out = bench.merge([run(1, "b" * 40), run(0, "a" * 40)])
+    assert [r["co_tenants"] for r in out["summary"]] == [0, 1]
+    assert out["env"]["git_sha"] == "aaaaaaaaaa, bbbbbbbbbb"
+    with pytest.raises(ValueError, match="rank"):
+        bench.merge([run(0, "a"), run(1, "a", rank=16)])

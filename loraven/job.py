@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from loraven import measure, provenance, retention
+from loraven import measure, provenance, retention, threads
 from loraven.adapters.base import AdapterContext, apply_adapter, check_fits, fit_param_budget, get_adapter
 from loraven.errors import ConfigError, IncompatibleCombination
 from loraven.evaluate import evaluate
@@ -273,12 +273,30 @@ def _run_name(cfg: Mapping[str, Any], run_id: str) -> str:
     return f"{cfg['adapter']['name']}-{cfg['scheduler']['name']}-s{cfg.get('seed')}-{run_id[:6]}"
 
 
-def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: bool, main: bool = True) -> None:
-    """The training job: load → base score → adapt → train (metered) → evaluate (metered) → record."""
-    timer = measure.PhaseTimes()
-    device = provenance.pick_device(run.top.device)
+def _job_device(device_name: str) -> torch.device:
+    device = provenance.pick_device(device_name)
     if device.type == "cuda" and torch.distributed.is_initialized():  # one GPU per data-parallel rank
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: bool, main: bool = True) -> None:
+    """The training job under a :class:`~loraven.threads.ThreadGovernor` (torch's CPU thread count chosen for
+    the job, restored after it): ``env.torch_threads`` and ``env.threads`` say which count ran and why."""
+    gov = threads.ThreadGovernor(run.top.threads, _job_device(run.top.device))
+    try:
+        _train_and_evaluate(run, record, run_dir, tracker, progress, main, gov)
+    finally:
+        record.update_env(gov.record())
+        gov.restore()
+
+
+def _train_and_evaluate(
+    run: RunConfig, record: Record, run_dir: Path, tracker, progress: bool, main: bool, gov: threads.ThreadGovernor
+) -> None:
+    """load → base score → adapt → train (metered) → evaluate (metered) → record."""
+    timer = measure.PhaseTimes()
+    device = _job_device(run.top.device)
     seed = run.top.seed
     torch.manual_seed(seed)
     memory = measure.PeakMemory(device)
@@ -293,8 +311,9 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
     record.set_metrics({"task": task.name, "metric": task.metric_key})
     record.update_task(task.describe())
     eval_bs = run.trainer.eval_batch_size
-    base = base_metrics(run.raw, loaded, task, eval_bs, seed) if main else {}
-    kept = retention.measure_base(run, loaded, eval_bs, seed) if main else retention.Baseline()  # task.retention
+    with gov.watch(loaded.model, "base_eval", probe=True):  # no forward calls when the base score is cached
+        base = base_metrics(run.raw, loaded, task, eval_bs, seed) if main else {}
+        kept = retention.measure_base(run, loaded, eval_bs, seed) if main else retention.Baseline()  # task.retention
     total_params = sum(p.numel() for p in loaded.model.parameters())
     ctx = AdapterContext(total_steps=run.trainer.steps, seed=seed)
     with timer.phase("adapt", device):
@@ -306,9 +325,18 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
     meter = make_meter(run.energy if main else {"name": "none"}, run_dir)
     warmup_s = measure.warm_up(device)  # one-time process costs stay out of the metered phases
     readings: dict[str, EnergyReading] = {}
+    gov.new_phase("train", probe=True)
     with meter.measure("train") as box, timer.phase("train", device):
         stats = train(
-            adapted, task, loaded.tokenizer, run.trainer, device, log_fn=tracker.log, seed=seed, progress=progress
+            adapted,
+            task,
+            loaded.tokenizer,
+            run.trainer,
+            device,
+            log_fn=tracker.log,
+            seed=seed,
+            progress=progress,
+            threads=gov,
         )
     readings["train"] = box["reading"]
     if not main:  # rank 0 evaluates and writes; the others are done once training is
@@ -316,7 +344,8 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
         return
     with meter.measure("eval") as box, timer.phase("eval", device):
         adapted.prepare_for_inference()
-        metrics = evaluate(adapted.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
+        with gov.watch(adapted.model, "eval"):
+            metrics = evaluate(adapted.model, loaded.tokenizer, task, batch_size=eval_bs, seed=seed)
     readings["eval"] = box["reading"]
     record.set_metrics({**metrics, **base, "loss": stats.final_loss})
     retention_s = None

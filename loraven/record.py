@@ -97,6 +97,10 @@ class Record:
     def set_env(self, env: Mapping[str, Any]) -> None:
         self.data["env"] = dict(env)
 
+    def update_env(self, values: Mapping[str, Any]) -> None:
+        """Keys known only at the end of the job (the thread count it ran with) beside the provenance."""
+        self.data.setdefault("env", {}).update(values)
+
     def set_metrics(self, metrics: Mapping[str, Any]) -> None:
         self.data["metrics"] = {**self.data["metrics"], **metrics}
 

@@ -21,6 +21,7 @@ from loraven.paths import check_name_part
 from loraven.registry import load_config_plugins
 from loraven.schema import Section, parse
 from loraven.settings import TrainerConfig, trainer_config
+from loraven.threads import parse_threads
 
 GROUPS = ("model", "scheduler", "adapter", "trainer", "task", "energy", "tracking")
 
@@ -57,6 +58,7 @@ class TopLevel(Section):
     results_dir: str
     seed: int = Field(ge=0)
     device: str
+    threads: int | Literal["auto"] = "auto"  # torch's CPU thread count: timed on the job's own steps, or fixed
     rerun: bool
     job: Literal["train", "bench"]
     tuning: TuningConfig = Field(default_factory=TuningConfig)
@@ -77,6 +79,11 @@ class TopLevel(Section):
         if Path(value).expanduser().resolve() == Path("/"):
             raise ValueError(f"results_dir={value!r} is the filesystem root; give a folder of its own")
         return value
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, value: Any) -> int | str:
+        return parse_threads(value)
 
     @field_validator("device")
     @classmethod

@@ -25,6 +25,7 @@ from loraven.adapters.base import AdaptedModel
 from loraven.settings import TrainerConfig, trainer_config
 from loraven.tasks.base import Task
 from loraven.tasks.lm import lm_loss
+from loraven.threads import ThreadGovernor
 
 FAULT_ENV = "LORAVEN_FAULT_INJECT"  # tests: "oom@3" simulated CUDA OOM at step 3; "error@N"; "nan@N" (NaN loss);
 # "interrupt@N" (Ctrl-C at step N)
@@ -133,8 +134,12 @@ def train(
     log_fn=None,
     seed: int = 0,
     progress: bool = True,
+    threads: ThreadGovernor | None = None,
 ) -> TrainStats:
-    """Fine-tune ``adapted.model`` on ``task`` for ``cfg.steps`` optimizer steps."""
+    """Fine-tune ``adapted.model`` on ``task`` for ``cfg.steps`` optimizer steps.
+
+    ``threads``: sets torch's CPU thread count step by step (probes on the first steps, re-probes when the
+    load changes; :mod:`loraven.threads`); None leaves the count alone."""
     cfg = trainer_config(cfg).dump()
     model = adapted.model
     model.train()
@@ -163,7 +168,10 @@ def train(
     for step in range(1, steps + 1):
         batch = next(batches)
         stats.tokens += task.batch_units(batch) * world
+        work = max(v.numel() for v in batch.values())  # the thread probe's unit: padded tokens (or rows × features)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if threads is not None:
+            threads.begin()
         t0 = time.perf_counter()
         if device.type == "cuda":
             ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
@@ -177,6 +185,8 @@ def train(
             cuda_events.append(ev)
         else:
             stats.step_ms.append((time.perf_counter() - t0) * 1000.0)
+        if threads is not None:  # on a GPU the governor is fixed and ignores the time
+            threads.end(stats.step_ms[-1] / 1000.0 if device.type != "cuda" else 0.0, work)
         bar.update(1)
         if step % log_every == 0 or step == steps:
             if world > 1:  # every rank must stop together (else the next all-reduce hangs); log the global mean

@@ -56,9 +56,8 @@ def test_harness_loglikelihoods_equal_lm_eval_cli(session_cache, tmp_path, monke
     import torch
 
     from loraven import evaluate as evaluate_mod
-    from loraven.tasks import lm_scoring
     from loraven.models import build_tiny_llama
-    from loraven.tasks import build_task
+    from loraven.tasks import build_task, lm_scoring
 
     monkeypatch.setenv("LORAVEN_CACHE", str(session_cache))
     names, limit = ["boolq", "winogrande", "arc_easy", "hellaswag"], 4

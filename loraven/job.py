@@ -7,6 +7,7 @@ failure never takes down the sweep: the caller gets the record back, not an exce
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from loraven import measure, provenance
+from loraven import checkpoint, measure, provenance
 from loraven.adapters.base import AdapterContext, apply_adapter, check_fits, fit_param_budget, get_adapter
 from loraven.errors import ConfigError, IncompatibleCombination
 from loraven.evaluate import evaluate
@@ -173,6 +174,11 @@ def _run_claimed(
         record.data["energy"]["parallel_jobs"] = int(parallel_jobs)
         record.complete()
         exit_code = 0
+    except checkpoint.Preempted as err:  # CHECKPOINTS: saved after a signal; record the attempt, then hand it on
+        record.fail(err.reason)
+        exit_code = 255
+        _finalise(store, experiment, record, tracker, exit_code)
+        _hand_over(err, previous, store, experiment, record)
     except DivergenceError as err:
         record.fail(f"diverged: {err}")
     except torch.cuda.OutOfMemoryError as err:
@@ -192,7 +198,26 @@ def _run_claimed(
     finally:
         _set_sigterm(previous)
     _finalise(store, experiment, record, tracker, exit_code)
+    if record.status == "completed" and not record.get("_unsaved"):  # CHECKPOINTS: the record is on disk
+        checkpoint.finish_run(run_dir, run.trainer.checkpoint_keep_finished)
     return record.to_dict()
+
+
+def _hand_over(err: checkpoint.Preempted, outer_sigterm, store: ResultsStore, experiment: str, record: Record):
+    """After a preempted attempt is recorded, the signal goes where it would have gone without checkpoints:
+    SIGUSR1/SIGUSR2 to the handler installed before (submitit's: resubmit, ``scontrol requeue``, exit), SIGTERM and
+    unhandled user signals end the job as interrupted (exit 143 in a launcher's worker; Slurm requeues it)."""
+    err.signals.uninstall(redeliver=False)
+    if err.signum != signal.SIGTERM and callable(err.previous):
+        _set_sigterm(outer_sigterm if callable(outer_sigterm) else signal.SIG_IGN)  # requeue sends us a SIGTERM
+        try:
+            err.previous(err.signum, None)
+        except Exception as exc:  # submitit: "timed-out too many times" — no requeue; a rerun still resumes
+            record.fail(f"{err.reason}; not requeued ({exc})")
+            with contextlib.suppress(OSError, ContractViolation):
+                store.write(experiment, record.to_dict())
+            raise
+    raise Interrupted(f"signal {signal.Signals(err.signum).name}", err.signum)
 
 
 def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exit_code: int) -> None:
@@ -202,6 +227,9 @@ def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exi
     metrics; partial files the failure left in the run folder (temp files, empty CSVs) are removed.
     """
     result = record.to_dict()
+    if result["status"] == "failed" and "checkpoint" not in str(result["reason"]):  # CHECKPOINTS: can it resume?
+        note = checkpoint.resume_note(store.run_dir(experiment, str(result["run_id"])))
+        result["reason"] = f"{result['reason']}{note}"
     try:
         store.write(experiment, result)
         # the record is on disk: free the claim now, before W&B's finish (slow under load, and a launcher that
@@ -296,7 +324,8 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
     record.set_metrics({"task": task.name, "metric": task.metric_key})
     record.update_task(task.describe())
     eval_bs = run.trainer.eval_batch_size
-    base = base_metrics(run.raw, loaded, task, eval_bs, seed) if main else {}
+    with checkpoint.preserved_rng():  # lm-eval reseeds every RNG: a cached base score must not change the run
+        base = base_metrics(run.raw, loaded, task, eval_bs, seed) if main else {}
     total_params = sum(p.numel() for p in loaded.model.parameters())
     ctx = AdapterContext(total_steps=run.trainer.steps, seed=seed)
     with timer.phase("adapt", device):
@@ -308,11 +337,43 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
     meter = make_meter(run.energy if main else {"name": "none"}, run_dir)
     warmup_s = measure.warm_up(device)  # one-time process costs stay out of the metered phases
     readings: dict[str, EnergyReading] = {}
-    with meter.measure("train") as box, timer.phase("train", device):
-        stats = train(
-            adapted, task, loaded.tokenizer, run.trainer, device, log_fn=tracker.log, seed=seed, progress=progress
-        )
+    # CHECKPOINTS: resume from / save to <run_dir>/checkpoints; time and energy are summed over attempts
+    ckpt = checkpoint.for_run(run, run_dir, record["run_id"], warn=lambda m: _warn(record, m), job_started=start)
+    box: dict[str, EnergyReading] = {}
+    try:
+        with meter.measure("train") as box, timer.phase("train", device):
+            stats = train(
+                adapted,
+                task,
+                loaded.tokenizer,
+                run.trainer,
+                device,
+                log_fn=tracker.log,
+                seed=seed,
+                progress=progress,
+                checkpoints=ckpt,
+            )
+    except BaseException as err:
+        if ckpt is not None:
+            outcome = checkpoint.outcome_of(err)
+            ckpt.end_attempt(outcome, timer.phases.get("train"), timer.cpu.get("train"), box.get("reading"))
+            record.add_section("checkpoint", ckpt.section())
+            record.data["attempts"] = ckpt.attempts
+        raise
     readings["train"] = box["reading"]
+    totals = None
+    if ckpt is not None:
+        ckpt.end_attempt("completed", timer.phases["train"], timer.cpu["train"], box["reading"], stats.steps)
+        totals = ckpt.totals()
+        readings["train"] = totals["energy"]
+        record.add_section("checkpoint", ckpt.section())
+        record.data["attempts"] = ckpt.attempts
+        if box["reading"].kwh is not None and totals["energy_attempts"] < ckpt.attempts:
+            _warn(
+                record,
+                f"energy covers {totals['energy_attempts']} of {ckpt.attempts} training attempts "
+                "(the others were killed without warning: their energy was never read)",
+            )
     if not main:  # rank 0 evaluates and writes; the others are done once training is
         record.set_metrics({"loss": stats.final_loss})
         return
@@ -329,13 +390,14 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
             f"{fitted.name}: it trained {record['model']['trainable_params']} parameters",  # type: ignore[attr-defined]
         )
     record.set_time(
-        TimeInfo(
-            train_s=timer.phases["train"],
-            train_cpu_s=timer.cpu["train"],  # every thread of this process (compute + meter + W&B threads)
+        TimeInfo(  # with checkpoints: train_s, train_cpu_s and total_s summed over the run's attempts
+            train_s=totals["train_s"] if totals else timer.phases["train"],
+            # every thread of this process (compute + meter + W&B threads)
+            train_cpu_s=totals["train_cpu_s"] if totals else timer.cpu["train"],
             train_helper_cpu_s=timer.helper_cpu["train"],  # child processes (W&B's service)
             eval_s=timer.phases["eval"],
             load_s=timer.phases["load"],
-            total_s=time.perf_counter() - start,
+            total_s=time.perf_counter() - start + (totals["prior_job_s"] if totals else 0.0),
             step_ms_median=stats.step_ms_median,
             tokens_per_s=stats.tokens_per_s,
             steps=stats.steps,

@@ -59,8 +59,14 @@ def is_credential_key(key: Any) -> bool:
     return bool(set(words) & CREDENTIAL_WORDS) or name.endswith(CREDENTIAL_SUFFIXES)
 
 
+NON_SEMANTIC_TRAINER_PREFIX = "checkpoint_"  # trainer.checkpoint_*: where a run may resume from, not what it computes
+
+
 def run_id_for(cfg: Mapping[str, Any]) -> str:
     semantic = {k: cfg.get(k) for k in SEMANTIC_KEYS if k in cfg}
+    if isinstance(semantic.get("trainer"), Mapping):  # a run's id does not change when checkpointing is switched
+        trainer = semantic["trainer"]
+        semantic["trainer"] = {k: v for k, v in trainer.items() if not str(k).startswith(NON_SEMANTIC_TRAINER_PREFIX)}
     blob = json.dumps(semantic, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

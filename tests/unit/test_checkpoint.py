@@ -189,3 +189,95 @@ def test_energy_adds_up_over_attempts_with_the_weakest_evidence() -> None:
     assert total.evidence == "estimated" and total.method == "codecarbon-rapl+codecarbon-tdp-estimate"
     none, covered = checkpoint.sum_readings([EnergyReading("none"), None])
     assert covered == 0 and none.kwh is None
+
+
+# ---------------------------------------------------------------- a method's own state (LoRAven)
+
+
+def _loraven(seed: int = 0):
+    from loraven.adapters.base import AdapterContext, apply_adapter
+    from loraven.models import build_tiny_llama
+
+    model, _ = build_tiny_llama(seed=seed)
+    sched = {
+        "name": "energy",
+        "update_every": 2,
+        "min_steps_between_changes": 0,
+        "budget": {"fraction": 0.3},
+        "events": {"target_loss": 0.0, "error_threshold": 0.1, "performance_drop_pct": 0.5},
+    }
+    acfg = {"name": "loraven", "r_max": 8, "hebbian": True, "dropout": 0.1}
+    adapted = apply_adapter(model, acfg, sched, AdapterContext(seed=seed, total_steps=40))
+    opt = torch.optim.AdamW(list(adapted.trainable_parameters()), lr=3e-2)
+    return model, adapted, opt
+
+
+def _steps(model, adapted, opt, steps: range) -> None:
+    for step in steps:
+        x = torch.randint(4, 90, (4, 12), generator=torch.Generator().manual_seed(step))
+        loss = model(x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        adapted.after_optimizer_step(step, loss.detach())
+
+
+def _same(a, b, where: str = "state") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for key in a:
+            _same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def test_loraven_state_survives_a_weights_only_round_trip_and_continues_identically(tmp_path: Path) -> None:
+    """After 12 steps of the energy scheduler with events and Hebbian updates (decisions at odd steps: step 12 is
+    between two, with a loss accumulated and the next step observed), a fresh LoRAven model given the saved
+    parameters, optimizer and method state continues exactly as the original (ranks, events, trace, budget)."""
+    torch.manual_seed(0)
+    model, adapted, opt = _loraven()
+    _steps(model, adapted, opt, range(1, 13))
+    extra = adapted.state_dict_extra()
+    # the state is not trivial: ranks moved, events fired, the budget manager adapted, the scorers trained
+    assert len(extra["trace"]) > len(adapted.layers) and extra["events"]
+    assert extra["monitor"]["ema"] is not None and extra["scheduler"]["manager"]["scaling"] != 1.0
+    assert extra["scorers"]["updates"] > 0 and any(s["parked"] is not None for s in extra["layers"].values())
+    assert extra["loss_acc"] is not None and all(s["observe"] for s in extra["layers"].values())
+    torch.save(
+        {"extra": extra, "params": {n: p for n, p in model.named_parameters() if p.requires_grad}, "opt": opt.state_dict()},
+        tmp_path / "s.pt",
+    )
+    rng = checkpoint.rng_state()
+
+    saved = torch.load(tmp_path / "s.pt", weights_only=True)
+    torch.manual_seed(99)  # another init: everything that matters must come from the saved state
+    model2, adapted2, opt2 = _loraven()
+    with torch.no_grad():
+        for name, p in model2.named_parameters():
+            if p.requires_grad:
+                p.copy_(saved["params"][name])
+    opt2.load_state_dict(saved["opt"])
+    adapted2.load_state_extra(saved["extra"])
+    _same(adapted2.state_dict_extra(), extra)
+
+    checkpoint.set_rng_state(rng)
+    _steps(model, adapted, opt, range(13, 25))
+    checkpoint.set_rng_state(rng)
+    _steps(model2, adapted2, opt2, range(13, 25))
+    _same(adapted2.state_dict_extra(), adapted.state_dict_extra(), "after")
+    assert adapted2.summary() == adapted.summary() and adapted2.trace_rows() == adapted.trace_rows()
+
+
+def test_loraven_refuses_another_models_state() -> None:
+    _, adapted, _ = _loraven()
+    extra = adapted.state_dict_extra()
+    extra["layers"].pop(next(iter(extra["layers"])))
+    with pytest.raises(ValueError, match="not this model's"):
+        _loraven()[1].load_state_extra(extra)

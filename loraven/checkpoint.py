@@ -407,6 +407,8 @@ class CheckpointSession:
             "attempt": len(self.ledger) + 1,
             "outcome": "running",
             "started_at": now_iso(),
+            "started_unix": time.time(),  # training (re)starts here: a requeue's lost time ends here
+            "ended_unix": None,
             "start_step": point.step,
             "end_step": point.step,
             "train_s": 0.0,
@@ -415,6 +417,7 @@ class CheckpointSession:
             "saves": 0,
             "save_s": 0.0,
             "energy": None,
+            "reason": None,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
@@ -512,6 +515,7 @@ class CheckpointSession:
                 job_s=time.perf_counter() - self.job_started,
                 saves=self.saves,
                 save_s=self.save_s,
+                ended_unix=time.time(),  # of a killed attempt: its last save
             )
             self._write_ledger()
         log.info("checkpoint %s (%.2f s)", folder, spent)
@@ -525,6 +529,7 @@ class CheckpointSession:
         train_cpu_s: float | None,
         reading: EnergyReading | None,
         end_step: int | None = None,
+        reason: str | None = None,
     ) -> None:
         """The attempt's training phase is over (completed, interrupted, failed): the ledger gets its time and
         energy, and signals go back to their handlers — except after :class:`Preempted`, whose handler the job
@@ -538,7 +543,9 @@ class CheckpointSession:
             train_s=train_s if train_s is not None else self._entry["train_s"],
             train_cpu_s=train_cpu_s if train_cpu_s is not None else self._entry["train_cpu_s"],
             job_s=time.perf_counter() - self.job_started,
+            ended_unix=time.time(),
             energy=None if reading is None else reading.as_dict(),
+            reason=None if reason is None else reason[:300],
         )
         if end_step is not None:
             self._entry["end_step"] = int(end_step)

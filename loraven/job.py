@@ -355,8 +355,9 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
             )
     except BaseException as err:
         if ckpt is not None:
-            outcome = checkpoint.outcome_of(err)
-            ckpt.end_attempt(outcome, timer.phases.get("train"), timer.cpu.get("train"), box.get("reading"))
+            outcome, why = checkpoint.outcome_of(err), f"{type(err).__name__}: {err}"
+            why = err.reason if isinstance(err, checkpoint.Preempted) else why
+            ckpt.end_attempt(outcome, timer.phases.get("train"), timer.cpu.get("train"), box.get("reading"), reason=why)
             record.add_section("checkpoint", ckpt.section())
             record.data["attempts"] = ckpt.attempts
         raise

@@ -94,7 +94,10 @@ def test_a_killed_run_resumes_at_its_checkpoint_and_ends_bit_identical(
     assert resumed["checkpoint"]["resumed_from_step"] == 6
     assert resumed["attempts"] == 2 and reference["attempts"] == 1
     attempts = resumed["checkpoint"]["attempts"]
-    assert [(a["outcome"], a["start_step"], a["end_step"]) for a in attempts] == [("killed", 0, 6), ("completed", 6, 12)]
+    assert [(a["outcome"], a["start_step"], a["end_step"]) for a in attempts] == [
+        ("killed", 0, 6),
+        ("completed", 6, 12),
+    ]
     assert resumed["time"]["train_s"] == pytest.approx(sum(a["train_s"] for a in attempts))
     _assert_same_result(resumed, reference, run_dir, _run_dir(ref))
     assert not (run_dir / "checkpoints").exists()  # a completed run's checkpoints are deleted
@@ -146,7 +149,9 @@ def test_every_checkpoint_corrupt_starts_from_zero_and_rerun_true_starts_fresh(t
     fresh = run_job(_cfg(args, res), progress=False)
     reference = run_job(_cfg(args, ref, "trainer.checkpoint_every=0"), progress=False)
     assert fresh["status"] == "completed" and fresh["checkpoint"]["resumed_from_step"] is None
-    assert len(fresh["checkpoint"]["rejected"]) == 2 and all("did not finish" in r for r in fresh["checkpoint"]["rejected"])
+    assert len(fresh["checkpoint"]["rejected"]) == 2 and all(
+        "did not finish" in r for r in fresh["checkpoint"]["rejected"]
+    )
     _assert_same_result(fresh, reference, run_dir, _run_dir(ref))
     # checkpoint_keep_finished=true: the final state stays; rerun=true ignores it and trains from step 0
     assert [s for s, _ in checkpoint.list_checkpoints(run_dir / "checkpoints")][0] == 12

@@ -251,7 +251,11 @@ def test_loraven_state_survives_a_weights_only_round_trip_and_continues_identica
     assert extra["scorers"]["updates"] > 0 and any(s["parked"] is not None for s in extra["layers"].values())
     assert extra["loss_acc"] is not None and all(s["observe"] for s in extra["layers"].values())
     torch.save(
-        {"extra": extra, "params": {n: p for n, p in model.named_parameters() if p.requires_grad}, "opt": opt.state_dict()},
+        {
+            "extra": extra,
+            "params": {n: p for n, p in model.named_parameters() if p.requires_grad},
+            "opt": opt.state_dict(),
+        },
         tmp_path / "s.pt",
     )
     rng = checkpoint.rng_state()

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 SCRIPTS = ROOT / "scripts" / "slurm"
 STATE = Path(os.environ.get("LORAVEN_SLURM_DIR", "/tmp/loraven-slurm"))
-SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug"]
+SLURM = ["hydra/launcher=slurm_local"]  # submitit_slurm on the local partition (conf/hydra/launcher/slurm_local.yaml)
 
 
 @pytest.fixture(scope="session")

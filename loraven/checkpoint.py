@@ -52,9 +52,9 @@ import numpy as np
 import torch
 
 from loraven.meters.base import EVIDENCE, EnergyReading
-from loraven.record import now_iso
+from loraven.record import Record, now_iso
 
-log = logging.getLogger("loraven")
+log = logging.getLogger("loraven.checkpoint")
 
 SCHEMA = 1
 DIR_NAME = "checkpoints"
@@ -258,6 +258,10 @@ class DeferredSignals:
     def _note(self, signum: int, frame: Any) -> None:
         if self.pending is None:
             self.pending = int(signum)
+            return
+        previous = self.previous.get(int(signum))  # the same signal again: no waiting for the step boundary (a
+        if int(signum) == self.pending and callable(previous):  # step that hangs, a second Ctrl-\ or kill)
+            previous(signum, frame)
 
     def uninstall(self, redeliver: bool = True) -> None:
         """Put the previous handlers back; a signal that came after the last step boundary is sent again to them."""
@@ -356,6 +360,7 @@ class CheckpointSession:
         self._cpu0 = 0.0
         self._refs: tuple[Any, Any, Any, Any] | None = None
         self._touched = False
+        self.step_done: int | None = None  # the last step this attempt finished
 
     # ------------------------------------------------------------------ ledger
     def _read_ledger(self) -> list[dict[str, Any]]:
@@ -476,6 +481,7 @@ class CheckpointSession:
     def after_step(self, step: int, total: int, loop: Callable[[], dict[str, Any]]) -> None:
         """At the boundary after ``step``: save when it is a checkpoint step, the last step, or a signal came; after
         a signal, stop with :class:`Preempted`."""
+        self.step_done = int(step)
         signum = self.signals.pending
         due = self.every > 0 and (step % self.every == 0 or step == total)
         if (due or signum is not None) and self.last_saved != step:
@@ -518,7 +524,7 @@ class CheckpointSession:
                 ended_unix=time.time(),  # of a killed attempt: its last save
             )
             self._write_ledger()
-        log.info("checkpoint %s (%.2f s)", folder, spent)
+        log.debug("checkpoint %s (%.2f s)", folder, spent)
         return folder
 
     # ------------------------------------------------------------------ end of the attempt
@@ -528,7 +534,6 @@ class CheckpointSession:
         train_s: float | None,
         train_cpu_s: float | None,
         reading: EnergyReading | None,
-        end_step: int | None = None,
         reason: str | None = None,
     ) -> None:
         """The attempt's training phase is over (completed, interrupted, failed): the ledger gets its time and
@@ -547,8 +552,8 @@ class CheckpointSession:
             energy=None if reading is None else reading.as_dict(),
             reason=None if reason is None else reason[:300],
         )
-        if end_step is not None:
-            self._entry["end_step"] = int(end_step)
+        if self.step_done is not None:
+            self._entry["end_step"] = self.step_done
         with contextlib.suppress(OSError):
             self._write_ledger()
 
@@ -568,6 +573,11 @@ class CheckpointSession:
             "energy_attempts": metered,
         }
 
+    def describe(self, record: Record) -> None:
+        """The record's top-level ``attempts`` and its ``checkpoint`` section."""
+        record.data["attempts"] = self.attempts
+        record.add_section("checkpoint", self.section())
+
     def section(self) -> dict[str, Any]:
         """The record's ``checkpoint`` section."""
         return {
@@ -580,6 +590,46 @@ class CheckpointSession:
             "rejected": list(self.rejected),
             "attempts": [{k: v for k, v in e.items() if k != "energy"} | _energy_brief(e) for e in self.ledger],
         }
+
+
+@dataclass
+class TrainPhase:
+    """The training phase as the record sees it: the energy reading and, with checkpoints, the sums over attempts."""
+
+    reading: EnergyReading | None = None
+    totals: dict[str, Any] | None = None
+
+
+@contextlib.contextmanager
+def train_phase(
+    session: CheckpointSession | None, meter: Any, timer: Any, device: Any, record: Record
+) -> Iterator[TrainPhase]:
+    """Meter and time the training phase of this attempt; with a session, close the attempt's ledger entry however
+    the phase ends and put the ``checkpoint`` section and ``attempts`` in the record (energy and time summed)."""
+    phase, box = TrainPhase(), {}
+    try:
+        with meter.measure("train") as box, timer.phase("train", device):
+            yield phase
+    except BaseException as err:
+        if session is not None:
+            why = err.reason if isinstance(err, Preempted) else f"{type(err).__name__}: {err}"
+            train_s, cpu_s = timer.phases.get("train"), timer.cpu.get("train")
+            session.end_attempt(outcome_of(err), train_s, cpu_s, box.get("reading"), reason=why)
+            session.describe(record)
+        raise
+    phase.reading = box["reading"]
+    if session is None:
+        return
+    session.end_attempt("completed", timer.phases["train"], timer.cpu["train"], phase.reading)
+    phase.totals = session.totals()
+    phase.reading = phase.totals["energy"]
+    session.describe(record)
+    n, covered = session.attempts, phase.totals["energy_attempts"]
+    if box["reading"].kwh is not None and covered < n:
+        session.warn(
+            f"energy covers {covered} of {n} training attempts (the others were killed without warning: "
+            "their energy was never read)"
+        )
 
 
 def outcome_of(err: BaseException) -> str:

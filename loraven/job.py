@@ -337,44 +337,22 @@ def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: b
     meter = make_meter(run.energy if main else {"name": "none"}, run_dir)
     warmup_s = measure.warm_up(device)  # one-time process costs stay out of the metered phases
     readings: dict[str, EnergyReading] = {}
-    # CHECKPOINTS: resume from / save to <run_dir>/checkpoints; time and energy are summed over attempts
+    # CHECKPOINTS: resume from / save to <run_dir>/checkpoints; time and energy are summed over the run's attempts
     ckpt = checkpoint.for_run(run, run_dir, record["run_id"], warn=lambda m: _warn(record, m), job_started=start)
-    box: dict[str, EnergyReading] = {}
-    try:
-        with meter.measure("train") as box, timer.phase("train", device):
-            stats = train(
-                adapted,
-                task,
-                loaded.tokenizer,
-                run.trainer,
-                device,
-                log_fn=tracker.log,
-                seed=seed,
-                progress=progress,
-                checkpoints=ckpt,
-            )
-    except BaseException as err:
-        if ckpt is not None:
-            outcome, why = checkpoint.outcome_of(err), f"{type(err).__name__}: {err}"
-            why = err.reason if isinstance(err, checkpoint.Preempted) else why
-            ckpt.end_attempt(outcome, timer.phases.get("train"), timer.cpu.get("train"), box.get("reading"), reason=why)
-            record.add_section("checkpoint", ckpt.section())
-            record.data["attempts"] = ckpt.attempts
-        raise
-    readings["train"] = box["reading"]
-    totals = None
-    if ckpt is not None:
-        ckpt.end_attempt("completed", timer.phases["train"], timer.cpu["train"], box["reading"], stats.steps)
-        totals = ckpt.totals()
-        readings["train"] = totals["energy"]
-        record.add_section("checkpoint", ckpt.section())
-        record.data["attempts"] = ckpt.attempts
-        if box["reading"].kwh is not None and totals["energy_attempts"] < ckpt.attempts:
-            _warn(
-                record,
-                f"energy covers {totals['energy_attempts']} of {ckpt.attempts} training attempts "
-                "(the others were killed without warning: their energy was never read)",
-            )
+    with checkpoint.train_phase(ckpt, meter, timer, device, record) as phase:
+        stats = train(
+            adapted,
+            task,
+            loaded.tokenizer,
+            run.trainer,
+            device,
+            log_fn=tracker.log,
+            seed=seed,
+            progress=progress,
+            checkpoints=ckpt,
+        )
+    readings["train"] = phase.reading
+    totals = phase.totals  # None without checkpoints (data parallel)
     if not main:  # rank 0 evaluates and writes; the others are done once training is
         record.set_metrics({"loss": stats.final_loss})
         return

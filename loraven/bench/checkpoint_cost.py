@@ -1,7 +1,7 @@
 """What mid-run checkpoints cost: the same training run with ``trainer.checkpoint_every=0`` (off) and at an interval.
 
-    python -m loraven.bench.checkpoint_cost --model tiny_llama --adapter lora --steps 200 --every 50 --pairs 6
-    python -m loraven.bench.checkpoint_cost --model smollm2_135m --adapter lora --steps 60 --pairs 3
+    python -m loraven.bench.checkpoint_cost --model tiny_llama --steps 200 --every 50 --pairs 6
+    python -m loraven.bench.checkpoint_cost --model smollm2_135m --steps 60 --pairs 3 --adapter none
 
 Runs go through the real job (:func:`loraven.job.run_job`, ``energy=none tracking=none``) in ABBA order (off, on,
 on, off, ...) so that drift in a shared machine's load hits both alike. Per pair: the ``train_s`` ratio on ÷ off
@@ -26,13 +26,13 @@ from loraven.bench.overhead import compose_config, median_interval
 
 
 def run_pairs(
-    model: str, adapter: str, steps: int, every: int, pairs: int, extra: list[str], log=print
+    model: str, adapter: str | None, steps: int, every: int, pairs: int, extra: list[str], log=print
 ) -> dict[str, Any]:
     from loraven.job import run_job
 
     common = [
         f"model={model}",
-        f"adapter={adapter}",
+        *([f"adapter={adapter}"] if adapter else []),  # None: the default run's method
         f"trainer.steps={steps}",
         "energy=none",
         "tracking=none",
@@ -70,7 +70,7 @@ def run_pairs(
     cpu = [a / b for a, b in zip(samples["on"]["cpu_s"], samples["off"]["cpu_s"], strict=True)]
     return {
         "model": model,
-        "adapter": adapter,
+        "adapter": adapter or "default",
         "steps": steps,
         "every": every,
         "pairs": pairs,
@@ -92,7 +92,7 @@ def run_pairs(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loraven.bench.checkpoint_cost", description=__doc__)
     parser.add_argument("--model", default="tiny_llama")
-    parser.add_argument("--adapter", default="lora")
+    parser.add_argument("--adapter", default=None, help="the method (default: the default run's)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--pairs", type=int, default=6)

@@ -316,6 +316,17 @@ def _reading(data: Mapping[str, Any] | None) -> EnergyReading | None:
     return EnergyReading(**{k: v for k, v in data.items() if k in known and k != "below_resolution"})
 
 
+def _check_optimizer(saved: Mapping[str, Any], params: list[torch.Tensor]) -> None:
+    """The saved AdamW state belongs to these parameters (count and shapes); torch checks only the count."""
+    ids = [i for group in saved["param_groups"] for i in group["params"]]
+    if len(ids) != len(params):
+        raise CheckpointRejected(f"its optimizer holds {len(ids)} parameters, this run trains {len(params)}")
+    for i, param in zip(ids, params, strict=True):
+        moment = saved["state"].get(i, {}).get("exp_avg")
+        if moment is not None and tuple(moment.shape) != tuple(param.shape):
+            raise CheckpointRejected(f"its optimizer state has shape {tuple(moment.shape)} for a {tuple(param.shape)}")
+
+
 # --------------------------------------------------------------------------- one attempt
 
 
@@ -452,9 +463,16 @@ class CheckpointSession:
             for name, tensor in saved.items():
                 if tuple(tensor.shape) != tuple(live[name].shape) or tensor.dtype != live[name].dtype:
                     raise CheckpointRejected(f"{name}: {tuple(tensor.shape)} {tensor.dtype} in the checkpoint")
+        _check_optimizer(state["optimizer"], step_fn.params)
         data = state["data"]
-        if data is not None and not hasattr(batches, "load_state_dict"):
-            raise CheckpointRejected("it saved a data position this task's batch iterator cannot restore")
+        if data is not None:
+            if not hasattr(batches, "load_state_dict"):
+                raise CheckpointRejected("it saved a data position this task's batch iterator cannot restore")
+            mine = (getattr(batches, "rows", None), getattr(batches, "batch_size", None))
+            if (int(data["rows"]), int(data["batch_size"])) != mine:
+                raise CheckpointRejected(
+                    f"its data position ({data['rows']} rows, batch {data['batch_size']}) is not this task's {mine}"
+                )
         self._touched = True  # from here on the run's objects change: a failure must not let it start fresh
         adapted.load_state_extra(state["adapter"])
         with torch.no_grad():

@@ -9,6 +9,7 @@ has it, so that a resumed run that did not restore the RNG would draw other mask
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -206,3 +207,25 @@ def test_a_cached_base_score_does_not_change_the_run(tmp_path: Path, monkeypatch
     second = run_job(_cfg(args, tmp_path / "b"), progress=False)  # reads it from the cache
     assert first["train"]["loss_curve"] == second["train"]["loss_curve"]
     assert json.dumps(first["metrics"], sort_keys=True) == json.dumps(second["metrics"], sort_keys=True)
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_before_anything_is_loaded(tmp_path: Path, monkeypatch) -> None:
+    """A checkpoint of another model shape under this run's id (a copied folder, edited code) is checked against the
+    live parameters and optimizer before anything changes: refused with the reason, and the run starts at step 0."""
+    big, small = [*RUN, "adapter=lora", "adapter.r=8"], [*RUN, "adapter=lora", "adapter.r=4"]
+    monkeypatch.setenv("LORAVEN_FAULT_INJECT", "term@5")
+    with pytest.raises(KeyboardInterrupt):
+        run_job(_cfg(big, tmp_path / "big"), progress=False)
+    monkeypatch.delenv("LORAVEN_FAULT_INJECT")
+    reference = run_job(_cfg(small, tmp_path / "ref", "trainer.checkpoint_every=0"), progress=False)
+    target = tmp_path / "small" / "default" / reference["run_id"] / "checkpoints"
+    target.parent.mkdir(parents=True)
+    shutil.copytree(_run_dir(tmp_path / "big") / "checkpoints", target)
+    for _, folder in checkpoint.list_checkpoints(target):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "run_id": reference["run_id"]}))
+    done = run_job(_cfg(small, tmp_path / "small"), progress=False)
+    assert done["status"] == "completed" and done["checkpoint"]["resumed_from_step"] is None
+    assert len(done["checkpoint"]["rejected"]) == 2
+    assert all("in the checkpoint" in r or "not this model's" in r for r in done["checkpoint"]["rejected"])
+    assert done["train"]["loss_curve"] == reference["train"]["loss_curve"]

@@ -7,11 +7,13 @@ is then replayed), the loop's accumulators (loss curve, step times, tokens, time
 and the method's own state (:meth:`AdaptedModel.state_dict_extra`: LoRAven's ranks, parked columns, scheduler,
 budget, events, scorers, trace). On CPU in fp32 a resumed run ends with the uninterrupted run's exact numbers.
 
-When: every ``trainer.checkpoint_every`` steps and after the last step (when that is > 0), and at the first step
-boundary after a SIGTERM, SIGUSR1 or SIGUSR2 (a preemption, a coming time limit, ``scancel``, ``scontrol
-requeue``): the signal handler only sets a flag — a handler runs between bytecodes, possibly inside the optimizer
-step — and the loop saves after the step and stops with :class:`Preempted`. The job records the attempt
-(``failed``, with a reason that says it resumes) and hands the signal on (:func:`loraven.job._hand_over`).
+When: every ``trainer.checkpoint_every`` steps and after the last step (when that is > 0; a periodic save waits
+while the last one cost more than ``trainer.checkpoint_max_overhead`` of the training time since it, so a big
+state on fast steps costs at most that share), and at the first step boundary after a SIGTERM, SIGUSR1 or SIGUSR2
+(a preemption, a coming time limit, ``scancel``, ``scontrol requeue``): the signal handler only sets a flag — a
+handler runs between bytecodes, possibly inside the optimizer step — and the loop saves after the step and stops
+with :class:`Preempted`. The job records the attempt (``failed``, with a reason that says it resumes) and hands
+the signal on (:func:`loraven.job._hand_over`).
 
 How: the state file is written to a temp folder with ``torch.save``, fsynced and hashed; its manifest (schema,
 run_id, step, sha256, size) is written last, and the folder is renamed into place. On start the newest
@@ -350,12 +352,17 @@ class CheckpointSession:
         keep: int,
         keep_finished: bool,
         *,
+        max_overhead: float | None = None,
         fresh: bool = False,
         warn: Callable[[str], None] | None = None,
         job_started: float | None = None,
     ) -> None:
         self.run_dir, self.root, self.run_id = Path(run_dir), checkpoint_dir(run_dir), run_id
         self.every, self.keep, self.keep_finished = int(every or 0), int(keep), bool(keep_finished)
+        self.max_overhead = float(max_overhead or 0.0)
+        self.postponed = 0  # periodic saves put off by max_overhead
+        self._last_save_end: float | None = None
+        self._last_save_cost = 0.0
         self.warn = warn or (lambda message: log.warning("%s", message))
         self.job_started = job_started if job_started is not None else time.perf_counter()
         if fresh:
@@ -502,11 +509,20 @@ class CheckpointSession:
         self.step_done = int(step)
         signum = self.signals.pending
         due = self.every > 0 and (step % self.every == 0 or step == total)
+        if due and step != total and signum is None and self._too_soon():
+            self.postponed += 1
+            due = False
         if (due or signum is not None) and self.last_saved != step:
             self.save(step, loop())
         if signum is not None:  # handlers stay deferred until the job has recorded the attempt (job._hand_over)
             self.signals.pending = None
             raise Preempted(step, signum, self.signals)
+
+    def _too_soon(self) -> bool:
+        """``max_overhead``: the last save cost more than that share of the training time since it ended."""
+        if not self.max_overhead or self._last_save_end is None:
+            return False
+        return self._last_save_cost > self.max_overhead * (time.perf_counter() - self._last_save_end)
 
     def save(self, step: int, loop: Mapping[str, Any]) -> Path:
         adapted, step_fn, batches, _ = self._refs  # type: ignore[misc]
@@ -529,7 +545,9 @@ class CheckpointSession:
         meta = {"run_id": self.run_id, "attempt": attempt, "torch": torch.__version__}
         folder = write_checkpoint(self.root, step, state, meta)
         prune(self.root, self.keep)
-        spent = time.perf_counter() - start
+        self._last_save_end = time.perf_counter()
+        spent = self._last_save_end - start
+        self._last_save_cost = spent
         self.last_saved, self.saves, self.save_s = int(step), self.saves + 1, self.save_s + spent
         if self._entry is not None:
             self._entry.update(
@@ -600,6 +618,8 @@ class CheckpointSession:
         """The record's ``checkpoint`` section."""
         return {
             "every": self.every,
+            "max_overhead": self.max_overhead,
+            "postponed": self.postponed,
             "dir": str(self.root),
             "resumed_from_step": self.resumed_from,
             "saves": self.saves,
@@ -692,6 +712,7 @@ def for_run(
         t.checkpoint_every,
         t.checkpoint_keep,
         t.checkpoint_keep_finished,
+        max_overhead=t.checkpoint_max_overhead,
         fresh=bool(run.top.rerun) and not requeued,
         warn=warn,
         job_started=job_started,

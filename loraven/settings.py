@@ -34,6 +34,7 @@ class TrainerConfig(Section):
     # mid-run checkpoints (loraven/checkpoint.py); not part of the run_id (track.NON_SEMANTIC_TRAINER_PREFIX):
     # they change where a run can resume from, never what it computes
     checkpoint_every: int | None = Field(ge=0)
+    checkpoint_max_overhead: float | None = Field(ge=0.0, lt=1.0)
     checkpoint_keep: int = Field(ge=1)
     checkpoint_keep_finished: bool
 

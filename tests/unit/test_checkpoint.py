@@ -285,3 +285,26 @@ def test_loraven_refuses_another_models_state() -> None:
     extra["layers"].pop(next(iter(extra["layers"])))
     with pytest.raises(ValueError, match="not this model's"):
         _loraven()[1].load_state_extra(extra)
+
+
+def test_periodic_saves_wait_while_the_last_one_cost_more_than_the_overhead_cap(tmp_path: Path, monkeypatch) -> None:
+    """checkpoint_every=1 with saves costing 1 s on 0.5 s steps and a 50 % cap: a save needs ≥ 2 s of training since
+    the last one; the final step and a signal always save."""
+    session = checkpoint.CheckpointSession(tmp_path, "r", 1, 2, False, max_overhead=0.5)
+    clock, saved = [0.0], []
+
+    def fake_save(step: int, loop) -> None:
+        saved.append(step)
+        session.last_saved, session._last_save_cost, session._last_save_end = step, 1.0, clock[0]
+
+    monkeypatch.setattr(session, "save", fake_save)
+    monkeypatch.setattr(checkpoint.time, "perf_counter", lambda: clock[0])
+    for step in range(1, 10):
+        clock[0] = 0.5 * step
+        if step == 7:
+            session.signals.pending = signal.SIGUSR1
+            with pytest.raises(checkpoint.Preempted):
+                session.after_step(step, 9, dict)
+            continue
+        session.after_step(step, 9, dict)
+    assert saved == [1, 5, 7, 9] and session.postponed == 5  # 2, 3, 4, 6 and 8 (too soon after 7) waited

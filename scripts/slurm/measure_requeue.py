@@ -53,7 +53,7 @@ def one(how: str, tmp: Path) -> dict:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"no checkpoint appeared; see {tmp / 'launcher.log'}")
             time.sleep(0.1)
-        task = next(m[0] for p in (sweep / ".submitit").glob("*_*") if (m := re.fullmatch(r"\d+_\d+", p.name)))
+        task = next(p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+(_\d+)?", p.name))
         load = os.getloadavg()[0]
         signalled = time.time()
         subprocess.run([*HOW[how], task], check=True, timeout=30, env=env)

@@ -308,3 +308,23 @@ def test_periodic_saves_wait_while_the_last_one_cost_more_than_the_overhead_cap(
             continue
         session.after_step(step, 9, dict)
     assert saved == [1, 5, 7, 9] and session.postponed == 5  # 2, 3, 4, 6 and 8 (too soon after 7) waited
+
+
+def test_lora_ar_resume_proves_its_re_derived_allocation() -> None:
+    """LoRA-AR's ranks are not restored but derived again from the same frozen weights; the checkpoint keeps the
+    ones it trained with, and a resume whose allocation came out different is refused."""
+    from loraven.adapters.base import AdapterContext, apply_adapter
+    from loraven.models import build_tiny_llama
+
+    def build():
+        model, _ = build_tiny_llama(seed=0)
+        return apply_adapter(model, {"name": "lora_ar"}, {"name": "static"}, AdapterContext())
+
+    saved = build().state_dict_extra()
+    again = build()
+    again.load_state_extra(saved)  # the same weights give the same allocation
+    assert again.state_dict_extra() == saved and saved["ranks"]
+    module = next(iter(saved["ranks"]))
+    other = {**saved, "ranks": {**saved["ranks"], module: saved["ranks"][module] + 1}}
+    with pytest.raises(ValueError, match="re-derived allocation differs"):
+        again.load_state_extra(other)

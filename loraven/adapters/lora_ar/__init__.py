@@ -50,11 +50,10 @@ class LoraARAdapted(PeftAdapted):
 
     def load_state_extra(self, state: Mapping[str, Any]) -> None:
         mine = self.state_dict_extra()
-        if {k: dict(state.get(k) or {}) for k in mine} != mine:
+        saved = {key: dict(state.get(key) or {}) for key in mine}
+        if saved != mine:
             differ = sorted(
-                m
-                for m in set(mine["ranks"]) | set(state.get("ranks") or {})
-                if mine["ranks"].get(m) != (state.get("ranks") or {}).get(m)
+                m for m in {**mine["ranks"], **saved["ranks"]} if mine["ranks"].get(m) != saved["ranks"].get(m)
             )
             raise ValueError(f"LoRA-AR's re-derived allocation differs from the checkpoint's (modules {differ[:5]})")
 

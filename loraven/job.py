@@ -7,6 +7,7 @@ failure never takes down the sweep: the caller gets the record back, not an exce
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from loraven import measure, provenance, retention, threads
+from loraven import checkpoint, measure, provenance, retention, threads
 from loraven.adapters.base import AdapterContext, apply_adapter, check_fits, fit_param_budget, get_adapter
 from loraven.errors import ConfigError, IncompatibleCombination
 from loraven.evaluate import evaluate
@@ -174,6 +175,11 @@ def _run_claimed(
         record.data["energy"]["parallel_jobs"] = int(parallel_jobs)
         record.complete()
         exit_code = 0
+    except checkpoint.Preempted as err:  # CHECKPOINTS: saved after a signal; record the attempt, then hand it on
+        record.fail(err.reason)
+        exit_code = 255
+        _finalise(store, experiment, record, tracker, exit_code)
+        _hand_over(err, previous, store, experiment, record)
     except DivergenceError as err:
         record.fail(f"diverged: {err}")
     except torch.cuda.OutOfMemoryError as err:
@@ -193,7 +199,26 @@ def _run_claimed(
     finally:
         _set_sigterm(previous)
     _finalise(store, experiment, record, tracker, exit_code)
+    if record.status == "completed" and not record.get("_unsaved"):  # CHECKPOINTS: the record is on disk
+        checkpoint.finish_run(run_dir, run.trainer.checkpoint_keep_finished)
     return record.to_dict()
+
+
+def _hand_over(err: checkpoint.Preempted, outer_sigterm, store: ResultsStore, experiment: str, record: Record):
+    """After a preempted attempt is recorded, the signal goes where it would have gone without checkpoints:
+    SIGUSR1/SIGUSR2 to the handler installed before (submitit's: resubmit, ``scontrol requeue``, exit), SIGTERM and
+    unhandled user signals end the job as interrupted (exit 143 in a launcher's worker; Slurm requeues it)."""
+    err.signals.uninstall(redeliver=False)
+    if err.signum != signal.SIGTERM and callable(err.previous):
+        _set_sigterm(outer_sigterm if callable(outer_sigterm) else signal.SIG_IGN)  # requeue sends us a SIGTERM
+        try:
+            err.previous(err.signum, None)
+        except Exception as exc:  # submitit: "timed-out too many times" — no requeue; a rerun still resumes
+            record.fail(f"{err.reason}; not requeued ({exc})")
+            with contextlib.suppress(OSError, ContractViolation):
+                store.write(experiment, record.to_dict())
+            raise
+    raise Interrupted(f"signal {signal.Signals(err.signum).name}", err.signum)
 
 
 def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exit_code: int) -> None:
@@ -204,6 +229,9 @@ def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exi
     """
     result = record.to_dict()
     written: Path | None = None
+    if result["status"] == "failed" and "checkpoint" not in str(result["reason"]):  # CHECKPOINTS: can it resume?
+        note = checkpoint.resume_note(store.run_dir(experiment, str(result["run_id"])))
+        result["reason"] = f"{result['reason']}{note}"
     try:
         written = store.write(experiment, result)
         # the record is on disk: free the claim now, before W&B's finish (slow under load, and a launcher that
@@ -311,7 +339,8 @@ def _train_and_evaluate(
     record.set_metrics({"task": task.name, "metric": task.metric_key})
     record.update_task(task.describe())
     eval_bs = run.trainer.eval_batch_size
-    with gov.watch(loaded.model, "base_eval", probe=True):  # no forward calls when the base score is cached
+    with gov.watch(loaded.model, "base_eval", probe=True), checkpoint.preserved_rng():
+        # lm-eval reseeds every RNG: a cached base score must not change the run; no forward calls when cached
         base = base_metrics(run.raw, loaded, task, eval_bs, seed) if main else {}
         kept = retention.measure_base(run, loaded, eval_bs, seed) if main else retention.Baseline()  # task.retention
     total_params = sum(p.numel() for p in loaded.model.parameters())
@@ -325,8 +354,10 @@ def _train_and_evaluate(
     meter = make_meter(run.energy if main else {"name": "none"}, run_dir)
     warmup_s = measure.warm_up(device)  # one-time process costs stay out of the metered phases
     readings: dict[str, EnergyReading] = {}
+    # CHECKPOINTS: resume from / save to <run_dir>/checkpoints; time and energy are summed over the run's attempts
+    ckpt = checkpoint.for_run(run, run_dir, record["run_id"], warn=lambda m: _warn(record, m), job_started=start)
     gov.new_phase("train", probe=True)
-    with meter.measure("train") as box, timer.phase("train", device):
+    with checkpoint.train_phase(ckpt, meter, timer, device, record) as phase:
         stats = train(
             adapted,
             task,
@@ -337,8 +368,10 @@ def _train_and_evaluate(
             seed=seed,
             progress=progress,
             threads=gov,
+            checkpoints=ckpt,
         )
-    readings["train"] = box["reading"]
+    readings["train"] = phase.reading
+    totals = phase.totals  # None without checkpoints (data parallel)
     if not main:  # rank 0 evaluates and writes; the others are done once training is
         record.set_metrics({"loss": stats.final_loss})
         return
@@ -360,13 +393,14 @@ def _train_and_evaluate(
             f"{fitted.name}: it trained {record['model']['trainable_params']} parameters",  # type: ignore[attr-defined]
         )
     record.set_time(
-        TimeInfo(
-            train_s=timer.phases["train"],
-            train_cpu_s=timer.cpu["train"],  # every thread of this process (compute + meter + W&B threads)
+        TimeInfo(  # with checkpoints: train_s, train_cpu_s and total_s summed over the run's attempts
+            train_s=totals["train_s"] if totals else timer.phases["train"],
+            # every thread of this process (compute + meter + W&B threads)
+            train_cpu_s=totals["train_cpu_s"] if totals else timer.cpu["train"],
             train_helper_cpu_s=timer.helper_cpu["train"],  # child processes (W&B's service)
             eval_s=timer.phases["eval"],
             load_s=timer.phases["load"],
-            total_s=time.perf_counter() - start,
+            total_s=time.perf_counter() - start + (totals["prior_job_s"] if totals else 0.0),
             step_ms_median=stats.step_ms_median,
             tokens_per_s=stats.tokens_per_s,
             steps=stats.steps,

@@ -87,6 +87,7 @@ class Record:
             "experiment": experiment,
             "seed": cfg.get("seed"),
             "config": dict(cfg),
+            "attempts": 1,  # training attempts behind this record (mid-run checkpoints: loraven/checkpoint.py)
             **sections,
         }
 

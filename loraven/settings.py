@@ -31,6 +31,12 @@ class TrainerConfig(Section):
     log_every: int = Field(ge=1)
     precision: Literal["auto", "bf16", "fp32"]
     betas: list[float] = Field(min_length=2, max_length=2)
+    # mid-run checkpoints (loraven/checkpoint.py); not part of the run_id (track.NON_SEMANTIC_TRAINER_PREFIX):
+    # they change where a run can resume from, never what it computes
+    checkpoint_every: int | None = Field(ge=0)
+    checkpoint_max_overhead: float | None = Field(ge=0.0, lt=1.0)
+    checkpoint_keep: int = Field(ge=1)
+    checkpoint_keep_finished: bool
 
     @model_validator(mode="after")
     def _rules(self) -> TrainerConfig:

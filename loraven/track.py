@@ -62,6 +62,8 @@ def is_credential_key(key: Any) -> bool:
 
 OFF_WHEN_EMPTY = {"task": ("retention", ("retention", "retention_limit"))}  # (switch, keys it governs)
 
+NON_SEMANTIC_TRAINER_PREFIX = "checkpoint_"  # trainer.checkpoint_*: where a run may resume from, not what it computes
+
 
 def run_id_for(cfg: Mapping[str, Any]) -> str:
     semantic = {k: cfg.get(k) for k in SEMANTIC_KEYS if k in cfg}
@@ -69,6 +71,10 @@ def run_id_for(cfg: Mapping[str, Any]) -> str:
         body = semantic.get(section)  # cache keys) it had before the option existed
         if isinstance(body, Mapping) and not body.get(switch):
             semantic[section] = {k: v for k, v in body.items() if k not in keys}
+
+    if isinstance(semantic.get("trainer"), Mapping):  # a run's id does not change when checkpointing is switched
+        trainer = semantic["trainer"]
+        semantic["trainer"] = {k: v for k, v in trainer.items() if not str(k).startswith(NON_SEMANTIC_TRAINER_PREFIX)}
     blob = json.dumps(semantic, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

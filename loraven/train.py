@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import statistics
 import sys
 import time
@@ -22,13 +23,14 @@ import torch
 from tqdm.auto import tqdm
 
 from loraven.adapters.base import AdaptedModel
+from loraven.checkpoint import CheckpointSession, ResumePoint
 from loraven.settings import TrainerConfig, trainer_config
 from loraven.tasks.base import Task
 from loraven.tasks.lm import lm_loss
 from loraven.threads import ThreadGovernor
 
 FAULT_ENV = "LORAVEN_FAULT_INJECT"  # tests: "oom@3" simulated CUDA OOM at step 3; "error@N"; "nan@N" (NaN loss);
-# "interrupt@N" (Ctrl-C at step N)
+# "interrupt@N" (Ctrl-C at step N); "kill@N" (SIGKILL before step N), "term@N" (SIGTERM before step N)
 log = logging.getLogger("loraven")
 
 
@@ -135,11 +137,14 @@ def train(
     seed: int = 0,
     progress: bool = True,
     threads: ThreadGovernor | None = None,
+    checkpoints: CheckpointSession | None = None,
 ) -> TrainStats:
     """Fine-tune ``adapted.model`` on ``task`` for ``cfg.steps`` optimizer steps.
 
     ``threads``: sets torch's CPU thread count step by step (probes on the first steps, re-probes when the
-    load changes; :mod:`loraven.threads`); None leaves the count alone."""
+    load changes; :mod:`loraven.threads`); None leaves the count alone. ``checkpoints``
+    (:mod:`loraven.checkpoint`): resume from the newest valid checkpoint, save at its steps and stop with
+    :class:`~loraven.checkpoint.Preempted` at the step boundary after a SIGTERM/SIGUSR1/SIGUSR2."""
     cfg = trainer_config(cfg).dump()
     model = adapted.model
     model.train()
@@ -154,10 +159,25 @@ def train(
     log_every = max(1, int(cfg["log_every"]))
     fault = _parse_fault(os.environ.get(FAULT_ENV))
     stats = TrainStats()
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    # CHECKPOINTS: the loop starts after the newest valid checkpoint's step (0 without one)
+    resume = checkpoints.restore(adapted, take_step, batches, stats) if checkpoints else ResumePoint()
+    first_bad = torch.full((), resume.first_bad, dtype=torch.long, device=device)
     cuda_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
+    def loop_state() -> dict[str, Any]:  # what a checkpoint keeps of this loop (read only when one is saved)
+        if cuda_events:
+            torch.cuda.synchronize(device)
+        return {
+            "loss_curve": list(stats.loss_curve),
+            "step_ms": stats.step_ms + [a.elapsed_time(b) for a, b in cuda_events],
+            "tokens": stats.tokens,
+            "train_s": stats.train_s + time.perf_counter() - start_all,
+            "first_bad": int(first_bad),
+        }
+
     bar = tqdm(
         total=steps,
+        initial=resume.step,
         desc="train",
         unit="step",
         disable=not progress or rank != 0,
@@ -165,7 +185,7 @@ def train(
         mininterval=0.5 if sys.stderr.isatty() else 15.0,
     )  # a log file gets a line every 15 s, not 10/s
     start_all = time.perf_counter()
-    for step in range(1, steps + 1):
+    for step in range(resume.step + 1, steps + 1):
         batch = next(batches)
         stats.tokens += task.batch_units(batch) * world
         work = max(v.numel() for v in batch.values())  # the thread probe's unit: padded tokens (or rows × features)
@@ -207,11 +227,13 @@ def train(
                     },
                     step,
                 )
+        if checkpoints is not None:  # CHECKPOINTS: a periodic, final or signal-triggered save at this boundary
+            checkpoints.after_step(step, steps, loop_state)
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-        stats.step_ms = [a.elapsed_time(b) for a, b in cuda_events]
-    stats.train_s = time.perf_counter() - start_all
+        stats.step_ms += [a.elapsed_time(b) for a, b in cuda_events]
+    stats.train_s += time.perf_counter() - start_all
     stats.steps = steps
     stats.final_loss = stats.loss_curve[-1][1] if stats.loss_curve else None
     if not math.isfinite(stats.final_loss or 0.0):
@@ -263,4 +285,8 @@ def _inject(kind: str) -> None:
         raise KeyboardInterrupt("simulated Ctrl-C (LORAVEN_FAULT_INJECT)")
     if kind == "nan":
         return  # applied to the loss in the loop
-    raise ValueError(f"unknown fault {kind!r} in {FAULT_ENV}; valid: oom@N, error@N, nan@N, interrupt@N")
+    if kind in ("kill", "term"):  # a node lost without warning / a preemption (mid-run checkpoint tests)
+        os.kill(os.getpid(), signal.SIGKILL if kind == "kill" else signal.SIGTERM)
+        return
+    valid = "oom@N, error@N, nan@N, interrupt@N, kill@N, term@N"
+    raise ValueError(f"unknown fault {kind!r} in {FAULT_ENV}; valid: {valid}")

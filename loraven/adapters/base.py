@@ -117,6 +117,22 @@ class AdaptedModel:
 
         return state_bytes(self.model)
 
+    def state_dict_extra(self) -> dict[str, Any]:
+        """The method's own training state beyond the model's trainable parameters and buffers (which the
+        checkpoint saves itself): what ``after_optimizer_step`` accumulates (ranks, schedulers, traces...).
+
+        Saved in mid-run checkpoints (:mod:`loraven.checkpoint`) with ``torch.load(weights_only=True)``: only
+        tensors, numbers, strings, None and lists/tuples/dicts of them. A static method has none.
+        """
+        return {}
+
+    def load_state_extra(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict_extra` into a freshly applied adapter (same config, same model), after the
+        trainable parameters were loaded. Raise ``ValueError`` when ``state`` does not fit this model: the
+        checkpoint is then refused with that reason, never half-loaded into a run that goes on."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no extra training state; got {sorted(state)}")
+
 
 AdapterFactory = Callable[[nn.Module, Any, AdapterContext], AdaptedModel]
 FitCheck = Callable[[nn.Module, Any], None]

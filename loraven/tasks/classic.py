@@ -27,7 +27,7 @@ import torch
 
 from loraven.errors import ConfigError
 from loraven.tasks.base import Task
-from loraven.tasks.batching import fit_batch_size
+from loraven.tasks.batching import EpochBatches, fit_batch_size
 from loraven.tasks.splits import carve_indices, eval_split_of, split_fingerprint, validation_fraction_of
 
 CLASSIC_KINDS = ("digits", "regression", "text_cls")
@@ -84,17 +84,17 @@ class ClassicTask(Task):
 def classic_batches(
     task: ClassicTask, batch_size: int, seed: int, rank: int = 0, world: int = 1
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless seeded shuffles of the training rows (each rank keeps its slice of the global batch)."""
-    gen = torch.Generator().manual_seed(seed)
+    """Endless seeded shuffles of the training rows (each rank keeps its slice of the global batch); the
+    position can be saved and restored (:class:`~loraven.tasks.batching.EpochBatches`)."""
     n = task.x_train.shape[0]
     if n == 0:
         raise ValueError(f"task {task.name} has no training examples")
-    batch_size = fit_batch_size(batch_size, n, world)
-    while True:
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n - batch_size + 1, batch_size):
-            idx = order[start : start + batch_size][rank::world]
-            yield {"x": task.x_train[idx], "y": task.y_train[idx]}
+
+    def make_batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        idx = idx[rank::world]
+        return {"x": task.x_train[idx], "y": task.y_train[idx]}
+
+    return EpochBatches(n, fit_batch_size(batch_size, n, world), seed, make_batch)
 
 
 @torch.no_grad()

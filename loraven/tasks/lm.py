@@ -98,9 +98,10 @@ def lm_batches(
     """Endless shuffled batches of (context, continuation) with loss on the continuation only.
 
     Context and continuation are encoded separately and concatenated, as lm-eval scores them. With
-    ``world`` > 1 every process draws the same global batch and keeps its own slice (data parallel).
+    ``world`` > 1 every process draws the same global batch and keeps its own slice (data parallel). The
+    iterator's position can be saved and restored (:class:`~loraven.tasks.batching.EpochBatches`).
     """
-    from loraven.tasks.batching import fit_batch_size
+    from loraven.tasks.batching import EpochBatches, fit_batch_size
 
     encoded = []
     for context, continuation in task.train_pairs:
@@ -114,21 +115,20 @@ def lm_batches(
     if not encoded:
         raise ValueError(f"task {task.name} has no training examples")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    gen = torch.Generator().manual_seed(seed)
-    batch_size = fit_batch_size(batch_size, len(encoded), world)
-    while True:
-        order = torch.randperm(len(encoded), generator=gen).tolist()
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            chosen = [encoded[i] for i in order[start : start + batch_size]][rank::world]
-            width = max(len(ids) for ids, _ in chosen)
-            input_ids = torch.full((len(chosen), width), pad, dtype=torch.long)
-            labels = torch.full((len(chosen), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(chosen), width), dtype=torch.long)
-            for row, (ids, n_cont) in enumerate(chosen):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                mask[row, : len(ids)] = 1
-                labels[row, len(ids) - n_cont : len(ids)] = torch.tensor(ids[len(ids) - n_cont :])
-            yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+    def make_batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        chosen = [encoded[i] for i in idx.tolist()][rank::world]
+        width = max(len(ids) for ids, _ in chosen)
+        input_ids = torch.full((len(chosen), width), pad, dtype=torch.long)
+        labels = torch.full((len(chosen), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(chosen), width), dtype=torch.long)
+        for row, (ids, n_cont) in enumerate(chosen):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+            labels[row, len(ids) - n_cont : len(ids)] = torch.tensor(ids[len(ids) - n_cont :])
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+    return EpochBatches(len(encoded), fit_batch_size(batch_size, len(encoded), world), seed, make_batch)
 
 
 def chat_pair(tokenizer: Any, context: str, continuation: str) -> tuple[str, str]:

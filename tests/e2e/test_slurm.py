@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 SCRIPTS = ROOT / "scripts" / "slurm"
 STATE = Path(os.environ.get("LORAVEN_SLURM_DIR", "/tmp/loraven-slurm"))
-SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug"]
+SLURM = ["hydra/launcher=slurm_local"]  # submitit_slurm on the local partition (conf/hydra/launcher/slurm_local.yaml)
 
 
 @pytest.fixture(scope="session")
@@ -100,23 +100,42 @@ def test_sweep_runs_through_slurmctld(tmp_path: Path, slurm_env: dict[str, str],
         assert (job["JobState"], job["Partition"], job["Restarts"]) == ("COMPLETED", "debug", "0"), job
 
 
-def test_requeued_job_runs_again_and_completes(tmp_path: Path, slurm_env: dict[str, str], session_cache) -> None:
+REQUEUES = {  # how the running job is stopped: what the task process receives (docs/slurm.md)
+    "scontrol_requeue": (["scontrol", "requeue"], "SIGTERM"),  # SIGTERM now, SIGKILL after KillWait; Slurm requeues
+    "usr2": (["scancel", "--signal=USR2"], "SIGUSR2"),  # a coming time limit/preemption: submitit requeues
+}
+
+
+@pytest.mark.parametrize("how", list(REQUEUES))
+def test_requeued_job_resumes_from_its_checkpoint_and_completes(
+    how: str, tmp_path: Path, slurm_env: dict[str, str], session_cache
+) -> None:
     """Two identical jobs (they differ only in results_dir, which is not part of the run): job 0 is requeued while
-    it runs, job 1 is not; both complete, and the requeued one ends with the uninterrupted one's results."""
+    it trains, job 1 is not; both complete, and the requeued one resumes from its checkpoint and ends with the
+    uninterrupted one's results."""
     res = {0: tmp_path / "res_requeued", 1: tmp_path / "res_uninterrupted"}
     sweep_dir = tmp_path / "multirun"
-    args = [*SLURM, *FAST_LM, "trainer.steps=200", "seed=0", f"results_dir={res[0]},{res[1]}"]
-    cmd = [sys.executable, str(ROOT / "run.py"), "-m", *args, f"hydra.sweep.dir={sweep_dir}"]
+    args = [*SLURM, *FAST_LM, "trainer.steps=400", "trainer.checkpoint_every=20", "seed=0"]
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", *args, f"results_dir={res[0]},{res[1]}"]
     log = (tmp_path / "launcher.log").open("w")
-    launcher = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(session_cache, slurm_env), stdout=log, stderr=log)
+    launcher = subprocess.Popen(
+        [*cmd, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path,
+        env=cli_env(session_cache, slurm_env),
+        stdout=log,
+        stderr=log,
+    )
     try:
         _wait_for("Slurm array task for job 0", lambda: 0 in _array_tasks(sweep_dir), 120, launcher)
         task = _array_tasks(sweep_dir)[0]
-        # the run has begun: its run folder got config.json (written before the model loads)
-        # CHECKPOINTS: wait for the run's first checkpoint file here instead, so the requeue lands mid-training
-        _wait_for("run folder of job 0", lambda: any(res[0].rglob("config.json")), 300, launcher)
+        # job 0 is training: its first checkpoint is on disk (so the requeue lands mid-training)
+        _wait_for(
+            "first checkpoint of job 0", lambda: any(res[0].rglob("checkpoints/step-*/manifest.json")), 300, launcher
+        )
         assert not any(res[0].rglob("result.json")), "job 0 finished before it could be requeued"
-        subprocess.run(["scontrol", "requeue", task], env=slurm_env, check=True, timeout=30)
+        command, signal_name = REQUEUES[how]
+        signalled = time.time()
+        subprocess.run([*command, task], env=slurm_env, check=True, timeout=30)
         launcher.wait(timeout=600)
     finally:
         if launcher.poll() is None:
@@ -137,10 +156,19 @@ def test_requeued_job_runs_again_and_completes(tmp_path: Path, slurm_env: dict[s
     assert len(starts) == 2, submitit_out[-3000:]
     assert submitit_out.find("Job completed successfully") > starts[1], "the first attempt ran to completion"
     assert "DUE TO JOB REQUEUE" in submitit_err, submitit_err[-3000:]
-    # the same run (same run_id) ends with the same numbers as the run nobody interrupted (CPU, fp32, seeded);
-    # today the requeued attempt trains again from step 0 — with checkpoints it must resume and still match
+    # the same run (same run_id) ends with the same numbers as the run nobody interrupted (CPU, fp32, seeded)
     a, b = requeued[0], uninterrupted[0]
     assert a["run_id"] == b["run_id"]
     assert a["metrics"] == b["metrics"]
     assert a["train"]["loss_curve"] == b["train"]["loss_curve"]
-    # CHECKPOINTS: assert a["attempts"] == 2 and b["attempts"] == 1, and that attempt 2 resumed at a step > 0
+    # ...and got there in two attempts: the first saved at the step boundary after the signal, the second resumed
+    assert a["attempts"] == 2 and b["attempts"] == 1
+    first, second = a["checkpoint"]["attempts"]
+    assert (first["outcome"], second["outcome"]) == ("preempted", "completed"), a["checkpoint"]
+    assert 20 <= first["end_step"] == second["start_step"] == a["checkpoint"]["resumed_from_step"] < 400
+    assert first["slurm_job_id"] == second["slurm_job_id"] and second["slurm_restart_count"] == 1
+    assert first["reason"].startswith(f"interrupted ({signal_name}) at step {first['end_step']}: checkpoint saved")
+    print(
+        f"{how}: signal → saved {first['ended_unix'] - signalled:.2f} s, → training resumed "
+        f"{second['started_unix'] - signalled:.1f} s (attempt 2 started at step {second['start_step']})"
+    )

@@ -188,6 +188,9 @@ def test_classic_tasks_are_seeded_disjoint_and_standardised() -> None:
 def test_launcher_configs_compose() -> None:
     slurm = compose_cfg(["hydra/launcher=slurm_gpu"], hydra_cfg=True)["hydra"]["launcher"]
     assert slurm["_target_"].endswith("SlurmLauncher") and slurm["gpus_per_node"] == 1 and slurm["partition"]
+    assert slurm["max_num_timeout"] >= 1  # time-outs requeue: the run resumes from its checkpoint
+    local_slurm = compose_cfg(["hydra/launcher=slurm_local"], hydra_cfg=True)["hydra"]["launcher"]
+    assert local_slurm["_target_"].endswith("SlurmLauncher") and local_slurm["partition"] == "debug"
     plain = compose_cfg(["hydra/launcher=submitit_slurm", "hydra.launcher.partition=p"], hydra_cfg=True)
     assert plain["hydra"]["launcher"]["partition"] == "p"
     local = compose_cfg(["hydra/launcher=local_parallel"], hydra_cfg=True)["hydra"]["launcher"]

@@ -42,6 +42,21 @@ class LoraARAdapted(PeftAdapted):
         self.cfg = cfg
         self.analysis_s = analysis_s
 
+    def state_dict_extra(self) -> dict[str, Any]:
+        """The allocation is not restored but re-derived: the spectra of the same frozen pretrained weights give
+        the same ranks on every attempt (no randomness in :mod:`.spectral`/:mod:`.allocate`). The checkpoint keeps
+        the ranks and alphas it was trained with so that a resume can prove it."""
+        return {"ranks": dict(self.allocation.ranks), "alphas": dict(self.allocation.alphas)}
+
+    def load_state_extra(self, state: Mapping[str, Any]) -> None:
+        mine = self.state_dict_extra()
+        saved = {key: dict(state.get(key) or {}) for key in mine}
+        if saved != mine:
+            differ = sorted(
+                m for m in {**mine["ranks"], **saved["ranks"]} if mine["ranks"].get(m) != saved["ranks"].get(m)
+            )
+            raise ValueError(f"LoRA-AR's re-derived allocation differs from the checkpoint's (modules {differ[:5]})")
+
     def allocation_frame(self) -> pd.DataFrame:
         """module, alpha_hill, spikes, score, rank (0 = not selected) per target module, in model order."""
         return self.allocation.table[ALLOCATION_COLUMNS].copy()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
@@ -271,6 +271,104 @@ class LoRAvenModel(AdaptedModel):
             if bias is not None:
                 state[f"{name}.bias"] = bias.detach().clone()
         return state
+
+    # ------------------------------------------------------------------ mid-run checkpoints
+    LAYER_STATE = ("r", "_parked_hi", "observe", "obs_tokens", "obs_mean", "obs_rms", "obs_rows", "obs_out_mean")
+
+    def state_dict_extra(self) -> dict[str, Any]:
+        """Everything a decision depends on besides U, S, V (which the checkpoint saves as parameters): each
+        layer's active rank, parked columns and last observation; the loss accumulator; the event monitor; the
+        scheduler's per-layer EMAs, feature windows and last changes; the energy scheduler's budget manager;
+        the scorers (weights, Adam, replay buffers); the rank trace and events so far."""
+        sched = self.scheduler_impl
+        manager = getattr(sched, "manager", None)
+        return {
+            "step": self.step,
+            "loss_acc": self._loss_acc,
+            "loss_n": self._loss_n,
+            "n_decisions": self.n_decisions,
+            "last_scores": dict(self.last_scores),
+            "trace": [list(row) for row in self.trace],
+            "events": [[e.step, e.module, e.event, e.old_rank, e.new_rank] for e in self.events],
+            "monitor": {"ema": self.monitor.ema, "best": self.monitor.best},
+            "layers": {
+                name: {
+                    **{k: getattr(lay, k) for k in self.LAYER_STATE},
+                    "grad_sq": lay._grad_sq,
+                    "parked": None if lay._parked is None else list(lay._parked),
+                }
+                for name, lay in self.layers.items()
+            },
+            "scheduler": {
+                "last_total_budget": sched.last_total_budget,
+                "manager": None
+                if manager is None
+                else {"total_budget": manager.total_budget, "scaling": manager.budget_scaling_factor},
+                "layers": {
+                    name: {
+                        "score_ema": st.score_ema,
+                        "grad_ema": st.grad_ema,
+                        "features": list(st.features),
+                        "last_change": st.last_change,
+                    }
+                    for name, st in sched.state.items()
+                },
+            },
+            "scorers": {
+                "nets": {name: net.state_dict() for name, net in self.scorers.nets.items()},
+                "opt": None if self.scorers.opt is None else self.scorers.opt.state_dict(),
+                "feats": {name: list(q) for name, q in self.scorers.feats.items()},
+                "targets": {name: list(q) for name, q in self.scorers.targets.items()},
+                "updates": self.scorers.updates,
+            },
+        }
+
+    def load_state_extra(self, state: Mapping[str, Any]) -> None:
+        from loraven.adapters.loraven.budget import BudgetManager
+        from loraven.adapters.loraven.schedulers import LayerState
+
+        if set(state["layers"]) != set(self.layers) or set(state["scorers"]["nets"]) != set(self.scorers.nets):
+            raise ValueError("the checkpoint's LoRAven layers are not this model's")
+        self.step, self._loss_acc, self._loss_n = int(state["step"]), state["loss_acc"], int(state["loss_n"])
+        self.n_decisions, self.last_scores = int(state["n_decisions"]), dict(state["last_scores"])
+        self.trace = [(int(s), str(m), int(r)) for s, m, r in state["trace"]]
+        self.events = [EventRow(int(s), str(m), str(e), int(a), int(b)) for s, m, e, a, b in state["events"]]
+        self.monitor.ema, self.monitor.best = state["monitor"]["ema"], state["monitor"]["best"]
+        for name, saved in state["layers"].items():
+            lay = self.layers[name]
+            if not lay.r_min <= int(saved["r"]) <= lay.r_max:
+                raise ValueError(f"layer {name}: rank {saved['r']} outside [{lay.r_min}, {lay.r_max}]")
+            for key in self.LAYER_STATE:
+                setattr(lay, key, saved[key])
+            lay._grad_sq = saved["grad_sq"]
+            lay._parked = None if saved["parked"] is None else tuple(t.to(lay.U.device) for t in saved["parked"])
+            lay._fused_key = None
+        sched, saved = self.scheduler_impl, state["scheduler"]
+        sched.last_total_budget = saved["last_total_budget"]
+        if saved["manager"] is not None:  # the energy scheduler builds it at its first decision
+            sched.manager = BudgetManager(
+                saved["manager"]["total_budget"], sched.floor, sched.headroom, saved["manager"]["scaling"]
+            )
+        sched.state = {}
+        for name, st in saved["layers"].items():
+            layer_state = LayerState(
+                score_ema=st["score_ema"],
+                grad_ema=st["grad_ema"],
+                features=deque(st["features"], maxlen=self.scfg.diversity_window),
+                last_change=int(st["last_change"]),
+            )
+            sched.state[name] = layer_state
+        bank, saved = self.scorers, state["scorers"]
+        for name, net in bank.nets.items():
+            net.load_state_dict(saved["nets"][name])
+        if bank.opt is not None:
+            bank.opt.load_state_dict(saved["opt"])
+        for name in bank.nets:
+            bank.feats[name].clear()
+            bank.feats[name].extend(saved["feats"][name])
+            bank.targets[name].clear()
+            bank.targets[name].extend(saved["targets"][name])
+        bank.updates = int(saved["updates"])
 
     # ------------------------------------------------------------------ helpers
     def trace_rows(self) -> list[tuple[int, str, int]]:

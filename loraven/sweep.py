@@ -62,8 +62,10 @@ class SweepSummary(Callback):
 
         ``WANDB_MODE=offline`` set here is inherited by the launcher's workers (joblib/loky, submitit local).
         """
+        from loraven.cli.lifecycle import SWEEP_STATE
         from loraven.track import _wandb_logged_in, wandb_reachable
 
+        SWEEP_STATE["dir"] = Path(str(config.hydra.sweep.dir))  # an interrupted sweep's last line reads it back
         tracking = config.get("tracking") or {}
         mode = os.environ.get("WANDB_MODE") or str(tracking.get("mode", "offline"))
         if tracking.get("name") == "wandb" and mode == "online" and _wandb_logged_in():

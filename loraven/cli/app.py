@@ -34,6 +34,10 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if multirun:  # joblib/loky workers: W&B's default process start fails ("cannot find context for 'loky'")
         os.environ.setdefault("WANDB_START_METHOD", "thread")
+    from loraven.locks import LockError
+
+    if multirun and lifecycle.in_launcher_worker() and os.getppid() == int(os.environ[lifecycle.LAUNCHER_PID_ENV]):
+        lifecycle.watch_parent()  # a joblib/local worker ends when its launcher dies, even by SIGKILL
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     try:
         check_trial(resolved, current_sweeper() if multirun else None)  # an Optuna search must stop, not score test
@@ -41,6 +45,12 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
         main_process = lifecycle.init_distributed() == 0
         result = _run(resolved, multirun)
     except KeyboardInterrupt as err:  # recorded as interrupted by run_job; here: how this process ends
+        record = getattr(err, "record", None)
+        if multirun and isinstance(record, dict):  # the sweep's table and the launcher's last line read it
+            try:
+                hydra_glue.write_pointer(record)
+            except OSError as write_err:
+                log.error("could not write the sweep's job record: %s", write_err)
         if multirun and lifecycle.in_launcher_worker():  # a joblib/loky worker: stop now, the launcher reports it
             lifecycle.exit_worker(err)
         raise
@@ -51,6 +61,11 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
                 raise
             sys.exit(lifecycle.EXIT_CONFIG)
         result, main_process = _config_error_entry(resolved, err), True
+    except LockError as err:  # a lock that cannot be verified: reported with the command that clears it
+        if not multirun:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(lifecycle.EXIT_FAILED)
+        result, main_process = _config_error_entry(resolved, err, "not run"), True
     if not main_process:  # data-parallel ranks > 0: rank 0 writes the result, the pointer and the table
         return None
     try:
@@ -86,7 +101,7 @@ def _run(resolved: dict[str, Any], multirun: bool) -> dict[str, Any]:
     )
 
 
-def _config_error_entry(cfg: dict[str, Any], err: Exception) -> dict[str, Any]:
+def _config_error_entry(cfg: dict[str, Any], err: Exception, what: str = "config error") -> dict[str, Any]:
     """A sweep job whose config is bad: a failed entry in the sweep's table (no record in the results store,
     whose own path may be what is bad; no W&B run; nothing loaded)."""
     from loraven.track import run_id_for
@@ -94,7 +109,7 @@ def _config_error_entry(cfg: dict[str, Any], err: Exception) -> dict[str, Any]:
     return {
         "run_id": run_id_for(cfg),
         "status": "failed",
-        "reason": f"config error: {err}",
+        "reason": f"{what}: {err}",
         "experiment": cfg.get("experiment_name"),
         "seed": cfg.get("seed"),
         "adapter": {
@@ -118,6 +133,13 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """The ``loraven`` console command and ``python run.py``: the same entry, the same checks."""
-    lifecycle.refuse_credential_overrides(sys.argv[1:])
-    lifecycle.run_guarded(hydra_main)
+    """The ``loraven`` console command and ``python run.py``: the same entry, the same checks.
+
+    Before Hydra writes anything, :mod:`.precheck` composes the config as Hydra will and refuses credentials and
+    composition errors (one line, exit 2); while Hydra runs, its own config errors are one line with exit 2 too.
+    """
+    from loraven.cli import precheck
+
+    precheck.check(sys.argv[1:])
+    with precheck.one_line_hydra_errors():
+        lifecycle.run_guarded(hydra_main)

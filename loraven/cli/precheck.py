@@ -84,7 +84,7 @@ def one_line_hydra_errors() -> Iterator[None]:
             return func()
         except Exception as err:
             if full_error() or not is_config_error(err):
-                return original(lambda: _reraise(err))
+                return original(lambda failure=err: _reraise(failure))
             fail(one_line(str(err)) + _cause(err))
 
     utils.run_and_report = run_and_report
@@ -231,9 +231,9 @@ def compose(args: Any) -> Any:
     loraven's config folder, ``--config-path``/``--config-name``/``--config-dir``, the same overrides and mode."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.config_search_path import SearchPathQuery
     from hydra.errors import SearchPathException
     from hydra.types import RunMode
 
@@ -246,7 +246,8 @@ def compose(args: Any) -> Any:
         conf_dir = os.path.abspath(args.config_dir)
         if not os.path.isdir(conf_dir):
             raise SearchPathException(f"Additional config directory '{conf_dir}' not found")
-        search_path.prepend(provider="command-line", path=f"file://{conf_dir}", anchor=SearchPathQuery(provider="schema"))
+        anchor = SearchPathQuery(provider="schema")
+        search_path.prepend(provider="command-line", path=f"file://{conf_dir}", anchor=anchor)
     overrides = list(args.overrides)
     OverridesParser.create().parse_overrides(overrides)  # grammar first: its message names the override
     GlobalHydra.instance().clear()

@@ -35,6 +35,7 @@ from loraven.run_config import RunConfig, validate_run_config
 from loraven.signals import deferred as deferred_signals
 from loraven.signals import name as signal_name
 from loraven.tasks import TASKS, build_task
+from loraven.testhooks import event
 from loraven.track import (
     ContractViolation,
     ResultsStore,
@@ -211,6 +212,7 @@ def _run_claimed(
     try:
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            event("config_write")
             atomic_write_text(run_dir / "config.json", json.dumps(redact(dict(cfg)), indent=2, default=str))
             tracker = make_tracker(
                 cfg["tracking"],

@@ -31,6 +31,17 @@ class TrackingConfig(Section):
     project: str | None = None
     entity: str | None = None
 
+    @field_validator("project", "entity")
+    @classmethod
+    def _wandb_name(cls, value: str | None, info) -> str | None:
+        """W&B refuses these characters in project and entity names (at init, after the run had started)."""
+        if value is not None and (not value.strip() or len(value) > 128 or re.search(r"[/\\#?%:\s]", value)):
+            raise ValueError(
+                f"tracking.{info.field_name}={value!r} is not a W&B name: 1 to 128 characters, none of / \\ # ? % : "
+                "or spaces"
+            )
+        return value
+
 
 class TuningConfig(Section):
     where: ClassVar[str] = "tuning"

@@ -35,6 +35,14 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _why(jobs: list[dict[str, Any]]) -> str:
+    """Why the trials failed, most common reason first (``3 × diverged: ...``)."""
+    if not jobs:
+        return "no trial ran"
+    reasons = Counter(f"{j.get('status')}: {str(j.get('reason') or 'no reason recorded')[:160]}" for j in jobs)
+    return "; ".join(f"{n} × {reason}" for reason, n in reasons.most_common(3))
+
+
 def _job_num(name: str) -> int:
     return int(name) if name.isdigit() else 10**9
 
@@ -66,6 +74,9 @@ class SweepSummary(Callback):
         from loraven.track import _wandb_logged_in, wandb_reachable
 
         SWEEP_STATE["dir"] = Path(str(config.hydra.sweep.dir))  # an interrupted sweep's last line reads it back
+        from loraven.sweep_check import check_sweep
+
+        check_sweep(config)  # every job's config, before the first job starts (a bad one stops the sweep: exit 2)
         tracking = config.get("tracking") or {}
         mode = os.environ.get("WANDB_MODE") or str(tracking.get("mode", "offline"))
         if tracking.get("name") == "wandb" and mode == "online" and _wandb_logged_in():
@@ -108,7 +119,8 @@ class SweepSummary(Callback):
                     f"loraven search: {len(failed)} trial(s) failed and were recorded FAIL in the study",
                     file=sys.stderr,
                 )
-            if jobs and not any(j["status"] == "completed" for j in jobs):
+            if not any(j["status"] == "completed" for j in jobs):
+                print(f"loraven search: no trial completed, so there is no best trial; {_why(jobs)}", file=sys.stderr)
                 raise SystemExit(1)
             return
         if failed or missing > 0:

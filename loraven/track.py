@@ -267,6 +267,9 @@ class ResultsStore:
             raise ContractViolation(
                 f"run {result.get('run_id')}: record breaks the results contract: " + "; ".join(problems[:5])
             )
+        from loraven.testhooks import event
+
+        event("record_write")
         run_dir = self.run_dir(experiment, str(result["run_id"]))
         path = run_dir / "result.json"
         if result.get("status") != "completed" and self._has_completed(path):
@@ -482,7 +485,10 @@ def make_tracker(
     tags: list[str],
 ) -> Tracker:
     """The tracker named by ``cfg.name`` (``tracking=`` group): wandb or none."""
+    from loraven.testhooks import event
+
     kind = cfg.get("name", "none")
+    event(f"tracker_start {kind}")
     if kind not in TRACKERS:
         from loraven.errors import ConfigError
 

@@ -169,14 +169,31 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_verified(path: Path, text: str) -> None:
+    """Make ``path`` hold exactly ``text``: a cached copy is reused only if its checksum matches what would be
+    written; a truncated or edited one is rewritten, with a warning (it used to be read as it was: a truncated
+    test file was scored on 10 documents instead of 200, without a word)."""
+    import logging
+
+    want = hashlib.sha256(text.encode()).hexdigest()
+    if path.is_file():
+        try:
+            have = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            have = None
+        if have == want:
+            return
+        logging.getLogger("loraven").warning("cached task file %s fails its checksum; writing it again", path)
+    _write_atomic(path, text)
+
+
 def write_splits(folder: Path, docs: Mapping[str, list[dict]]) -> dict[str, str]:
-    """One ``<split>.jsonl`` per split in a cache folder named by its content's fingerprint (written once,
-    atomically); returns {split: absolute path}."""
+    """One ``<split>.jsonl`` per split in a cache folder named by its content's fingerprint (written atomically;
+    a cached file is checked against the content and rewritten if it differs); returns {split: absolute path}."""
     files = {}
     for split, rows in docs.items():
         target = folder / f"{split}.jsonl"
-        if not target.is_file():
-            _write_atomic(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_verified(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         files[split] = str(target.resolve())
     return files
 
@@ -198,7 +215,7 @@ def render_mc_task(
         .replace("__DATA_DIR__", str(folder.resolve()))
         .replace("__EVAL_SPLIT__", split)
     )
-    _write_atomic(folder / f"{task_name}.yaml", yaml_text)
+    write_verified(folder / f"{task_name}.yaml", yaml_text)
     return folder
 
 

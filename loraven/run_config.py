@@ -22,6 +22,25 @@ from loraven.schema import Section, parse
 from loraven.settings import TrainerConfig, trainer_config
 
 GROUPS = ("model", "scheduler", "adapter", "trainer", "task", "energy", "tracking")
+# folders a results store must never be (it creates <experiment>/<run_id>/ folders in them)
+SYSTEM_DIRS = frozenset(
+    Path(p).resolve()
+    for p in (
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib64",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/sys",
+        "/usr",
+        "/var",
+    )
+)
 
 
 class TrackingConfig(Section):
@@ -75,8 +94,16 @@ class TopLevel(Section):
     def _results_dir(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("results_dir is empty; give a folder for the results store (default: results)")
-        if Path(value).expanduser().resolve() == Path("/"):
+        where = Path(value).expanduser().resolve()
+        if where == Path("/"):
             raise ValueError(f"results_dir={value!r} is the filesystem root; give a folder of its own")
+        if where in SYSTEM_DIRS or where == Path.home().resolve():
+            raise ValueError(
+                f"results_dir={value!r} is a system folder or your home folder itself; give a folder of its own "
+                "(default: results)"
+            )
+        if any(c in value for c in "\x00\n\r"):
+            raise ValueError(f"results_dir={value!r} holds a control character")
         return value
 
     @field_validator("device")

@@ -73,10 +73,11 @@ class SweepSummary(Callback):
         from loraven.cli.lifecycle import SWEEP_STATE
         from loraven.track import _wandb_logged_in, wandb_reachable
 
-        SWEEP_STATE["dir"] = Path(str(config.hydra.sweep.dir))  # an interrupted sweep's last line reads it back
-        from loraven.sweep_check import check_sweep
+        if OmegaConf.select(config, "hydra.sweep.dir") is not None:
+            SWEEP_STATE["dir"] = Path(str(config.hydra.sweep.dir))  # an interrupted sweep's last line reads it
+            from loraven.sweep_check import check_sweep
 
-        check_sweep(config)  # every job's config, before the first job starts (a bad one stops the sweep: exit 2)
+            check_sweep(config)  # every job's config, before the first job starts (a bad one stops it: exit 2)
         tracking = config.get("tracking") or {}
         mode = os.environ.get("WANDB_MODE") or str(tracking.get("mode", "offline"))
         if tracking.get("name") == "wandb" and mode == "online" and _wandb_logged_in():

@@ -10,13 +10,15 @@ run again after a failure) ``emissions_<phase>.attempt-<k>.csv``, and the record
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from loraven.meters.base import EnergyMeter, EnergyReading, register_meter
 from loraven.schema import Section
@@ -31,6 +33,30 @@ class CodecarbonSettings(Section):
     measure_power_secs: float = Field(gt=0)
     tracking_mode: Literal["process", "machine"]
     save_to_file: bool
+
+    @field_validator("country_iso_code")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        """A code codecarbon has a grid mix for (it fell back to a world average for an unknown one, silently)."""
+        known = codecarbon_countries()
+        if known and value not in known:
+            close = difflib.get_close_matches(value, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"energy.country_iso_code={value!r} is not a country codecarbon knows{hint}")
+        return value
+
+
+@functools.lru_cache(maxsize=1)
+def codecarbon_countries() -> frozenset[str]:
+    """The ISO alpha-3 codes in codecarbon's grid-mix table (empty if the table cannot be read: not checked)."""
+    import json
+    from importlib import resources
+
+    try:
+        table = resources.files("codecarbon").joinpath("data/private_infra/global_energy_mix.json").read_text()
+        return frozenset(json.loads(table))
+    except (OSError, ValueError, ModuleNotFoundError, TypeError):
+        return frozenset()
 
 
 class CodecarbonMeter(EnergyMeter):

@@ -118,7 +118,6 @@ def _command_line_keys(config: DictConfig) -> set[str]:
     return keys
 
 
-GUARDED_SWEEPER = "loraven.search_sweeper.GuardedOptunaSweeper"  # the plugin's sweeper, ending without a trace
 DIRECTIONS = ("minimize", "maximize")
 
 
@@ -202,8 +201,9 @@ class OptunaDefaults(Callback):
             params.setdefault("task.eval_split", SEARCH_SPLIT)
             sweeper.params = params
             check_search_settings(sweeper, arguments)
-            if str(sweeper.get("_target_", "")).endswith("optuna_sweeper.OptunaSweeper"):
-                sweeper._target_ = GUARDED_SWEEPER  # the same sweeper; a search without a completed trial ends clean
+            from loraven.search_sweeper import install
+
+            install()  # the plugin's sweeper, but a search without a completed trial ends without a traceback
             self._lock(str(sweeper.storage), str(sweeper.study_name), config.get("results_dir", "results"), experiment)
             done = prepare_storage(str(sweeper.storage), str(sweeper.study_name))
             if "sampler" in sweeper and "seed" in sweeper.sampler and sweeper.sampler.seed is None:

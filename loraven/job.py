@@ -162,9 +162,11 @@ def check_cache_writable() -> None:
     """``$LORAVEN_CACHE`` (task data, the model copy, base scores) must be writable: one line before anything starts."""
     import tempfile
 
-    root = cache_dir()
+    from loraven.models import CACHE_ENV
+
+    root = Path(os.environ.get(CACHE_ENV) or "~/.cache/loraven").expanduser()
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        root = cache_dir()  # creates it
         with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
             pass
     except OSError as err:

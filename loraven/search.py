@@ -36,6 +36,7 @@ from loraven.errors import ConfigError
 log = logging.getLogger("loraven.search")
 # optuna 2.x (what the sweeper pins) trips SQLAlchemy 1.4's "not 2.0-ready" banner on every import; we pin <2
 os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage imports it: "setup plugin ..." per plugin
 
 SEARCH_SPLIT = "validation"
 STORAGE_FILE = "optuna.db"
@@ -184,6 +185,15 @@ class OptunaDefaults(Callback):
     lock: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra turns a callback's exception into a warning: a config error here ends the run itself (exit 2)."""
+        try:
+            self._start(config)
+        except (ConfigError, SearchConfigError) as err:
+            from loraven.cli.precheck import stop_from_callback
+
+            stop_from_callback(err)
+
+    def _start(self, config: DictConfig) -> None:
         sweeper = config.hydra.sweeper
         if not is_optuna(sweeper):
             return

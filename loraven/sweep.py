@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from loraven.cli.console import console, fmt
 from loraven.cli.hydra_glue import JOB_POINTER
+from loraven.errors import ConfigError
 from loraven.search import is_optuna
 
 log = logging.getLogger("loraven.sweep")
@@ -77,7 +78,12 @@ class SweepSummary(Callback):
             SWEEP_STATE["dir"] = Path(str(config.hydra.sweep.dir))  # an interrupted sweep's last line reads it
             from loraven.sweep_check import check_sweep
 
-            check_sweep(config)  # every job's config, before the first job starts (a bad one stops it: exit 2)
+            try:
+                check_sweep(config)  # every job's config, before the first job starts (a bad one stops it: exit 2)
+            except ConfigError as err:  # Hydra would turn a callback's exception into a warning and go on
+                from loraven.cli.precheck import stop_from_callback
+
+                stop_from_callback(err)
         tracking = config.get("tracking") or {}
         mode = os.environ.get("WANDB_MODE") or str(tracking.get("mode", "offline"))
         if tracking.get("name") == "wandb" and mode == "online" and _wandb_logged_in():

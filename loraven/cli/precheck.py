@@ -60,6 +60,16 @@ def fail(message: str) -> None:
     sys.exit(EXIT_CONFIG)
 
 
+def stop_from_callback(err: BaseException) -> None:
+    """End the run from inside a Hydra callback: Hydra turns an exception raised in a callback into a warning and
+    goes on (``hydra._internal.callbacks``), so a callback that must stop a sweep prints its line and exits 2."""
+    if full_error():
+        import traceback
+
+        traceback.print_exception(err)
+    fail(str(err) if isinstance(err, ConfigError) else one_line(str(err)) + _cause(err))
+
+
 def is_config_error(err: BaseException) -> bool:
     """Errors that come from what the user gave (exit 2), as opposed to bugs (a trace, exit 1)."""
     from hydra.errors import HydraException

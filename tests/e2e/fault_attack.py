@@ -149,10 +149,16 @@ def error_lines(err: str) -> list[str]:
     return out
 
 
-def refused_cleanly(run: Run, tmp: Path, words: Iterable[str] = (), code: int = 2) -> tuple[bool, bool, str]:
-    """(clear, survived, note) for a case that must be refused before anything starts."""
+STARTS = ("model_load", "tracker_start", "record_write", "config_write")
+
+
+def refused_cleanly(
+    run: Run, tmp: Path, words: Iterable[str] = (), code: int = 2, allow: Iterable[str] = ()
+) -> tuple[bool, bool, str]:
+    """(clear, survived, note) for a case that must be refused before anything starts (``allow``: the milestones
+    the case cannot avoid, e.g. a parameter budget is checked against the loaded model)."""
     lines = error_lines(run.err)
-    started = [e for e in run.events if e.startswith(("model_load", "tracker_start", "record_write", "config_write"))]
+    started = [e for e in run.events if e.startswith(STARTS) and not e.startswith(tuple(allow))]
     wrote = [p for p in tmp.rglob("*") if p.name in ("result.json", "config.json") or p.suffix == ".wandb"]
     missing = [w for w in words if w not in run.err]
     survived = run.code == code and "Traceback" not in run.err
@@ -281,6 +287,7 @@ def _cli_cases(tmp_root: Path) -> list[tuple[str, str, Callable[[Path], tuple[li
         return [*args, f"task.train_file={data}", f"task.test_file={data}", "energy=none", "tracking=none"], {}, [], 2
 
     lm = ["model=tiny_llama", "trainer=smoke", "task.n_train=200", "task.n_test=20", "energy=none", "tracking=none"]
+    lm_eval = ["model=tiny_llama", "trainer=smoke", "task=lm_eval", "energy=none", "tracking=none"]
     search = ["-m", "hydra/sweeper=optuna", "task.validation_fraction=0.1", *FAST, "hydra.sweeper.n_trials=2"]
     cases = [
         ("Hydra composition", "unknown group option", plain([*FAST, "adapter=loraa"], ["loraa", "lora_ar"])),
@@ -313,7 +320,7 @@ def _cli_cases(tmp_root: Path) -> list[tuple[str, str, Callable[[Path], tuple[li
         (
             "late check",
             "unknown lm-eval task",
-            plain([*lm, "task=lm_eval", "task.names=[nonexistent_xyz]"], ["nonexistent_xyz"]),
+            plain([*lm_eval, "task.names=[nonexistent_xyz]"], ["nonexistent_xyz"]),
         ),
         ("late check", "local data with wrong columns", wrong_columns),
         ("late check", "bad task.metric", plain([*lm, "task.metric=bogus"], ["task.metric='bogus'"])),
@@ -373,7 +380,8 @@ def attack_cli(workers: int = 3) -> list[Outcome]:
         if not any(a.startswith("results_dir=") for a in args):
             args = [*args, f"results_dir={tmp}/r"]
         run = cli(tmp, args, env)
-        clear, survived, note = refused_cleanly(run, tmp, words, code)
+        allow = ("model_load",) if "param_budget" in name else ()  # the largest size is a property of the model
+        clear, survived, note = refused_cleanly(run, tmp, words, code, allow)
         if name.startswith("task.name="):
             escaped = [p for p in Path("/").glob("escaped_task*")] + list(tmp.parent.glob("**/escaped_task.yaml"))
             clear = clear and not escaped

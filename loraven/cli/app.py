@@ -26,18 +26,30 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     multirun = hydra_glue.is_multirun()
     if not multirun:
         hydra_glue.refuse_sweep_without_multirun()  # before anything is imported or loaded
-    from loraven.errors import ConfigError
-    from loraven.hub import configure_hub_access
-    from loraven.search import check_trial, current_sweeper
 
     os.environ.setdefault("WANDB_MODE", str(cfg.get("tracking", {}).get("mode", "offline")))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if multirun:  # joblib/loky workers: W&B's default process start fails ("cannot find context for 'loky'")
         os.environ.setdefault("WANDB_START_METHOD", "thread")
-    from loraven.locks import LockError
+    worker = multirun and lifecycle.in_launcher_worker()
+    if worker:
+        lifecycle.install_worker_handlers()
+        lifecycle.worker_busy(True)
+        if os.getppid() == int(os.environ[lifecycle.LAUNCHER_PID_ENV]):
+            lifecycle.watch_parent()  # a joblib/local worker ends when its launcher dies, even by SIGKILL
+    try:
+        return _run_job_from_hydra(cfg, multirun)
+    finally:
+        if worker:
+            lifecycle.worker_busy(False)  # a signal held meanwhile ends the worker now, its pointer written
 
-    if multirun and lifecycle.in_launcher_worker() and os.getppid() == int(os.environ[lifecycle.LAUNCHER_PID_ENV]):
-        lifecycle.watch_parent()  # a joblib/local worker ends when its launcher dies, even by SIGKILL
+
+def _run_job_from_hydra(cfg: DictConfig, multirun: bool) -> float | None:
+    from loraven.errors import ConfigError
+    from loraven.hub import configure_hub_access
+    from loraven.locks import LockError
+    from loraven.search import check_trial, current_sweeper
+
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     try:
         check_trial(resolved, current_sweeper() if multirun else None)  # an Optuna search must stop, not score test
@@ -52,7 +64,7 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
             except OSError as write_err:
                 log.error("could not write the sweep's job record: %s", write_err)
         if multirun and lifecycle.in_launcher_worker():  # a joblib/loky worker: stop now, the launcher reports it
-            lifecycle.exit_worker(err)
+            lifecycle.exit_worker(err)  # (nothing else to hold: the record and its pointer are written)
         raise
     except ConfigError as err:
         if not multirun:

@@ -35,6 +35,40 @@ def exit_worker(err: BaseException) -> None:
     os._exit(EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT)
 
 
+_WORKER: dict[str, Any] = {"busy": False, "pending": None}
+
+
+def install_worker_handlers() -> None:
+    """A launcher worker's own SIGINT/SIGTERM handling outside :func:`loraven.job.run_job` (which installs its own):
+    while the worker is busy with a job (before the job's handlers are in, and while its pointer is written after
+    them) a signal is held and acted on once the job's record and pointer are written; an idle worker ends at once.
+    Without this, loky's default SIGTERM killed a worker between writing its record and writing its pointer, and
+    the launcher's last line undercounted what was recorded."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _worker_signal)
+    signal.signal(signal.SIGINT, _worker_signal)
+
+
+def _worker_signal(signum: int, frame: Any) -> None:
+    if _WORKER["busy"]:
+        _WORKER["pending"] = signum
+        return
+    from loraven.job import Interrupted
+
+    exit_worker(Interrupted(f"signal {signum}", signum))
+
+
+def worker_busy(busy: bool) -> None:
+    """Mark the start or the end of a job in a launcher worker; at the end, a held signal ends the worker."""
+    _WORKER["busy"] = busy
+    if not busy and _WORKER["pending"] is not None:
+        from loraven.job import Interrupted
+
+        signum = int(_WORKER["pending"])
+        exit_worker(Interrupted(f"signal {signum}", signum))
+
+
 class suppress_all:
     def __enter__(self) -> None: ...
 

@@ -537,6 +537,7 @@ def test_a_job_claimed_by_another_live_process_is_skipped_and_stale_locks_are_ta
     done = run_job(cfg, progress=False)
     assert done["status"] == "completed" and not lock.exists()
 
+
 def _descendants(pid: int) -> list[int]:
     import psutil
 

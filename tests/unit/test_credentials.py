@@ -37,7 +37,8 @@ def test_token_shaped_values_and_environment_secrets(monkeypatch) -> None:
     assert looks_like_secret("-----BEGIN RSA PRIVATE KEY-----")
     assert not looks_like_secret("a1b2c3d4e5f6a1b2c3d4e5f6a1b2c3d4e5f6a1b2")  # a git sha is not a token
     assert not looks_like_secret(str(Path.cwd()))  # $PWD is not a password
-    tree = {"a": {"b": [{"hfToken": "x1"}, {"ok": 1}]}, "c": "hf_AbCdEfGhIjKlMnOpQrStUvWx12", "d": {"token": "${oc.env:T}"}}
+    tree = {"a": {"b": [{"hfToken": "x1"}, {"ok": 1}]}, "c": "hf_AbCdEfGhIjKlMnOpQrStUvWx12"}
+    tree["d"] = {"token": "${oc.env:T}"}
     assert credential_paths(tree) == ["a.b[0].hfToken", "c"]  # an interpolation is how a credential is passed
     assert redact(tree)["a"]["b"][0]["hfToken"] == "<redacted>" and redact(tree)["c"] == "<redacted>"
 

@@ -511,7 +511,7 @@ def _locks(root: Path) -> list[Outcome]:
             taken_over = name in ("a live pid whose start time differs", "a dead pid")
             if taken_over:  # provably stale: taken over with a warning, and the run completes
                 ok = run.code == 0 and [r["status"] for r in records(tmp / "r")] == ["completed"]
-                ok = ok and "took over the lock" in run.err
+                ok = ok and "took over the lock" in run.out + run.err  # logged: Hydra logs to stdout
             else:  # cannot be verified: reported with the command that clears it, never "skipped"
                 lines = error_lines(run.err)
                 ok = run.code == 1 and "clear it with: rm" in run.err and "skipped" not in run.err
@@ -554,8 +554,8 @@ def _caches(root: Path) -> list[Outcome]:
     base_files[0].write_text(json.dumps(entry))
     again = cli(root, [*args, "rerun=true"])
     rec = records(root / "r")
-    ok_task = again.code == 0 and rec and rec[0]["metrics"]["n"] == n0 and "fails its checksum" in again.err
-    ok_base = rec and rec[0]["metrics"].get("base_accuracy") != 0.99 and "base-score cache" in again.err
+    ok_task = again.code == 0 and rec and rec[0]["metrics"]["n"] == n0 and "fails its checksum" in again.out + again.err
+    ok_base = rec and rec[0]["metrics"].get("base_accuracy") != 0.99 and "base-score cache" in again.out + again.err
     out.append(
         Outcome(
             "mistrusted state: cache",
@@ -577,7 +577,7 @@ def _caches(root: Path) -> list[Outcome]:
             "mistrusted state: cache",
             "base-score cache holding a list",
             survived=third.code == 0,
-            nothing_lost=third.code == 0 and "base-score cache" in third.err,
+            nothing_lost=third.code == 0 and "base-score cache" in third.out + third.err,
         )
     )
     return out
@@ -606,7 +606,7 @@ def _records(root: Path) -> list[Outcome]:
         path.write_text(json.dumps(content) if content is not None else json.dumps(good)[:200])
         run = cli(root, args)
         redone = records(root / "r")
-        ok = run.code == 0 and redone and redone[0]["status"] == "completed" and "will be redone" in run.err
+        ok = run.code == 0 and redone and redone[0]["status"] == "completed" and "will be redone" in run.out + run.err
         path.write_text(json.dumps(content) if content is not None else json.dumps(good)[:200])
         ana = subprocess.run(
             [
@@ -657,7 +657,7 @@ def _optuna_state(root: Path) -> list[Outcome]:
     ok = (
         run.code == 0
         and list((tmp / "r" / "default").glob("optuna.db.corrupt-*"))
-        and "not a readable Optuna study" in run.err
+        and "not a readable Optuna study" in run.out + run.err
     )
     out.append(
         Outcome(
@@ -777,7 +777,7 @@ def _small(root: Path) -> list[Outcome]:
     csvs = sorted(p.name for p in (root / "r").rglob("emissions_train*.csv"))
     ok = csvs == ["emissions_train.attempt-2.csv", "emissions_train.csv"]
     out.append(Outcome("small", "a rerun's codecarbon rows apart", nothing_lost=ok, note="" if ok else str(csvs)))
-    lines = [ln for ln in first.err.splitlines() if "train: step" in ln]
+    lines = [ln for ln in (first.out + first.err).splitlines() if "train: step" in ln]
     out.append(
         Outcome("small", "training progress in a sweep's log", nothing_lost=len(lines) >= 3, note=f"{len(lines)} lines")
     )

@@ -1,5 +1,6 @@
-"""Process lifecycle: credentials refused before Hydra writes anything, interrupts ending in one line and a
-documented exit code, a launcher's children stopped with it, and data-parallel start-up."""
+"""Process lifecycle: interrupts ending in one line that says what was recorded and a documented exit code, a
+launcher's children stopped with it (and ending when it dies, however it dies), and data-parallel start-up. The
+checks before Hydra runs (credentials, composition errors) are :mod:`loraven.cli.precheck`."""
 
 from __future__ import annotations
 
@@ -74,38 +75,6 @@ class suppress_all:
 
     def __exit__(self, *exc: Any) -> bool:
         return True
-
-
-def credential_overrides(argv: list[str]) -> list[str]:
-    """Command-line overrides whose key looks like a credential (``trainer.passwd=...``, ``+secret_key=...``)."""
-    from loraven.track import is_credential_key
-
-    found = []
-    for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        key = arg.split("=", 1)[0].lstrip("+~").strip()
-        if key and is_credential_key(key):
-            found.append(key)
-    return found
-
-
-def refuse_credential_overrides(argv: list[str]) -> None:
-    """Exit 2 with one line before Hydra writes anything if a credential is passed on the command line.
-
-    Hydra copies every override into ``.hydra/{config,overrides,hydra}.yaml`` and ``multirun.yaml``, W&B
-    records the command line in its run file, and both happen before any code of ours could redact a value;
-    so credentials are refused here and taken from the environment instead. The value is never echoed.
-    """
-    keys = credential_overrides(argv)
-    if keys:
-        print(
-            f"error: {', '.join(keys)} on the command line looks like a credential; command lines are written to "
-            ".hydra/*.yaml, multirun.yaml and W&B run files. Pass credentials as environment variables instead "
-            "(WANDB_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY, ...); nothing was run or written.",
-            file=sys.stderr,
-        )
-        sys.exit(EXIT_CONFIG)
 
 
 SWEEP_STATE: dict[str, Any] = {}  # the running sweep's dir (set by loraven.sweep.SweepSummary in the launcher)

@@ -261,7 +261,7 @@ def compose(args: Any) -> Any:
     overrides = list(args.overrides)
     OverridesParser.create().parse_overrides(overrides)  # grammar first: its message names the override
     GlobalHydra.instance().clear()
-    hydra = Hydra.create_main_hydra2(task_name="loraven", config_search_path=search_path)
+    hydra = Hydra.create_main_hydra2(task_name="app", config_search_path=search_path)  # as hydra.main names it
     try:
         mode = hydra.get_mode(config_name=args.config_name or "config", overrides=overrides)
         multirun = args.multirun or mode == RunMode.MULTIRUN

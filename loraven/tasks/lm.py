@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +23,8 @@ import torch
 from loraven.errors import ConfigError
 from loraven.tasks.base import Task
 from loraven.tasks.splits import eval_split_of, lm_splits, split_fingerprint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -173,8 +176,6 @@ def write_verified(path: Path, text: str) -> None:
     """Make ``path`` hold exactly ``text``: a cached copy is reused only if its checksum matches what would be
     written; a truncated or edited one is rewritten, with a warning (it used to be read as it was: a truncated
     test file was scored on 10 documents instead of 200, without a word)."""
-    import logging
-
     want = hashlib.sha256(text.encode()).hexdigest()
     if path.is_file():
         try:
@@ -183,7 +184,7 @@ def write_verified(path: Path, text: str) -> None:
             have = None
         if have == want:
             return
-        logging.getLogger("loraven").warning("cached task file %s fails its checksum; writing it again", path)
+        log.warning("cached task file %s fails its checksum; writing it again", path)
     _write_atomic(path, text)
 
 

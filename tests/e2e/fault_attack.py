@@ -731,9 +731,33 @@ def _study_matches_store(store: Path) -> bool:
     return complete == sum(r["status"] == "completed" for r in records(store))
 
 
+SWEEP_DIR_PROBE = """
+import sys, time
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+import loraven.cli.hydra_glue  # registers loraven's resolvers, as run.py does
+from loraven import CONF_DIR
+with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    cfg = compose(config_name="config", return_hydra_config=True)
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
+print(OmegaConf.select(cfg, "hydra.sweep.dir"))
+"""
+
+
 def _sweep_dirs(root: Path) -> list[Outcome]:
-    """Two sweeps started in the same second get two sweep folders (the default hydra.sweep.dir)."""
+    """Two sweeps started in the same second get two sweep folders: the default ``hydra.sweep.dir`` resolved by two
+    processes at one agreed second must differ; then two real sweeps on the defaults each find their own jobs."""
     root.mkdir(parents=True)
+    target = float(int(time.time()) + 20)  # both resolve at the start of the same second
+    probes = [
+        subprocess.Popen(
+            [PY, "-c", SWEEP_DIR_PROBE, str(target)], cwd=root, env=env_for(root), stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    dirs = [p.communicate(timeout=300)[0].strip() for p in probes]
+    same_second = len({d.rsplit("/", 1)[-1][:8] for d in dirs}) == 1
+    ok_resolve = same_second and len(set(dirs)) == 2
     procs = []
     for i in range(2):
         cmd = [PY, str(ROOT / "run.py"), "-m", *FAST, "seed=0,1", f"results_dir={root}/r{i}", f"hydra.run.dir={root}/o"]
@@ -742,17 +766,18 @@ def _sweep_dirs(root: Path) -> list[Outcome]:
                 cmd, cwd=root, env=env_for(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
         )
-    codes = [p.wait(timeout=900) for p in procs]
-    dirs = [p for p in (root / "multirun").rglob("multirun.yaml")]
-    pointers = {d.parent: len(list(d.parent.glob("*/loraven_job.json"))) for d in dirs}
-    ok = codes == [0, 0] and len(dirs) == 2 and all(n == 2 for n in pointers.values())
+    codes = [p.communicate(timeout=900) and p.returncode for p in procs]
+    found = [p for p in (root / "multirun").rglob("multirun.yaml")]
+    pointers = {d.parent.name: len(list(d.parent.glob("*/loraven_job.json"))) for d in found}
+    ok = ok_resolve and codes == [0, 0] and len(found) == 2 and all(n == 2 for n in pointers.values())
+    note = "" if ok else f"resolved at one second: {dirs}; exits {codes}; jobs per sweep dir {pointers}"
     return [
         Outcome(
             "mistrusted state: sweep dir",
             "two sweeps in the same second",
             survived=codes == [0, 0],
             nothing_lost=ok,
-            note="" if ok else f"{codes} {pointers}",
+            note=note,
         )
     ]
 

@@ -152,6 +152,10 @@ def main() -> None:
     """
     from loraven.cli import precheck
 
-    precheck.check(sys.argv[1:])
+    try:
+        precheck.check(sys.argv[1:])
+    except KeyboardInterrupt:
+        print("interrupted (SIGINT) before anything started: nothing was written; exit 130", file=sys.stderr)
+        sys.exit(lifecycle.EXIT_SIGINT)
     with precheck.one_line_hydra_errors():
         lifecycle.run_guarded(hydra_main)

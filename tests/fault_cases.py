@@ -238,7 +238,7 @@ BAD_VALUES: list[tuple[str, list[str], list[str]]] = [
             ("+extra.api=1", ["extra"]),
             ("tuning.role=foo", ["tuning.role='foo'", "tuned"]),
             ("+method_settings.bogus.adapter.r=1", ["method_settings.bogus", "lora"]),
-            ("+method_settings.loraven.trainer.lr=1", ["method_settings.loraven", "adapter, scheduler"]),
+            ("+method_settings.loraven.task.limit=1", ["method_settings.loraven", "valid keys"]),
             ("+method_settings.loraven.adapter.r_max=-4", ["adapter.r_max=-4"]),
         ],
     ),

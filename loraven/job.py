@@ -102,8 +102,12 @@ def run_job(
     parallel_jobs: int = 1,
     body: JobBody | None = None,
     search_dirs: Iterable[str | Path] = (),
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run one resolved config; returns its result record (also written to the results store).
+
+    ``on_record(result)`` is called as soon as the record is on disk, before W&B finishes (the CLI writes the
+    sweep's job pointer there: a worker stopped while W&B finishes has its record listed all the same).
 
     The one job wrapper: validate every group → resume (a completed record is not redone) → claim → ``body``
     (default: train and evaluate; the benchmarks pass theirs) → one record, whatever happened.
@@ -144,7 +148,7 @@ def run_job(
             return {**later, "_resumed": True}
         if body is None:
             body = _prepared_body(run)  # config errors found while building the task or the model: nothing written
-        return _run_claimed(run, store, experiment, run_id, multirun, progress, parallel_jobs, main, body)
+        return _run_claimed(run, store, experiment, run_id, multirun, progress, parallel_jobs, main, body, on_record)
     finally:
         _set_interrupt_handlers(previous)
         if main:
@@ -205,6 +209,7 @@ def _run_claimed(
     parallel_jobs: int,
     main: bool,
     body: JobBody,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     cfg = run.raw
     run_dir = store.run_dir(experiment, run_id)
@@ -236,21 +241,28 @@ def _run_claimed(
     except (KeyboardInterrupt, Interrupted) as err:
         record.fail(f"interrupted ({signal.Signals(getattr(err, 'signum', signal.SIGINT)).name})")
         exit_code = 255
-        _finalise(store, experiment, record, tracker, exit_code)  # a second signal here raises with the record
+        _finalise(store, experiment, record, tracker, exit_code, on_record)  # a 2nd signal here raises with the record
         err.record = record.to_dict()  # type: ignore[attr-defined]  # what was written, for the exit message
         raise
     except ConfigError as err:
         record.fail(f"config error: {err}")
         if not multirun:
-            _finalise(store, experiment, record, tracker, exit_code)
+            _finalise(store, experiment, record, tracker, exit_code, on_record)
             raise
     except Exception as err:  # a failed run is recorded with its reason; the sweep goes on
         record.fail(f"{type(err).__name__}: {err}", record.data.get("traceback") or traceback.format_exc(limit=20))
-    _finalise(store, experiment, record, tracker, exit_code)
+    _finalise(store, experiment, record, tracker, exit_code, on_record)
     return record.to_dict()
 
 
-def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exit_code: int) -> None:
+def _finalise(
+    store: ResultsStore,
+    experiment: str,
+    record: Record,
+    tracker,
+    exit_code: int,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
     """Write the record, then always summarise and finish W&B; a failed write (ENOSPC) is one clear line.
 
     The record that could not be written is kept in memory (``_unsaved``) so the caller still prints its
@@ -276,6 +288,11 @@ def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exi
             )
         finally:
             remove_partial_files(store.run_dir(experiment, str(result["run_id"])))
+        if on_record is not None:
+            try:
+                on_record(result)
+            except OSError as err:
+                log.error("could not note run %s's record for the sweep: %s", result["run_id"], err)
     try:
         try:
             sections = {k: result[k] for k in ("metrics", "time", "energy", "model", "memory", "env", "task")}

@@ -110,6 +110,7 @@ def _run(resolved: dict[str, Any], multirun: bool) -> dict[str, Any]:
         progress=sys.stderr.isatty() or not multirun,
         parallel_jobs=hydra_glue.parallel_jobs(),
         search_dirs=hydra_glue.config_search_dirs(),
+        on_record=hydra_glue.write_pointer if multirun else None,  # listed for the sweep before W&B finishes
     )
 
 

@@ -8,6 +8,7 @@ failure never takes down the sweep: the caller gets the record back, not an exce
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import json
@@ -17,6 +18,7 @@ import signal
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,10 @@ from loraven.meters import EnergyReading, combine, make_meter
 from loraven.models import LoadedModel, cache_dir, load_model
 from loraven.record import ModelInfo, Record, TimeInfo
 from loraven.run_config import RunConfig, validate_run_config
+from loraven.signals import deferred as deferred_signals
+from loraven.signals import name as signal_name
 from loraven.tasks import TASKS, build_task
+from loraven.testhooks import event
 from loraven.track import (
     ContractViolation,
     ResultsStore,
@@ -98,8 +103,12 @@ def run_job(
     parallel_jobs: int = 1,
     body: JobBody | None = None,
     search_dirs: Iterable[str | Path] = (),
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run one resolved config; returns its result record (also written to the results store).
+
+    ``on_record(result)`` is called as soon as the record is on disk, before W&B finishes (the CLI writes the
+    sweep's job pointer there: a worker stopped while W&B finishes has its record listed all the same).
 
     The one job wrapper: validate every group → resume (a completed record is not redone) → claim → ``body``
     (default: train and evaluate; the benchmarks pass theirs) → one record, whatever happened.
@@ -126,19 +135,72 @@ def run_job(
         store.write(experiment, record.to_dict())
         return record.to_dict()
 
+    if body is None:  # the training job's data and cache must be usable before anything is written
+        check_cache_writable()
     if main:  # a second sweep on the same results_dir skips a job another live process is running
-        owner = store.claim(experiment, run_id)
+        owner = store.claim(experiment, run_id)  # an unverifiable lock raises locks.LockError (nothing written)
         if owner is not None:
             log.warning("run %s skipped: %s", run_id, owner)
             return new_record(cfg, run_id, "skipped", f"running elsewhere: {owner}").to_dict()  # theirs to write
+    previous = _set_interrupt_handlers(_raise_interrupted)  # before loading: an interrupt is always one exception
     try:
         later = None if run.top.rerun else store.load(experiment, run_id, quiet=True)
         if later and later["status"] == "completed":  # finished by its owner while we waited for the claim
             return {**later, "_resumed": True}
-        return _run_claimed(run, store, experiment, run_id, multirun, progress, parallel_jobs, main, body or _execute)
+        if body is None:
+            body = _prepared_body(run)  # config errors found while building the task or the model: nothing written
+        outer_sigterm = previous.get(signal.SIGTERM)  # what a checkpointed preemption hands the signal back to
+        return _run_claimed(
+            run, store, experiment, run_id, multirun, progress, parallel_jobs, main, body, on_record, outer_sigterm
+        )
     finally:
+        _set_interrupt_handlers(previous)
         if main:
             store.release(experiment, run_id)
+            _remove_if_empty(store.run_dir(experiment, run_id))
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """A claim that ended before anything was written (a config error found while preparing) leaves no folder."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def check_cache_writable() -> None:
+    """``$LORAVEN_CACHE`` (task data, the model copy, base scores) must be writable: one line before anything starts."""
+    import tempfile
+
+    from loraven.models import CACHE_ENV
+
+    root = Path(os.environ.get(CACHE_ENV) or "~/.cache/loraven").expanduser()
+    try:
+        root = cache_dir()  # creates it
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"the cache folder {root} (LORAVEN_CACHE) is not writable ({err.strerror or err}); "
+            "set LORAVEN_CACHE to a writable folder"
+        ) from None
+
+
+def _prepared_body(run: RunConfig) -> JobBody:
+    """The training body with its preparation done now (:func:`prepare`): a config error there (bad data, a model
+    the method does not fit, a parameter budget beyond the method's largest size) is raised before the run's
+    folder, record or W&B run exist. Any other failure is recorded as the run's failure, as before."""
+    try:
+        prepared = prepare(run)
+    except (ConfigError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001 - recorded by the body, with its traceback
+        failure, text = err, traceback.format_exc(limit=20)
+
+        def failed(run, record, run_dir, tracker, progress, main) -> None:
+            record.data["traceback"] = text
+            raise failure
+
+        return failed
+    return functools.partial(_execute, prepared=prepared)
 
 
 def _run_claimed(
@@ -151,16 +213,18 @@ def _run_claimed(
     parallel_jobs: int,
     main: bool,
     body: JobBody,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    outer_sigterm: Any = None,
 ) -> dict[str, Any]:
     cfg = run.raw
     run_dir = store.run_dir(experiment, run_id)
     record = new_record(cfg, run_id)
     tracker: Tracker = Tracker()
-    previous = _set_sigterm(_raise_interrupted)  # before W&B init: a SIGTERM there is recorded too
     exit_code = 1
     try:
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            event("config_write")
             atomic_write_text(run_dir / "config.json", json.dumps(redact(dict(cfg)), indent=2, default=str))
             tracker = make_tracker(
                 cfg["tracking"],
@@ -178,8 +242,8 @@ def _run_claimed(
     except checkpoint.Preempted as err:  # CHECKPOINTS: saved after a signal; record the attempt, then hand it on
         record.fail(err.reason)
         exit_code = 255
-        _finalise(store, experiment, record, tracker, exit_code)
-        _hand_over(err, previous, store, experiment, record)
+        _finalise(store, experiment, record, tracker, exit_code, on_record)
+        _hand_over(err, outer_sigterm, store, experiment, record)
     except DivergenceError as err:
         record.fail(f"diverged: {err}")
     except torch.cuda.OutOfMemoryError as err:
@@ -187,18 +251,17 @@ def _run_claimed(
     except (KeyboardInterrupt, Interrupted) as err:
         record.fail(f"interrupted ({signal.Signals(getattr(err, 'signum', signal.SIGINT)).name})")
         exit_code = 255
-        _finalise(store, experiment, record, tracker, exit_code)
+        _finalise(store, experiment, record, tracker, exit_code, on_record)  # a 2nd signal here raises with the record
+        err.record = record.to_dict()  # type: ignore[attr-defined]  # what was written, for the exit message
         raise
     except ConfigError as err:
         record.fail(f"config error: {err}")
         if not multirun:
-            _finalise(store, experiment, record, tracker, exit_code)
+            _finalise(store, experiment, record, tracker, exit_code, on_record)
             raise
     except Exception as err:  # a failed run is recorded with its reason; the sweep goes on
-        record.fail(f"{type(err).__name__}: {err}", traceback.format_exc(limit=20))
-    finally:
-        _set_sigterm(previous)
-    _finalise(store, experiment, record, tracker, exit_code)
+        record.fail(f"{type(err).__name__}: {err}", record.data.get("traceback") or traceback.format_exc(limit=20))
+    _finalise(store, experiment, record, tracker, exit_code, on_record)
     if record.status == "completed" and not record.get("_unsaved"):  # CHECKPOINTS: the record is on disk
         checkpoint.finish_run(run_dir, run.trainer.checkpoint_keep_finished)
     return record.to_dict()
@@ -210,7 +273,8 @@ def _hand_over(err: checkpoint.Preempted, outer_sigterm, store: ResultsStore, ex
     unhandled user signals end the job as interrupted (exit 143 in a launcher's worker; Slurm requeues it)."""
     err.signals.uninstall(redeliver=False)
     if err.signum != signal.SIGTERM and callable(err.previous):
-        _set_sigterm(outer_sigterm if callable(outer_sigterm) else signal.SIG_IGN)  # requeue sends us a SIGTERM
+        # requeue sends us a SIGTERM: it goes to the handler from before the job (or is ignored)
+        _set_interrupt_handlers({signal.SIGTERM: outer_sigterm if callable(outer_sigterm) else signal.SIG_IGN})
         try:
             err.previous(err.signum, None)
         except Exception as exc:  # submitit: "timed-out too many times" — no requeue; a rerun still resumes
@@ -221,7 +285,14 @@ def _hand_over(err: checkpoint.Preempted, outer_sigterm, store: ResultsStore, ex
     raise Interrupted(f"signal {signal.Signals(err.signum).name}", err.signum)
 
 
-def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exit_code: int) -> None:
+def _finalise(
+    store: ResultsStore,
+    experiment: str,
+    record: Record,
+    tracker,
+    exit_code: int,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
     """Write the record, then always summarise and finish W&B; a failed write (ENOSPC) is one clear line.
 
     The record that could not be written is kept in memory (``_unsaved``) so the caller still prints its
@@ -232,23 +303,32 @@ def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exi
     if result["status"] == "failed" and "checkpoint" not in str(result["reason"]):  # CHECKPOINTS: can it resume?
         note = checkpoint.resume_note(store.run_dir(experiment, str(result["run_id"])))
         result["reason"] = f"{result['reason']}{note}"
+    pending: list[int] = []
+    with deferred_signals(pending):  # a SIGINT/SIGTERM now waits until the record is on disk (then raises)
+        try:
+            written = store.write(experiment, result)
+            result["_path"] = str(written)  # where it went (result.json or failed-attempt)
+            # the record is on disk: free the claim now, before W&B's finish (slow under load, and a launcher that
+            # stops its workers after a grace period could kill us there and leave a stale lock behind)
+            store.release(experiment, str(result["run_id"]))
+        except (OSError, ContractViolation) as err:
+            where = getattr(err, "filename", None) or store.root
+            result["_unsaved"] = f"{getattr(err, 'strerror', None) or err} ({where})"
+            shown = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float, str)) and v is not None}
+            log.error(
+                "could not write the result of run %s: %s; metrics: %s",
+                result["run_id"],
+                result["_unsaved"],
+                json.dumps(shown, default=str),
+            )
+        finally:
+            remove_partial_files(store.run_dir(experiment, str(result["run_id"])))
+        if on_record is not None:
+            try:
+                on_record(result)
+            except OSError as err:
+                log.error("could not note run %s's record for the sweep: %s", result["run_id"], err)
     try:
-        written = store.write(experiment, result)
-        # the record is on disk: free the claim now, before W&B's finish (slow under load, and a launcher that
-        # stops its workers after a grace period could kill us there and leave a stale lock behind)
-        store.release(experiment, str(result["run_id"]))
-    except (OSError, ContractViolation) as err:
-        where = getattr(err, "filename", None) or store.root
-        result["_unsaved"] = f"{getattr(err, 'strerror', None) or err} ({where})"
-        shown = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float, str)) and v is not None}
-        log.error(
-            "could not write the result of run %s: %s; metrics: %s",
-            result["run_id"],
-            result["_unsaved"],
-            json.dumps(shown, default=str),
-        )
-    finally:
-        remove_partial_files(store.run_dir(experiment, str(result["run_id"])))
         try:
             if written is not None:  # the files as written: result.json, config.json, the run's CSVs
                 run_dir = store.run_dir(experiment, str(result["run_id"]))
@@ -259,9 +339,15 @@ def _finalise(store: ResultsStore, experiment: str, record: Record, tracker, exi
             tracker.summary(flatten("", sections) | {"status": result["status"], "reason": result["reason"] or ""})
         finally:
             tracker.finish(exit_code=exit_code)
+    except KeyboardInterrupt as err:  # a signal while W&B finishes: the record is written already
+        pending.append(int(getattr(err, "signum", signal.SIGINT)))
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    if pending:  # held while the record was written: the run stops now, and says what it recorded
+        stop = Interrupted(f"signal {signal_name(pending[0])}", pending[0])
+        stop.record = result  # type: ignore[attr-defined]
+        raise stop
 
 
 def remove_partial_files(run_dir: Path) -> None:
@@ -280,12 +366,19 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(f"signal {signal.Signals(signum).name}", signum)
 
 
-def _set_sigterm(handler):
-    """Install a SIGTERM handler where Python allows it (the main thread); elsewhere leave it alone."""
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except (ValueError, TypeError):  # not the main thread (threaded launcher backends) or handler None
-        return None
+def _set_interrupt_handlers(handler):
+    """Install ``handler`` for SIGTERM and SIGINT where Python allows it (the main thread); returns the previous
+    handlers (pass them back to restore). Elsewhere (threaded launcher backends) leave them alone."""
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        wanted = handler.get(sig) if isinstance(handler, dict) else handler
+        if wanted is None:
+            continue
+        try:
+            previous[sig] = signal.signal(sig, wanted)
+        except (ValueError, TypeError):  # not the main thread
+            continue
+    return previous
 
 
 class _NoStore(ResultsStore):
@@ -308,34 +401,74 @@ def _job_device(device_name: str) -> torch.device:
     return device
 
 
-def _execute(run: RunConfig, record: Record, run_dir: Path, tracker, progress: bool, main: bool = True) -> None:
-    """The training job under a :class:`~loraven.threads.ThreadGovernor` (torch's CPU thread count chosen for
-    the job, restored after it): ``env.torch_threads`` and ``env.threads`` say which count ran and why."""
-    gov = threads.ThreadGovernor(run.top.threads, _job_device(run.top.device))
-    try:
-        _train_and_evaluate(run, record, run_dir, tracker, progress, main, gov)
-    finally:
-        record.update_env(gov.record())
-        gov.restore()
+@dataclass
+class Prepared:
+    """What the training job builds before anything is written: the task (its data read and checked), the model,
+    the method's fit to it and the parameter budget's fit. A config error in any of them stops the run before its
+    folder, record or W&B run exist."""
+
+    task: Any
+    loaded: LoadedModel
+    fitted: Any  # the adapter settings the method is built from (after adapter.param_budget)
+    budget: dict[str, Any]
+    device: torch.device
+    timer: measure.PhaseTimes
+    memory: measure.PeakMemory
+    start: float
 
 
-def _train_and_evaluate(
-    run: RunConfig, record: Record, run_dir: Path, tracker, progress: bool, main: bool, gov: threads.ThreadGovernor
-) -> None:
-    """load → base score → adapt → train (metered) → evaluate (metered) → record."""
+def prepare(run: RunConfig) -> Prepared:
+    """Device → task → model → the method's rank check → the tokenizer check → the budget fit (the "load" phase)."""
     timer = measure.PhaseTimes()
     device = _job_device(run.top.device)
-    seed = run.top.seed
-    torch.manual_seed(seed)
+    torch.manual_seed(run.top.seed)
     memory = measure.PeakMemory(device)
-    record.set_env(provenance.environment(device))
     start = time.perf_counter()
     with timer.phase("load", device):
         task = build_task(run.task, cache_dir() / "data")
         loaded = load_model(run.raw["model"], task.info or None)
         check_fits(loaded.model, run.adapter)
         task.check_tokenizer(loaded.tokenizer)
+        fitted, budget = fit_param_budget(loaded.model, run.adapter)  # what adapter.param_budget chose, recorded
         loaded.model.to(device)
+    return Prepared(task, loaded, fitted, budget, device, timer, memory, start)
+
+
+def _execute(
+    run: RunConfig,
+    record: Record,
+    run_dir: Path,
+    tracker,
+    progress: bool,
+    main: bool = True,
+    prepared: Prepared | None = None,
+) -> None:
+    """The training job under a :class:`~loraven.threads.ThreadGovernor` (torch's CPU thread count chosen for
+    the job, restored after it): ``env.torch_threads`` and ``env.threads`` say which count ran and why."""
+    prepared = prepared or prepare(run)
+    gov = threads.ThreadGovernor(run.top.threads, prepared.device)
+    try:
+        _train_and_evaluate(run, record, run_dir, tracker, progress, main, prepared, gov)
+    finally:
+        record.update_env(gov.record())
+        gov.restore()
+
+
+def _train_and_evaluate(
+    run: RunConfig,
+    record: Record,
+    run_dir: Path,
+    tracker,
+    progress: bool,
+    main: bool,
+    prepared: Prepared,
+    gov: threads.ThreadGovernor,
+) -> None:
+    """(prepared) → base score → adapt → train (metered) → evaluate (metered) → record."""
+    task, loaded, fitted, budget = prepared.task, prepared.loaded, prepared.fitted, prepared.budget
+    timer, device, memory, start = prepared.timer, prepared.device, prepared.memory, prepared.start
+    seed = run.top.seed
+    record.set_env(provenance.environment(device))
     record.set_metrics({"task": task.name, "metric": task.metric_key})
     record.update_task(task.describe())
     eval_bs = run.trainer.eval_batch_size
@@ -346,7 +479,6 @@ def _train_and_evaluate(
     total_params = sum(p.numel() for p in loaded.model.parameters())
     ctx = AdapterContext(total_steps=run.trainer.steps, seed=seed)
     with timer.phase("adapt", device):
-        fitted, budget = fit_param_budget(loaded.model, run.adapter)  # what adapter.param_budget chose, recorded
         adapted = apply_adapter(loaded.model, fitted, run.scheduler, ctx)
         adapted.model.to(device)
     record.update_adapter(get_adapter(str(fitted.name)).describe(run.scheduler.name, fitted))  # type: ignore[attr-defined]

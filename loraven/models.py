@@ -50,9 +50,12 @@ def cache_dir() -> Path:
 
 def load_model(cfg: Mapping[str, Any], task_info: Mapping[str, Any] | None = None) -> LoadedModel:
     """Build the model named by ``cfg.kind``; ``task_info`` gives in/out sizes for MLPs."""
+    from loraven.testhooks import event
+
     kind = cfg.get("kind")
     if kind not in MODEL_BUILDERS:
         raise ConfigError(f"unknown model kind {kind!r}; valid choices: {', '.join(MODEL_BUILDERS)}")
+    event("model_load")
     return MODEL_BUILDERS[str(kind)](cfg, _dtype(cfg.get("dtype", "float32")), task_info)
 
 

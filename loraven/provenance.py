@@ -65,4 +65,10 @@ def pick_device(name: str = "auto") -> torch.device:
         from loraven.errors import ConfigError
 
         raise ConfigError(f"device={name!r} but no CUDA device is available; valid choices here: auto, cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        from loraven.errors import ConfigError
+
+        count = torch.cuda.device_count()
+        raise ConfigError(f"device={name!r} but this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}")
+    return device

@@ -24,6 +24,25 @@ from loraven.settings import TrainerConfig, trainer_config
 from loraven.threads import parse_threads
 
 GROUPS = ("model", "scheduler", "adapter", "trainer", "task", "energy", "tracking")
+# folders a results store must never be (it creates <experiment>/<run_id>/ folders in them)
+SYSTEM_DIRS = frozenset(
+    Path(p).resolve()
+    for p in (
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib64",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/sys",
+        "/usr",
+        "/var",
+    )
+)
 
 
 class TrackingConfig(Section):
@@ -32,6 +51,17 @@ class TrackingConfig(Section):
     mode: Literal["online", "offline", "disabled"]
     project: str | None = None
     entity: str | None = None
+
+    @field_validator("project", "entity")
+    @classmethod
+    def _wandb_name(cls, value: str | None, info) -> str | None:
+        """W&B refuses these characters in project and entity names (at init, after the run had started)."""
+        if value is not None and (not value.strip() or len(value) > 128 or re.search(r"[/\\#?%:\s]", value)):
+            raise ValueError(
+                f"tracking.{info.field_name}={value!r} is not a W&B name: 1 to 128 characters, none of / \\ # ? % : "
+                "or spaces"
+            )
+        return value
 
 
 class TuningConfig(Section):
@@ -76,8 +106,16 @@ class TopLevel(Section):
     def _results_dir(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("results_dir is empty; give a folder for the results store (default: results)")
-        if Path(value).expanduser().resolve() == Path("/"):
+        where = Path(value).expanduser().resolve()
+        if where == Path("/"):
             raise ValueError(f"results_dir={value!r} is the filesystem root; give a folder of its own")
+        if where in SYSTEM_DIRS or where == Path.home().resolve():
+            raise ValueError(
+                f"results_dir={value!r} is a system folder or your home folder itself; give a folder of its own "
+                "(default: results)"
+            )
+        if any(c in value for c in "\x00\n\r"):
+            raise ValueError(f"results_dir={value!r} holds a control character")
         return value
 
     @field_validator("threads", mode="before")

@@ -77,6 +77,8 @@ def describe(err: ValidationError, cls: type[BaseModel], where: str, raw: Mappin
         return f"{key} is required (it has no default here; set it in the config or on the command line)"
     if not loc or (where and message.startswith(f"{where}.")):  # a rule whose message names the keys itself
         return message
+    if message.startswith((f"{key}=", f"{key}.")):  # a nested check that already named the key and value
+        return message
     value = first.get("input")
     ctx = first.get("ctx") or {}
     if len(union) > 1:  # a value that fits no member of a union (int | 'full', str | list[str]...)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from loraven.errors import ConfigError
 log = logging.getLogger("loraven.search")
 # optuna 2.x (what the sweeper pins) trips SQLAlchemy 1.4's "not 2.0-ready" banner on every import; we pin <2
 os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage imports it: "setup plugin ..." per plugin
 
 SEARCH_SPLIT = "validation"
 STORAGE_FILE = "optuna.db"
@@ -117,15 +119,87 @@ def _command_line_keys(config: DictConfig) -> set[str]:
     return keys
 
 
+DIRECTIONS = ("minimize", "maximize")
+
+
+def check_search_settings(sweeper: Any, arguments: list[str]) -> None:
+    """The sweeper's settings and search space, one line each, before the first trial (the plugin raised an Optuna
+    traceback for a reversed or non-positive log interval, ``direction=sideways`` or ``n_trials=0``)."""
+    directions = sweeper.get("direction")
+    from omegaconf import ListConfig
+
+    listed = list(directions) if isinstance(directions, (list, tuple, ListConfig)) else [directions]
+    for direction in listed:
+        name = getattr(direction, "name", direction)
+        if str(name) not in DIRECTIONS:
+            raise ConfigError(f"hydra.sweeper.direction={name!r}; valid choices: {', '.join(DIRECTIONS)}")
+    n_trials = sweeper.get("n_trials")
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        raise ConfigError(f"hydra.sweeper.n_trials={n_trials!r} is out of range; valid: >= 1 (the study's total)")
+    n_jobs = sweeper.get("n_jobs")
+    if not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ConfigError(f"hydra.sweeper.n_jobs={n_jobs!r} is out of range; valid: >= 1 (trials run at once)")
+    rate = sweeper.get("max_failure_rate")
+    if not isinstance(rate, (int, float)) or not 0.0 <= float(rate) <= 1.0 or not math.isfinite(float(rate)):
+        raise ConfigError(f"hydra.sweeper.max_failure_rate={rate!r} is out of range; valid: [0, 1]")
+    search_space(sweeper, arguments)
+
+
+def search_space(sweeper: Any, arguments: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(distributions, fixed values) exactly as the plugin builds them from ``hydra.sweeper.params`` and the command
+    line; a bad interval or choice is one line naming the key."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+
+    params = [f"{k!s}={v}" for k, v in (sweeper.get("params") or {}).items()] + list(arguments)
+    distributions: dict[str, Any] = {}
+    fixed: dict[str, Any] = {}
+    for override in OverridesParser.create().parse_overrides(params):
+        key = override.get_key_element()
+        try:
+            value = create_optuna_distribution_from_override(override)
+        except (ValueError, AssertionError, NotImplementedError) as err:
+            given = override.input_line or key
+            raise ConfigError(f"{given}: not a valid Optuna search space ({err})") from None
+        if isinstance(value, str):
+            fixed[key] = value
+        else:
+            distributions[key] = value
+    return {k: v for k, v in distributions.items() if k not in fixed}, fixed
+
+
+def study_lock_path(url: str, study_name: str, results_dir: str | Path, experiment: str) -> Path:
+    """Beside the SQLite file (or in the results store for other storages): one lock per study."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", study_name)
+    folder = Path(url[len("sqlite:///") :]).parent if url.startswith("sqlite:///") else Path(results_dir) / experiment
+    return folder / f".optuna-{safe}.lock"
+
+
 class OptunaDefaults(Callback):
-    """Fill in loraven's search defaults before the Optuna sweeper is built (see the module docstring)."""
+    """Fill in loraven's search defaults before the Optuna sweeper is built (see the module docstring); check the
+    search's settings; lock the study for this search (a second search on it is refused: the plugin's trials of
+    both would interleave, and the resume step would mark the other's running trials failed)."""
+
+    lock: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra turns a callback's exception into a warning: a config error here ends the run itself (exit 2)."""
+        try:
+            self._start(config)
+        except (ConfigError, SearchConfigError) as err:
+            from loraven.cli.precheck import stop_from_callback
+
+            stop_from_callback(err)
+
+    def _start(self, config: DictConfig) -> None:
         sweeper = config.hydra.sweeper
         if not is_optuna(sweeper):
             return
         given = _command_line_keys(config)
         experiment = str(config.get("experiment_name") or "default")
+        arguments = [str(a) for a in (config.hydra.overrides.task or [])]
         with flag_override(sweeper, ["struct", "readonly"], [False, False]):  # Hydra's node is read-only
             if "hydra.sweeper.direction" not in given:
                 sweeper.direction = direction_for(config.task)
@@ -136,6 +210,11 @@ class OptunaDefaults(Callback):
             params = dict(sweeper.get("params") or {})
             params.setdefault("task.eval_split", SEARCH_SPLIT)
             sweeper.params = params
+            check_search_settings(sweeper, arguments)
+            from loraven.search_sweeper import install
+
+            install()  # the plugin's sweeper, but a search without a completed trial ends without a traceback
+            self._lock(str(sweeper.storage), str(sweeper.study_name), config.get("results_dir", "results"), experiment)
             done = prepare_storage(str(sweeper.storage), str(sweeper.study_name))
             if "sampler" in sweeper and "seed" in sweeper.sampler and sweeper.sampler.seed is None:
                 sweeper.sampler.seed = int(config.get("seed") or 0) + done
@@ -158,10 +237,43 @@ class OptunaDefaults(Callback):
             sweeper.storage,
         )
 
+    def _lock(self, url: str, study_name: str, results_dir: str, experiment: str) -> None:
+        import atexit
+
+        from loraven import locks
+
+        path = study_lock_path(url, study_name, results_dir, experiment)
+        try:
+            locks.acquire(path, f"study {study_name}", on_stale=log.warning)
+        except locks.LockError as err:
+            if err.state.state == "live":
+                raise ConfigError(
+                    f"study {study_name} is being searched by {err.state.detail.removeprefix('held by ')} ({path}); "
+                    "wait for that search to end (it resumes from the same study when run again)"
+                ) from None
+            raise ConfigError(str(err)) from None
+        OptunaDefaults.lock = path
+        atexit.register(locks.release, path)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from loraven import locks
+
+        if OptunaDefaults.lock is not None:
+            locks.release(OptunaDefaults.lock)
+            OptunaDefaults.lock = None
+
+
+CORRUPT_DB = ("file is not a database", "database disk image is malformed", "file is encrypted")
+
 
 def prepare_storage(url: str, study_name: str) -> int:
     """Create the SQLite file's folder; in an existing study, mark trials a killed search left ``RUNNING`` as
-    ``FAIL``. Returns how many trials the study has finished (complete, pruned or failed; not the interrupted)."""
+    ``FAIL``. Returns how many trials the study has finished (complete, pruned or failed; not the interrupted).
+
+    A SQLite file that is not a database (truncated, overwritten) is moved aside with a warning and the study starts
+    again (a trial that repeats a finished run's config is resumed from the results store); a storage that cannot
+    be opened at all is one line.
+    """
     import optuna
 
     if url.startswith("sqlite:///"):
@@ -170,6 +282,21 @@ def prepare_storage(url: str, study_name: str) -> int:
         study = optuna.load_study(study_name=study_name, storage=url)
     except KeyError:  # no such study yet: create_study will make it
         return 0
+    except Exception as err:  # sqlalchemy's DatabaseError/ArgumentError, optuna's RuntimeError (another version)
+        text = " ".join(str(err).split())
+        db = Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
+        if db is not None and db.is_file() and any(words in text for words in CORRUPT_DB):
+            aside = db.with_name(f"{db.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(db, aside)
+            log.warning(
+                "%s is not a readable Optuna study (%s): moved to %s; study %s starts again",
+                db,
+                text[:120],
+                aside,
+                study_name,
+            )
+            return 0
+        raise ConfigError(f"hydra.sweeper.storage={url!r} cannot be opened: {text[:300]}") from None
     finished = 0
     for trial in study.get_trials(deepcopy=False):
         if trial.state == optuna.trial.TrialState.RUNNING:  # interrupted: FAIL in the study, and not counted

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from loraven.cli.console import console, fmt
 from loraven.cli.hydra_glue import JOB_POINTER
+from loraven.errors import ConfigError
 from loraven.search import is_optuna
 
 log = logging.getLogger("loraven.sweep")
@@ -33,6 +34,14 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         except (OSError, ValueError) as err:
             log.warning("unreadable job record %s: %s", pointer, err)
     return rows
+
+
+def _why(jobs: list[dict[str, Any]]) -> str:
+    """Why the trials failed, most common reason first (``3 × diverged: ...``)."""
+    if not jobs:
+        return "no trial ran"
+    reasons = Counter(f"{j.get('status')}: {str(j.get('reason') or 'no reason recorded')[:160]}" for j in jobs)
+    return "; ".join(f"{n} × {reason}" for reason, n in reasons.most_common(3))
 
 
 def _job_num(name: str) -> int:
@@ -64,8 +73,19 @@ class SweepSummary(Callback):
 
         ``WANDB_MODE=offline`` set here is inherited by the launcher's workers (joblib/loky, submitit local).
         """
+        from loraven.cli.lifecycle import SWEEP_STATE
         from loraven.track import _wandb_logged_in, wandb_reachable
 
+        if OmegaConf.select(config, "hydra.sweep.dir") is not None:
+            SWEEP_STATE["dir"] = Path(str(config.hydra.sweep.dir))  # an interrupted sweep's last line reads it
+            from loraven.sweep_check import check_sweep
+
+            try:
+                check_sweep(config)  # every job's config, before the first job starts (a bad one stops it: exit 2)
+            except ConfigError as err:  # Hydra would turn a callback's exception into a warning and go on
+                from loraven.cli.precheck import stop_from_callback
+
+                stop_from_callback(err)
         tracking = config.get("tracking") or {}
         mode = os.environ.get("WANDB_MODE") or str(tracking.get("mode", "offline"))
         if tracking.get("name") == "wandb" and mode == "online" and _wandb_logged_in():
@@ -112,7 +132,8 @@ class SweepSummary(Callback):
                     f"loraven search: {len(failed)} trial(s) failed and were recorded FAIL in the study",
                     file=sys.stderr,
                 )
-            if jobs and not any(j["status"] == "completed" for j in jobs):
+            if not any(j["status"] == "completed" for j in jobs):
+                print(f"loraven search: no trial completed, so there is no best trial; {_why(jobs)}", file=sys.stderr)
                 raise SystemExit(1)
             return
         if failed or missing > 0:

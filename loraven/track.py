@@ -45,6 +45,7 @@ CREDENTIAL_WORDS = frozenset(
         "privatekey",
         "cookie",
         "bearer",
+        "authorization",
     }
 )
 CREDENTIAL_SUFFIXES = ("api_key", "private_key", "access_key", "secret_key", "client_secret", "signing_key")
@@ -53,11 +54,88 @@ LOCK_NAME = ".claim.lock"  # "this job is being run by pid N on host H" (see Res
 PROBE_BYTES = 64 * 1024  # the writability probe writes real blocks: an empty file passes on a full disk
 
 
+# "<service>_key" names a credential too (wandb_key, hf_key), "r_key"/"sort_key" do not
+KEY_OWNERS = frozenset({"api", "access", "secret", "private", "signing", "encryption", "master", "wandb", "hf", "aws"})
+# values that are credentials whatever their key (well-known token formats with a distinctive prefix)
+SECRET_PATTERNS = (
+    r"hf_[A-Za-z0-9]{20,}",  # Hugging Face
+    r"(?:sk|rk)-[A-Za-z0-9_-]{20,}",  # OpenAI-style secret keys
+    r"gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}",  # GitHub
+    r"(?:AKIA|ASIA)[0-9A-Z]{16}",  # AWS access key ids
+    r"xox[abprs]-[A-Za-z0-9-]{10,}",  # Slack
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+)
+
+
+def _key_words(key: Any) -> list[str]:
+    """``hf.accessToken`` → ``['access', 'token']``: the last dotted part split on ``_``, ``-`` and camelCase."""
+    import re
+
+    name = str(key).rsplit(".", 1)[-1]
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)  # camelCase → camel_Case (HF_TOKEN stays one word each)
+    return [w for w in re.split(r"[_\-\s]+", name.lower()) if w]
+
+
 def is_credential_key(key: Any) -> bool:
-    """Whether a config key name looks like it holds a credential (checked on the last dotted component)."""
-    name = str(key).rsplit(".", 1)[-1].lower().replace("-", "_")
-    words = [w for w in name.split("_") if w]
-    return bool(set(words) & CREDENTIAL_WORDS) or name.endswith(CREDENTIAL_SUFFIXES)
+    """Whether a config key name looks like it holds a credential (the last dotted part, in any case style:
+    ``hf_token``, ``HF_TOKEN``, ``accessToken``, ``api-key``, ``wandb_key``)."""
+    words = _key_words(key)
+    joined = "_".join(words)
+    if set(words) & CREDENTIAL_WORDS or joined.endswith(CREDENTIAL_SUFFIXES):
+        return True
+    squashed = "".join(words)
+    if squashed in CREDENTIAL_WORDS or squashed.endswith(("apikey", "accesstoken", "authtoken", "privatekey")):
+        return True
+    return len(words) >= 2 and words[-1] == "key" and words[-2] in KEY_OWNERS
+
+
+def looks_like_secret(value: Any) -> bool:
+    """A string that is a credential whatever key holds it: a well-known token format, or the value of a
+    credential-named environment variable of this process (a ``$WANDB_API_KEY`` expanded by the shell)."""
+    import re
+
+    if not isinstance(value, str) or len(value) < 8:
+        return False
+    if any(re.search(pattern, value) for pattern in SECRET_PATTERNS):
+        return True
+    return any(secret in value for secret in _environment_secrets())
+
+
+def _environment_secrets() -> list[str]:
+    """Values of this process's credential-named environment variables that look like tokens (not PWD's path)."""
+    out = []
+    for name, secret in os.environ.items():
+        if name in ("PWD", "OLDPWD") or not is_credential_key(name):
+            continue
+        if len(secret) >= 8 and not secret.startswith(("/", "~", ".")) and not any(c.isspace() for c in secret):
+            out.append(secret)
+    return out
+
+
+def credential_paths(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted paths in a config tree (mappings, lists) whose key looks like a credential and holds a value, or
+    whose value looks like a secret. An interpolation (``${oc.env:HF_TOKEN}``) is not a value: it is how a
+    credential is meant to be passed, and it is resolved only in memory."""
+    found: list[str] = []
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if is_credential_key(key) and _holds_value(value):
+                found.append(path)
+            else:
+                found += credential_paths(value, path)
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            found += credential_paths(value, f"{prefix}[{i}]")
+    elif looks_like_secret(obj):
+        found.append(prefix or "<value>")
+    return found
+
+
+def _holds_value(value: Any) -> bool:
+    if value is None or value == "" or value == "???" or value == "<redacted>":
+        return False
+    return not (isinstance(value, str) and value.strip().startswith("${") and value.strip().endswith("}"))
 
 
 OFF_WHEN_EMPTY = {"task": ("retention", ("retention", "retention_limit"))}  # (switch, keys it governs)
@@ -80,13 +158,16 @@ def run_id_for(cfg: Mapping[str, Any]) -> str:
 
 
 def redact(obj: Any) -> Any:
-    """Drop values of keys that look like secrets (a config must never carry a key or token)."""
+    """Drop values of keys that look like secrets, and values that look like secrets whatever their key (a config
+    must never carry a key or token; this is the last line, after the command-line and config-file checks)."""
     if isinstance(obj, Mapping):
         return {
             k: ("<redacted>" if is_credential_key(k) and v not in (None, "") else redact(v)) for k, v in obj.items()
         }
     if isinstance(obj, list):
         return [redact(v) for v in obj]
+    if looks_like_secret(obj):
+        return "<redacted>"
     return obj
 
 
@@ -157,6 +238,9 @@ class ResultsStore:
             raise ContractViolation(
                 f"run {result.get('run_id')}: record breaks the results contract: " + "; ".join(problems[:5])
             )
+        from loraven.testhooks import event
+
+        event("record_write")
         run_dir = self.run_dir(experiment, str(result["run_id"]))
         path = run_dir / "result.json"
         if result.get("status") != "completed" and self._has_completed(path):
@@ -180,54 +264,27 @@ class ResultsStore:
         return isinstance(data, dict) and data.get("status") == "completed" and not contract_violations(data)
 
     def claim(self, experiment: str, run_id: str) -> str | None:
-        """Take this job's lock file for this process; None if taken, else a line naming the live owner.
+        """Take this job's lock for this process: None when taken, else a line naming the live owner.
 
-        The lock holds ``pid host``. A lock whose owner is dead (SIGKILL, a crashed node on this host) is stale
-        and taken over; a lock from another host is trusted (its pid cannot be checked from here).
+        The lock names its owner by (host, pid, start time) (:mod:`loraven.locks`): one left by a process that has
+        ended is taken over with a warning; one that cannot be verified (another host's, a legacy lock on a live
+        pid, a directory, a garbled file) raises :class:`loraven.locks.LockError` with the command that clears it.
         """
+        from loraven import locks
+
         lock = self.run_dir(experiment, run_id) / LOCK_NAME
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{os.getpid()} {socket.gethostname()}"
-        for _ in range(3):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = _lock_owner(lock)
-                if owner is None:  # stale, or vanished meanwhile: remove and try again
-                    with contextlib.suppress(OSError):
-                        os.unlink(lock)
-                    continue
-                return f"claimed by {owner} ({lock})"
-            with os.fdopen(fd, "w") as fh:
-                fh.write(me + "\n")
-            return None
-        return f"could not claim {lock}"
+        try:
+            locks.acquire(lock, f"run {run_id}", on_stale=log.warning)
+        except locks.LockError as err:
+            if err.state.state == "live":
+                return f"claimed by {err.state.detail.removeprefix('held by ')} ({lock})"
+            raise
+        return None
 
     def release(self, experiment: str, run_id: str) -> None:
-        lock = self.run_dir(experiment, run_id) / LOCK_NAME
-        if _lock_owner(lock) == f"pid {os.getpid()} on {socket.gethostname()}":
-            with contextlib.suppress(OSError):
-                os.unlink(lock)
+        from loraven import locks
 
-
-def _lock_owner(lock: Path) -> str | None:
-    """``pid N on HOST`` for a live owner, None for a missing, unreadable or stale lock."""
-    try:
-        pid_text, _, host = lock.read_text().strip().partition(" ")
-        pid = int(pid_text)
-    except (OSError, ValueError):
-        return None
-    if host != socket.gethostname():
-        return f"pid {pid} on {host}"
-    if pid == os.getpid():
-        return f"pid {pid} on {host}"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, another user's
-        pass
-    return f"pid {pid} on {host}"
+        locks.release(self.run_dir(experiment, run_id) / LOCK_NAME)
 
 
 def _json_default(obj: Any) -> Any:
@@ -451,7 +508,10 @@ def make_tracker(
     tags: list[str],
 ) -> Tracker:
     """The tracker named by ``cfg.name`` (``tracking=`` group): wandb or none."""
+    from loraven.testhooks import event
+
     kind = cfg.get("name", "none")
+    event(f"tracker_start {kind}")
     if kind not in TRACKERS:
         from loraven.errors import ConfigError
 

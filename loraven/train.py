@@ -175,15 +175,17 @@ def train(
             "first_bad": int(first_bad),
         }
 
+    terminal = sys.stderr.isatty()
     bar = tqdm(
         total=steps,
         initial=resume.step,
         desc="train",
         unit="step",
-        disable=not progress or rank != 0,
+        disable=not progress or rank != 0 or not terminal,
         dynamic_ncols=True,
-        mininterval=0.5 if sys.stderr.isatty() else 15.0,
-    )  # a log file gets a line every 15 s, not 10/s
+        mininterval=0.5,
+    )  # a terminal gets the bar; a log file (a sweep's, a Slurm job's) gets a plain line every log_every steps
+    text_progress = rank == 0 and not terminal
     start_all = time.perf_counter()
     for step in range(resume.step + 1, steps + 1):
         batch = next(batches)
@@ -218,6 +220,10 @@ def train(
             value = float(detached)
             stats.loss_curve.append((step, value))
             bar.set_postfix(loss=f"{value:.4f}")
+            if text_progress:  # tqdm in a file is one line of carriage returns, every 15 s at best
+                recent = stats.step_ms[-log_every:]
+                per_step = f", {statistics.median(recent):.0f} ms/step" if recent else ""
+                log.info("train: step %d/%d, loss %.4f%s", step, steps, value, per_step)
             if log_fn is not None and rank == 0:
                 log_fn(
                     {

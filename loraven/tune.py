@@ -29,6 +29,7 @@ from typing import Any
 
 from loraven.adapters.base import available_adapters, get_adapter, registered_specs
 from loraven.cli.hydra_glue import JOB_POINTER
+from loraven.cli.lifecycle import PARENT_PID_ENV
 from loraven.search import storage_url, study_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +93,8 @@ def run_sweep(args: list[str], log_path: Path, sweep_dir: Path, label: str) -> i
             [sys.executable, str(ROOT / "run.py"), "-m", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # the sweep ends when this driver dies, however it dies (loraven.cli.lifecycle.watch_parent)
+            env={**os.environ, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
         )
         try:
             while True:
@@ -105,8 +107,16 @@ def run_sweep(args: list[str], log_path: Path, sweep_dir: Path, label: str) -> i
                 time.sleep(POLL_S)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the sweep records its run as interrupted, then we stop
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=180)
+            try:
+                proc.wait(timeout=180)
+            except subprocess.TimeoutExpired:
+                proc.kill()
             raise
+
+
+def _stamp() -> str:
+    """A sweep folder name of its own: the time and this driver's pid (two drivers in one second, two folders)."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
 
 def _job_line(pointer: Path) -> str:
@@ -131,7 +141,7 @@ def search(method: str, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     size = get_adapter(method).size_space  # the method's own size key, from the adapter registry
     if args.sizes and size is not None:
         space.append(f"{size[0]}={size[1]}")
-    sweep_dir = Path(args.results) / SEARCH_EXPERIMENT / "hydra" / method / time.strftime("%Y%m%d-%H%M%S")
+    sweep_dir = Path(args.results) / SEARCH_EXPERIMENT / "hydra" / method / _stamp()
     sweep = [
         "experiment=tune",
         f"adapter={method}",
@@ -160,7 +170,7 @@ def finals(
     """The final runs of one method and role over the seeds, scored on the test split."""
     chosen = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in params.items()]
     searched = "[" + ",".join(params) + "]"
-    sweep_dir = Path(args.results) / FINAL_EXPERIMENT / "hydra" / f"{method}-{role}" / time.strftime("%Y%m%d-%H%M%S")
+    sweep_dir = Path(args.results) / FINAL_EXPERIMENT / "hydra" / f"{method}-{role}" / _stamp()
     sweep = [
         f"adapter={method}",
         f"seed={args.seeds}",
@@ -185,8 +195,16 @@ def _params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM to the driver, as an exception (so the running sweep is stopped and waited for first)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(signum)
+    raise Stopped(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,9 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         return _tune(args)
-    except KeyboardInterrupt:
-        say("interrupted: the running sweep recorded its job as interrupted; run the same command to resume")
-        return 130
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        say(f"interrupted ({name}): the running sweep recorded its job as interrupted; run the same command to resume")
+        return 128 + int(signum)  # 130 for SIGINT, 143 for SIGTERM, as shells report them
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -209,8 +229,7 @@ def _tune(args: argparse.Namespace) -> int:
         "validation_fraction": args.validation_fraction,
         "overrides": args.overrides,
     }
-    if (out / "summary.json").is_file():  # a resumed or partial tune keeps the methods it already summarised
-        summary["methods"] = json.loads((out / "summary.json").read_text()).get("methods", {})
+    summary["methods"] = previous_methods(out / "summary.json")  # a resumed or partial tune keeps what it has
     say(
         f"methods {', '.join(args.methods)}: {args.trials} trial(s) each on the validation split, then seeds "
         f"{args.seeds} on the test split (logs: {logs}/)"
@@ -238,6 +257,21 @@ def _tune(args: argparse.Namespace) -> int:
         f"--results {args.results} --out reports  (reports/tables/tuned.md)"
     )
     return 1 if failed else 0
+
+
+def previous_methods(path: Path) -> dict[str, Any]:
+    """The methods an earlier tune summarised; a summary that cannot be read (truncated, edited, another shape) is
+    reported and redone, never a traceback (its searches resume from the study, its runs from the store)."""
+    if not path.is_file():
+        return {}
+    try:
+        methods = json.loads(path.read_text()).get("methods", {})
+        if not isinstance(methods, dict) or not all(isinstance(v, dict) for v in methods.values()):
+            raise ValueError("'methods' is not a mapping of method summaries")
+    except (OSError, ValueError, AttributeError) as err:
+        say(f"warning: {path} cannot be read ({type(err).__name__}: {err}); every method is summarised again")
+        return {}
+    return methods
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:

@@ -370,11 +370,20 @@ def linear_targets(model: nn.Module, target_modules: str | list[str] | tuple[str
 
 def rank_for_budget(budget: int, per_rank: int, fixed: int, key: str, limit: int) -> int:
     """The largest rank r with ``fixed + r·per_rank <= budget``, within 1..limit; one clear error if even r=1
-    does not fit (the message names the smallest budget that does)."""
+    does not fit (the message names the smallest budget that does) or if the budget is beyond the largest size
+    (``limit``, the layers' smaller side: the message names the largest budget; it used to be capped silently,
+    so two methods "at the same budget" trained different counts)."""
     r = (budget - fixed) // per_rank if per_rank > 0 else 0
     if r < 1:
         raise ConfigError(
             f"adapter.param_budget={budget} is below this method's smallest size "
             f"({key}=1 needs {fixed + per_rank} trainable parameters)"
         )
-    return int(min(r, limit))
+    largest = fixed + limit * per_rank
+    if budget > largest:
+        raise ConfigError(
+            f"adapter.param_budget={budget} is beyond this method's largest size on this model "
+            f"({key}={limit}, the target layers' smaller side, trains {largest} parameters); "
+            f"give at most {largest}"
+        )
+    return int(r)

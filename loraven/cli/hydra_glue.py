@@ -13,6 +13,23 @@ from typing import Any
 log = logging.getLogger("loraven")
 
 JOB_POINTER = "loraven_job.json"  # written into Hydra's job dir so the sweep summary can find every result
+PID_RESOLVER = "loraven_pid"
+
+
+def register_resolvers() -> None:
+    """``${loraven_pid:}``: the launcher's pid, in ``hydra.run.dir``/``hydra.sweep.dir`` after the time, so two runs or
+    sweeps started in the same second get folders of their own (one sweep's summary listed the other's jobs).
+
+    Cached (``use_cache``): Hydra copies a resolved config's cache into every job's config, and the cache is
+    pickled with it, so workers (joblib, submitit, Slurm) see the launcher's value, as they do for ``${now:}``.
+    """
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver(PID_RESOLVER):
+        OmegaConf.register_new_resolver(PID_RESOLVER, lambda: str(os.getpid()), use_cache=True)
+
+
+register_resolvers()
 
 
 def is_multirun() -> bool:

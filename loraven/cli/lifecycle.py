@@ -1,5 +1,6 @@
-"""Process lifecycle: credentials refused before Hydra writes anything, interrupts ending in one line and a
-documented exit code, a launcher's children stopped with it, and data-parallel start-up."""
+"""Process lifecycle: interrupts ending in one line that says what was recorded and a documented exit code, a
+launcher's children stopped with it (and ending when it dies, however it dies), and data-parallel start-up. The
+checks before Hydra runs (credentials, composition errors) are :mod:`loraven.cli.precheck`."""
 
 from __future__ import annotations
 
@@ -29,9 +30,44 @@ def exit_worker(err: BaseException) -> None:
         import wandb
 
         wandb.teardown()
+    kill_descendants()  # W&B's service or anything else this worker started: no orphan outlives it
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT)
+
+
+_WORKER: dict[str, Any] = {"busy": False, "pending": None}
+
+
+def install_worker_handlers() -> None:
+    """A launcher worker's own SIGINT/SIGTERM handling outside :func:`loraven.job.run_job` (which installs its own):
+    while the worker is busy with a job (before the job's handlers are in, and while its pointer is written after
+    them) a signal is held and acted on once the job's record and pointer are written; an idle worker ends at once.
+    Without this, loky's default SIGTERM killed a worker between writing its record and writing its pointer, and
+    the launcher's last line undercounted what was recorded."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _worker_signal)
+    signal.signal(signal.SIGINT, _worker_signal)
+
+
+def _worker_signal(signum: int, frame: Any) -> None:
+    if _WORKER["busy"]:
+        _WORKER["pending"] = signum
+        return
+    from loraven.job import Interrupted
+
+    exit_worker(Interrupted(f"signal {signum}", signum))
+
+
+def worker_busy(busy: bool) -> None:
+    """Mark the start or the end of a job in a launcher worker; at the end, a held signal ends the worker."""
+    _WORKER["busy"] = busy
+    if not busy and _WORKER["pending"] is not None:
+        from loraven.job import Interrupted
+
+        signum = int(_WORKER["pending"])
+        exit_worker(Interrupted(f"signal {signum}", signum))
 
 
 class suppress_all:
@@ -41,74 +77,149 @@ class suppress_all:
         return True
 
 
-def credential_overrides(argv: list[str]) -> list[str]:
-    """Command-line overrides whose key looks like a credential (``trainer.passwd=...``, ``+secret_key=...``)."""
-    from loraven.track import is_credential_key
-
-    found = []
-    for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        key = arg.split("=", 1)[0].lstrip("+~").strip()
-        if key and is_credential_key(key):
-            found.append(key)
-    return found
-
-
-def refuse_credential_overrides(argv: list[str]) -> None:
-    """Exit 2 with one line before Hydra writes anything if a credential is passed on the command line.
-
-    Hydra copies every override into ``.hydra/{config,overrides,hydra}.yaml`` and ``multirun.yaml``, W&B
-    records the command line in its run file, and both happen before any code of ours could redact a value;
-    so credentials are refused here and taken from the environment instead. The value is never echoed.
-    """
-    keys = credential_overrides(argv)
-    if keys:
-        print(
-            f"error: {', '.join(keys)} on the command line looks like a credential; command lines are written to "
-            ".hydra/*.yaml, multirun.yaml and W&B run files. Pass credentials as environment variables instead "
-            "(WANDB_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY, ...); nothing was run or written.",
-            file=sys.stderr,
-        )
-        sys.exit(EXIT_CONFIG)
+SWEEP_STATE: dict[str, Any] = {}  # the running sweep's dir (set by loraven.sweep.SweepSummary in the launcher)
 
 
 def run_guarded(main: Any) -> None:
     """Run Hydra's ``main`` with interrupts ending in one line and a documented exit code.
 
     SIGINT → 130, SIGTERM → 143 (128 + signal number, as shells report them). Jobs record themselves as
-    ``failed: interrupted (SIG...)`` first. In a sweep, a SIGTERM to the launcher is forwarded to its children
-    (joblib workers, loky's resource tracker) and the launcher waits for them before exiting.
+    ``failed: interrupted (SIG...)`` first (a record being written is finished first: :mod:`loraven.signals`).
+    In a sweep, a SIGINT or SIGTERM to the launcher is forwarded to its children as SIGTERM (joblib workers,
+    loky's resource tracker) and the launcher waits for them to record before exiting. The last line says what
+    was recorded, read back from the records themselves, never assumed.
     """
     import signal
 
     from loraven.job import Interrupted
 
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
-    signal.signal(signal.SIGTERM, _launcher_sigterm)
+    signal.signal(signal.SIGTERM, _launcher_signal)
+    signal.signal(signal.SIGINT, _launcher_signal)
+    watch_parent_from_env()
     try:
         main()
     except KeyboardInterrupt as err:
         signum = int(getattr(err, "signum", signal.SIGINT)) if isinstance(err, Interrupted) else signal.SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the children's records short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_children(signal.SIGTERM)
         name = signal.Signals(signum).name
         code = EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
-        print(
-            f"interrupted ({name}): runs under way were recorded as failed: interrupted; exit {code}", file=sys.stderr
-        )
+        print(f"interrupted ({name}): {recorded_summary(err)}; exit {code}", file=sys.stderr)
         sys.stderr.flush()
         os._exit(code)  # not sys.exit: joblib/loky teardown after an interrupt can block on dead workers
 
 
-def _launcher_sigterm(signum: int, frame: Any) -> None:
+def recorded_summary(err: BaseException) -> str:
+    """What the interrupted run or sweep left in the results store, read from what was written."""
+    sweep_dir = SWEEP_STATE.get("dir")
+    if sweep_dir is not None:
+        from collections import Counter
+
+        from loraven.sweep import collect
+
+        jobs = collect(sweep_dir)
+        if not jobs:
+            return f"no job of the sweep had recorded a result ({sweep_dir})"
+        counts = Counter(_status_words(j) for j in jobs)
+        where = sorted({str(j.get("result_path")).rsplit("/", 2)[0] for j in jobs if j.get("result_path")})
+        shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        return f"the sweep recorded {shown} ({', '.join(where) or sweep_dir}; jobs listed in {sweep_dir})"
+    record = getattr(err, "record", None)
+    if not isinstance(record, dict):
+        return "the run had not started a record: nothing was written to the results store"
+    if record.get("_unsaved"):
+        return f"run {record.get('run_id')} could not be recorded: {record['_unsaved']}"
+    status = record.get("status")
+    reason = f": {record.get('reason')}" if record.get("reason") else ""
+    where = record.get("_path") or "the results store"
+    return f"run {record.get('run_id')} recorded as {status}{reason} ({where})"
+
+
+def _status_words(job: dict[str, Any]) -> str:
+    status = str(job.get("status"))
+    reason = str(job.get("reason") or "")
+    if status == "failed" and reason.startswith("interrupted"):
+        return "failed (interrupted)"
+    return status + (" (resumed)" if job.get("_resumed") else "")
+
+
+def _launcher_signal(signum: int, frame: Any) -> None:
     """Outside a job (a sweep's launcher, or between jobs): stop the children first, then unwind.
 
     The children go first because joblib, on the exception, would kill its workers before they record.
     """
+    import signal
+
     from loraven.job import Interrupted
 
-    stop_children(signum)
-    raise Interrupted("signal SIGTERM", signum)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # while the children record, a repeated signal waits
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stop_children(signal.SIGTERM)
+    raise Interrupted(f"signal {signal.Signals(signum).name}", signum)
+
+
+# ------------------------------------------------------------------------------------------- no orphans
+
+PARENT_PID_ENV = "LORAVEN_PARENT_PID"  # set by python -m loraven.tune: its child sweep stops when it dies
+_watching: dict[str, int] = {}
+WATCH_INTERVAL_S = 0.5
+WATCH_GRACE_S = 60.0  # after asking the job to stop, how long it may take to record before the process ends
+
+
+def watch_parent_from_env() -> None:
+    """A process started by a driver that asked for it (``LORAVEN_PARENT_PID``) ends when that driver dies."""
+    pid = os.environ.get(PARENT_PID_ENV)
+    if pid and pid.isdigit() and int(pid) == os.getppid():
+        watch_parent()
+
+
+def watch_parent() -> None:
+    """End this process when its parent dies, however it dies (SIGKILL included).
+
+    A daemon thread polls ``getppid()`` (the kernel re-parents an orphan, so a change means the parent is gone):
+    then this process gets SIGTERM, so a job under way records itself as interrupted and finishes W&B; if it has
+    not ended ``WATCH_GRACE_S`` later, its children (W&B's service) are killed and it exits. Linux's
+    ``PR_SET_PDEATHSIG`` would need no thread, but it fires when the parent *thread* that forked us ends, and loky
+    starts workers from helper threads. Started once per process.
+    """
+    import threading
+
+    if _watching:
+        return
+    parent = os.getppid()
+    _watching["parent"] = parent
+
+    def loop() -> None:
+        import signal
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(WATCH_INTERVAL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(WATCH_GRACE_S)
+        kill_descendants()
+        os._exit(EXIT_SIGTERM)
+
+    threading.Thread(target=loop, name="loraven-parent-watch", daemon=True).start()
+
+
+def kill_descendants(grace_s: float = 5.0) -> None:
+    """Terminate every descendant of this process (W&B's service, loky helpers), then kill what is left."""
+    import psutil
+
+    try:
+        everyone = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for proc in everyone:
+        with suppress_all():
+            proc.terminate()
+    _, alive = psutil.wait_procs(everyone, timeout=grace_s)
+    for proc in alive:
+        with suppress_all():
+            proc.kill()
 
 
 def stop_children(signum: int, grace_s: float = 60.0) -> None:

@@ -2,20 +2,23 @@
 
 Evidence: ``measured`` when codecarbon read Intel RAPL counters (``codecarbon-rapl``); ``estimated`` otherwise
 (``codecarbon-tdp-estimate``: TDP × CPU load, proportional to time; ``codecarbon-constant-estimate``: its fallback
-constant power). Each attempt of a run writes its own CSV rows (``emissions_<phase>.csv`` gets an ``attempt`` in
-its project name), so a rerun's rows never add to an earlier attempt's.
+constant power). Each attempt of a run writes its own CSV files: the first ``emissions_<phase>.csv``, a rerun (or a
+run again after a failure) ``emissions_<phase>.attempt-<k>.csv``, and the record names its file
+(``energy.phases.<phase>.detail.csv``), so summing a CSV never counts two attempts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from loraven.meters.base import EnergyMeter, EnergyReading, register_meter
 from loraven.schema import Section
@@ -31,6 +34,30 @@ class CodecarbonSettings(Section):
     tracking_mode: Literal["process", "machine"]
     save_to_file: bool
 
+    @field_validator("country_iso_code")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        """A code codecarbon has a grid mix for (it fell back to a world average for an unknown one, silently)."""
+        known = codecarbon_countries()
+        if known and value not in known:
+            close = difflib.get_close_matches(value, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"energy.country_iso_code={value!r} is not a country codecarbon knows{hint}")
+        return value
+
+
+@functools.lru_cache(maxsize=1)
+def codecarbon_countries() -> frozenset[str]:
+    """The ISO alpha-3 codes in codecarbon's grid-mix table (empty if the table cannot be read: not checked)."""
+    import json
+    from importlib import resources
+
+    try:
+        table = resources.files("codecarbon").joinpath("data/private_infra/global_energy_mix.json").read_text()
+        return frozenset(json.loads(table))
+    except (OSError, ValueError, ModuleNotFoundError, TypeError):
+        return frozenset()
+
 
 class CodecarbonMeter(EnergyMeter):
     """codecarbon ``OfflineEmissionsTracker``, a new tracker per phase (never one tracker restarted)."""
@@ -40,6 +67,7 @@ class CodecarbonMeter(EnergyMeter):
     def __init__(self, settings: CodecarbonSettings, output_dir: Path) -> None:
         self.settings = settings
         self.output_dir = output_dir
+        self.suffix = attempt_suffix(output_dir)  # this attempt's CSVs, apart from earlier attempts' rows
 
     @contextlib.contextmanager
     def measure(self, phase: str) -> Iterator[dict[str, EnergyReading]]:
@@ -57,7 +85,7 @@ class CodecarbonMeter(EnergyMeter):
             yield box
         finally:
             if tracker is not None:
-                box["reading"] = self._stop(tracker, time.perf_counter() - start)
+                box["reading"] = self._stop(tracker, time.perf_counter() - start, phase)
             else:
                 box["reading"] = box.pop("error")
 
@@ -70,7 +98,7 @@ class CodecarbonMeter(EnergyMeter):
             project_name=f"loraven-{phase}",
             country_iso_code=self.settings.country_iso_code,
             output_dir=str(self.output_dir),
-            output_file=f"emissions_{phase}.csv",
+            output_file=f"emissions_{phase}{self.suffix}.csv",
             measure_power_secs=self.settings.measure_power_secs,
             tracking_mode=self.settings.tracking_mode,
             save_to_file=self.settings.save_to_file,
@@ -82,12 +110,13 @@ class CodecarbonMeter(EnergyMeter):
         tracker.start()
         return tracker
 
-    def _stop(self, tracker, duration: float) -> EnergyReading:
+    def _stop(self, tracker, duration: float, phase: str) -> EnergyReading:
         try:
             emissions = tracker.stop()
             data = tracker.final_emissions_data
             label, evidence, detail = codecarbon_method(tracker)
             detail.update(
+                csv=f"emissions_{phase}{self.suffix}.csv" if self.settings.save_to_file else None,
                 measure_power_secs=self.settings.measure_power_secs,
                 tracking_mode=self.settings.tracking_mode,
                 cpu_power_w_avg=_avg_power(data.cpu_energy, duration),
@@ -109,6 +138,16 @@ class CodecarbonMeter(EnergyMeter):
             return EnergyReading(
                 "unavailable", "not measured", duration_s=duration, detail={"reason": f"{type(err).__name__}: {err}"}
             )
+
+
+def attempt_suffix(output_dir: Path) -> str:
+    """``""`` for a run folder without emissions CSVs, else ``.attempt-<k>`` for the first free k >= 2."""
+    if not any(Path(output_dir).glob("emissions_*.csv")):
+        return ""
+    k = 2
+    while any(Path(output_dir).glob(f"emissions_*.attempt-{k}.csv")):
+        k += 1
+    return f".attempt-{k}"
 
 
 def _avg_power(kwh: float, seconds: float) -> float | None:

@@ -243,22 +243,58 @@ def prepared_folder(data_root: Path, seed: int, eval_fraction: float, split_cfg:
     }
     fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     folder = data_root / f"olmo-bench-{fingerprint}"
-    if (folder / "sizes.json").is_file():
-        return folder
+    if folder.exists():
+        problem = verify_manifest(folder)
+        if problem is None:
+            return folder
+        log.warning("cached benchmark folder %s fails its manifest (%s); building it again", folder, problem)
+        shutil.rmtree(folder, ignore_errors=True)
     data_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=data_root))
     try:
         write_folder(tmp, list(BENCHMARKS), seed, eval_fraction, split_cfg, final=folder)
+        write_manifest(tmp)
         try:
             os.rename(tmp, folder)
         except OSError:  # a concurrent run wrote the same folder first: same content, keep theirs
-            if not (folder / "sizes.json").is_file():
+            if verify_manifest(folder) is not None:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+FOLDER_MANIFEST = "loraven_manifest.json"
+
+
+def write_manifest(folder: Path) -> None:
+    """Every file of a prepared folder with its size and sha256, so a later run trusts only an intact copy."""
+    files = {
+        str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != FOLDER_MANIFEST
+    }
+    (folder / FOLDER_MANIFEST).write_text(json.dumps({"format": FORMAT_VERSION, "files": files}, indent=1))
+
+
+def verify_manifest(folder: Path) -> str | None:
+    """None if every file the manifest lists is there with its size and checksum, else what is wrong."""
+    try:
+        manifest = json.loads((folder / FOLDER_MANIFEST).read_text())
+        files = manifest["files"]
+        if not isinstance(files, dict) or not files:
+            return "the manifest lists no files"
+        for rel, meta in files.items():
+            path = folder / rel
+            if not path.is_file():
+                return f"{rel} is missing"
+            if path.stat().st_size != meta["size"] or hashlib.sha256(path.read_bytes()).hexdigest() != meta["sha256"]:
+                return f"{rel} differs from its checksum"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"no readable manifest ({type(err).__name__})"
+    return None
 
 
 # --------------------------------------------------------------------------- the task kinds

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,6 +22,8 @@ from loraven.errors import ConfigError
 from loraven.files import atomic_write_text
 from loraven.tasks.base import Task
 from loraven.tasks.splits import eval_split_of, lm_splits, split_fingerprint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -160,14 +163,29 @@ def fingerprint(obj: Any) -> str:
 _fingerprint = fingerprint  # older name, kept for the task modules that import it
 
 
+def write_verified(path: Path, text: str) -> None:
+    """Make ``path`` hold exactly ``text``: a cached copy is reused only if its checksum matches what would be
+    written; a truncated or edited one is rewritten, with a warning (it used to be read as it was: a truncated
+    test file was scored on 10 documents instead of 200, without a word)."""
+    want = hashlib.sha256(text.encode()).hexdigest()
+    if path.is_file():
+        try:
+            have = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            have = None
+        if have == want:
+            return
+        log.warning("cached task file %s fails its checksum; writing it again", path)
+    atomic_write_text(path, text)
+
+
 def write_splits(folder: Path, docs: Mapping[str, list[dict]]) -> dict[str, str]:
-    """One ``<split>.jsonl`` per split in a cache folder named by its content's fingerprint (written once,
-    atomically); returns {split: absolute path}."""
+    """One ``<split>.jsonl`` per split in a cache folder named by its content's fingerprint (written atomically;
+    a cached file is checked against the content and rewritten if it differs); returns {split: absolute path}."""
     files = {}
     for split, rows in docs.items():
         target = folder / f"{split}.jsonl"
-        if not target.is_file():
-            atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_verified(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         files[split] = str(target.resolve())
     return files
 
@@ -189,7 +207,7 @@ def render_mc_task(
         .replace("__DATA_DIR__", str(folder.resolve()))
         .replace("__EVAL_SPLIT__", split)
     )
-    atomic_write_text(folder / f"{task_name}.yaml", yaml_text)
+    write_verified(folder / f"{task_name}.yaml", yaml_text)
     return folder
 
 

@@ -44,9 +44,30 @@ class LMEvalSpec:
 def task_manager(include_path: str | None = None, include_defaults: bool = True):
     """lm-eval's TaskManager, one per (include_path, include_defaults) per process: indexing the registry takes
     seconds and a run needs it three times (build, base evaluation, final evaluation)."""
-    if include_path is not None and not Path(include_path).is_dir():
-        raise ConfigError(f"task.include_path={include_path!r}: no such directory (a folder of lm-eval task YAMLs)")
+    if include_path is not None:
+        check_include_path(include_path)
     return _cached_manager(include_path, include_defaults)
+
+
+def check_include_path(include_path: str, key: str = "task.include_path") -> None:
+    """A folder of lm-eval task YAMLs whose every YAML parses. lm-eval skips a file it cannot parse with a log line,
+    so its task became "unknown" (with suggestions from the registry); here the file and the line are named."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    folder = Path(str(include_path)).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"{key}={str(include_path)!r}: no such directory (a folder of lm-eval task YAMLs)")
+    for path in sorted(folder.rglob("*.yaml")) + sorted(folder.rglob("*.yml")):
+        try:
+            load_yaml(path, resolve_func=False, recursive=False)
+        except Exception as err:  # yaml.YAMLError (with its line), ValueError (not a mapping), OSError
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(
+                f"{where}: not a valid lm-eval task YAML ({problem}), in {key}={str(include_path)!r}; "
+                "lm-eval would skip it and its task would be unknown"
+            ) from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -213,18 +234,42 @@ def quiet_lm_eval() -> Iterator[None]:
 
 
 def load_tasks(specs: Sequence[str | dict], manager) -> dict[str, Any]:
-    """{name: lm-eval Task}, groups expanded; data loading failures become one config error."""
+    """{name: lm-eval Task}, groups expanded; data loading failures become one config error that says where the
+    data were read from: local files, a YAML under an include path, or the dataset hub (registry tasks only)."""
     try:
         with quiet_lm_eval():
             return manager.load(list(specs))["tasks"]
     except Exception as err:  # datasets raises ConnectionError/OSError/ValueError variants when offline
         names = [s if isinstance(s, str) else s.get("task") for s in specs]
-        raise ConfigError(
-            f"could not load lm-eval task(s) {names}: {type(err).__name__}: {str(err)[:300]}. Registry tasks "
-            "download their data from the dataset hub; offline, point them at local copies with "
-            "task.data_files={test: ..., train: ...} (or task.dataset_path=DIR), or use task=gsm8k / arith_mc / "
-            "local_mc."
-        ) from err
+        why = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        raise ConfigError(f"could not load lm-eval task(s) {names}: {why}. {_data_source(specs, manager)}") from err
+
+
+def _data_source(specs: Sequence[str | dict], manager) -> str:
+    """Where the failing task's data come from, so the hint fits: a hub download only for registry tasks."""
+    local = [s for s in specs if isinstance(s, dict)]
+    if local:
+        kwargs = local[0].get("dataset_kwargs") or {}
+        files = kwargs.get("data_files") or local[0].get("dataset_path")
+        return f"Its data were read from local files ({files}): check that they hold the columns the task uses."
+    yamls = []
+    for name in specs:
+        entry = manager.task_index.get(name) if hasattr(manager, "task_index") else None
+        path = getattr(entry, "yaml_path", None)
+        if path and not _in_lm_eval(path):
+            yamls.append(str(path))
+    if yamls:
+        return f"It is defined in {', '.join(yamls)}: check its dataset_path/data_files and its doc_to_* fields."
+    return (
+        "Registry tasks download their data from the dataset hub; offline, point them at local copies with "
+        "task.data_files={test: ..., train: ...} (or task.dataset_path=DIR), or use task=gsm8k / arith_mc / local_mc."
+    )
+
+
+def _in_lm_eval(path: Any) -> bool:
+    import lm_eval
+
+    return str(Path(str(path)).resolve()).startswith(str(Path(lm_eval.__file__).resolve().parent))
 
 
 def resolve_metric_filter(tasks: Mapping[str, Any], metric: str | None, filter_name: str | None) -> tuple[str, str]:

@@ -518,14 +518,17 @@ def test_a_job_claimed_by_another_live_process_is_skipped_and_stale_locks_are_ta
 ) -> None:
     import socket
 
+    from loraven import locks
+
     monkeypatch.setenv("LORAVEN_CACHE", str(tmp_path / "cache"))
     cfg = compose_cfg([*FAST_CLASSIC, f"results_dir={tmp_path}/r"])
     lock = ResultsStore(tmp_path / "r").run_dir("default", track.run_id_for(cfg)) / LOCK_NAME
     lock.parent.mkdir(parents=True)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        lock.write_text(f"{other.pid} {socket.gethostname()}\n")
-        skipped = run_job(cfg, progress=False)
+        started = locks.process_start_time(other.pid)
+        lock.write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid, "started": started}))
+        skipped = run_job(cfg, progress=False)  # a verified live owner: its run, not ours
         assert skipped["status"] == "skipped" and f"pid {other.pid}" in skipped["reason"]
         assert not (lock.parent / "result.json").exists() and lock.exists()  # theirs, untouched
     finally:

@@ -110,7 +110,20 @@ def match_rank(cfg: dict[str, Any], rank: int, mode: str) -> dict[str, Any]:
 
 def budget_fit(model: nn.Module, settings: LoraARConfig, budget: int) -> dict[str, Any]:
     """LoRA-AR's own budget mode, given a count: the spectral allocation is rescaled so Σ r·(in+out) (+ DoRA's
-    magnitudes) equals ``budget`` (see :func:`allocate.allocate`); ``budget_rank`` is then unused."""
+    magnitudes) equals ``budget`` (see :func:`allocate.allocate`); ``budget_rank`` is then unused. A budget beyond
+    every target at full rank is an error here, before anything runs (:func:`allocate.allocate` checks the
+    selected modules' exact ceiling)."""
+    from loraven.adapters.base import linear_targets
+    from loraven.errors import ConfigError
+
+    layers = linear_targets(model, settings.target_modules)
+    largest = sum(min(m.in_features, m.out_features) * (m.in_features + m.out_features) for _, m in layers)
+    largest += sum(m.out_features for _, m in layers) if settings.use_dora else 0
+    if budget > largest:
+        raise ConfigError(
+            f"adapter.param_budget={budget} is beyond LoRA-AR's largest size on this model (every target layer at "
+            f"its full rank trains {largest} parameters); give at most {largest}"
+        )
     return {"budget_params": int(budget), "budget_rank": None}
 
 

@@ -160,6 +160,15 @@ def allocate(spectra: pd.DataFrame, cfg: LoraARConfig) -> Allocation:
         relaxed = []
         if float((hi * cost[sel]).sum()) < target:
             hi, relaxed = side[sel], relaxed + ["r_max"]
+        ceiling = float((hi * cost[sel]).sum() + dora_out[sel].sum())
+        if cfg.budget_params is not None and ceiling < target_total:  # never capped silently
+            from loraven.errors import ConfigError
+
+            raise ConfigError(
+                f"adapter.param_budget={int(target_total)} is beyond LoRA-AR's largest size on this model (its "
+                f"{int(sel.sum())} selected layers at full rank train {int(ceiling)} parameters); give at most "
+                f"{int(ceiling)}"
+            )
         if float((lo * cost[sel]).sum()) > target:
             lo, relaxed = np.ones_like(lo), relaxed + ["r_min"]
         chosen = fit_budget(cont, cost[sel].astype(np.float64), lo, hi, target, table.loc[sel, "score"].to_numpy())

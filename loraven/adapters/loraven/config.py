@@ -89,6 +89,43 @@ class Weights(Section):
     gradient: float = Field(default=0.25, ge=0.0)
 
 
+class EnergyModelConfig(Section):
+    """``scheduler.energy_model``: the constants of LoRAven's own energy prediction (every key optional; the
+    defaults are :class:`~loraven.adapters.loraven.energy_model.EnergyModel`'s). A negative energy per FLOP or a
+    miss rate above 1 would make every prediction meaningless, silently."""
+
+    where = "scheduler.energy_model"
+
+    e_flop: float | None = Field(default=None, gt=0.0)
+    e_byte_cache: float | None = Field(default=None, ge=0.0)
+    e_byte_dram: float | None = Field(default=None, ge=0.0)
+    miss_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    eta_parallel: float | None = Field(default=None, gt=0.0)
+    f_dvfs: float | None = Field(default=None, gt=0.0)
+    p_idle: float | None = Field(default=None, ge=0.0)
+    peak_flops: float | None = Field(default=None, gt=0.0)
+    bandwidth: float | None = Field(default=None, gt=0.0)
+    launch_overhead_s: float | None = Field(default=None, ge=0.0)
+    calibration: str | None = None
+
+    @field_validator(
+        "e_flop",
+        "e_byte_cache",
+        "e_byte_dram",
+        "miss_rate",
+        "eta_parallel",
+        "f_dvfs",
+        "p_idle",
+        "peak_flops",
+        "bandwidth",
+        "launch_overhead_s",
+        mode="before",
+    )
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class SchedulerConfig(Section):
     where = "scheduler"
     name: Literal["static", "linear", "energy"] = "static"
@@ -106,6 +143,15 @@ class SchedulerConfig(Section):
     events: EventConfig = Field(default_factory=EventConfig)
     budget: BudgetConfig | None = None
     energy_model: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("energy_model")
+    @classmethod
+    def _energy_model(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Checked here (ranges, unknown keys) although kept a mapping for :meth:`EnergyModel.from_config`."""
+        from loraven.schema import parse
+
+        parse(EnergyModelConfig, value, "scheduler.energy_model")
+        return value
 
     @model_validator(mode="after")
     def _complete(self) -> SchedulerConfig:

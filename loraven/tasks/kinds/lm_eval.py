@@ -35,6 +35,13 @@ class LMEvalConfig(LMOptions):
             )
         if self.data_files and self.dataset_path:
             raise ValueError("task.data_files and task.dataset_path both set; use one of them")
+        for split, path in (self.data_files or {}).items():
+            if not Path(str(path)).expanduser().is_file():
+                raise ValueError(f"task.data_files.{split}={str(path)!r}: no such file")
+        if self.include_path is not None:
+            from loraven.tasks.registry import check_include_path
+
+            check_include_path(self.include_path)  # every YAML there parses (lm-eval would skip a broken one)
         return self
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from loraven.errors import ConfigError
 from loraven.paths import check_name_part
@@ -21,6 +21,21 @@ class LocalMCConfig(LMOptions):
     seed: int = Field(ge=0)
     train_file: str | None
     test_file: str | None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return check_name_part(value, "task.name")  # it names a cache folder and an lm-eval YAML
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> LocalMCConfig:
+        for key in ("train_file", "test_file"):
+            given = getattr(self, key)
+            if not given:
+                raise ValueError(f"task=local_mc needs task.{key}=<a .jsonl file of question/choices/label docs>")
+            if not Path(str(given)).expanduser().is_file():
+                raise ValueError(f"task.{key}={given!r}: no such file")
+        return self
 
 
 def read_jsonl(path_text: Any, key: str) -> list[dict]:

@@ -86,3 +86,12 @@ def results(results_dir: Path) -> list[dict[str, Any]]:
 def sweep_args(tmp: Path) -> list[str]:
     """Keep Hydra's own output (multirun/, outputs/) inside the test's tmp dir."""
     return [f"hydra.sweep.dir={tmp}/multirun", f"hydra.run.dir={tmp}/outputs"]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test under tests/e2e is ``slow`` (subprocesses, real runs, sweeps, Slurm): ``-m "not slow"`` is the
+    inner loop (the unit tests, minutes), the README's command runs everything (CI)."""
+    slow = pytest.mark.slow
+    for item in items:
+        if "e2e" in item.path.parts and "slow" not in item.keywords:
+            item.add_marker(slow)

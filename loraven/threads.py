@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -112,14 +113,17 @@ def env_threads(env: Mapping[str, str] | None = None) -> tuple[str, int] | None:
     return None
 
 
-def usable_cores() -> int:
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" in µs, or "max <period>"
+
+
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota (containers)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        quota, period = cpu_max.read_text().split()[:2]
         if quota != "max":
             cores = min(cores, max(1, -(-int(quota) // int(period))))  # ceil: 1.5 CPUs may use 2 threads
     except (OSError, ValueError):
@@ -225,8 +229,8 @@ def decide(timings: Mapping[int, list[float]], clear: float = CLEAR) -> tuple[in
         ratios = [timings[n][i] / timings[m][i] for i in range(rounds)]
         return min(ratios) >= 1.0 and statistics.median(ratios) >= clear
 
-    unbeaten = [n for n in counts if not any(beats(m, n) for m in counts if m != n)]
-    keep = unbeaten[0] if unbeaten else min(counts, key=lambda n: statistics.median(timings[n]))
+    # never empty: m beats n needs t_n >= t_m in every round (and a median ratio > 1), so "beats" has no cycle
+    keep = next(n for n in counts if not any(beats(m, n) for m in counts if m != n))
     decisive = all(beats(keep, n) for n in counts if n != keep) and (keep == counts[0] or rounds >= 2)
     return keep, decisive
 

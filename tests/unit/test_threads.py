@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from loraven.errors import ConfigError
 from loraven.threads import (
@@ -208,8 +210,35 @@ def test_decide_rules():
     assert decide({1: [1.0, 1.0, 1.0], 2: [0.5, 3.0, 0.5]}) == (1, False)  # a reversed round: nobody beats
     assert decide({1: [4.0, 4.0], 2: [1.0, 2.0], 4: [1.0, 1.9]}) == (2, False)  # 1 beaten; 2 vs 4 undecided
     assert decide({1: [1.0, 1.0], 2: [2.0, 2.0]}, clear=3.0) == (1, False)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no probe timings"):
         decide({1: [], 2: []})
+
+
+def test_decide_boundaries_count_as_beating():
+    """A tie in one round is not a reversed round, and a median ratio of exactly CLEAR is clear (both ``>=``)."""
+    assert decide({1: [1.0, 2.0, 2.0], 2: [1.0, 1.0, 1.0]}) == (2, True)  # round 0 a tie; median ratio 2
+    assert decide({1: [1.2, 1.2], 2: [1.0, 1.0]}) == (2, True)  # median ratio exactly 1.2 = CLEAR
+    assert decide({1: [1.0, 1.0], 2: [2.0, 2.0]}, clear=2.0) == (1, True)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([1, 2, 4, 8]),
+        st.lists(st.floats(0.01, 100.0), min_size=3, max_size=3),
+        min_size=1,
+    )
+)
+def test_decide_keeps_a_count_nobody_beats(timings):
+    """Property: the kept count is one of the counts and no other count is at least as fast in every round with a
+    median ratio >= CLEAR against it; a decisive choice is at least as fast as every other in every round."""
+    keep, decisive = decide(timings)
+    assert keep in timings
+    for m, ts in timings.items():
+        ratios = [timings[keep][i] / ts[i] for i in range(3)]
+        if m != keep:
+            assert not (min(ratios) >= 1.0 and sorted(ratios)[1] >= 1.2)
+            if decisive:
+                assert all(ts[i] >= timings[keep][i] for i in range(3))
 
 
 def test_choose_threads_calls_the_probe_and_leaves_the_choice_in_force():
@@ -366,6 +395,25 @@ def test_candidate_counts():
     assert candidate_counts(2) == [1, 2]
     assert candidate_counts(6) == [1, 2, 4, 6]
     assert candidate_counts(16) == [1, 2, 4, 8, 16]
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "affinity", "expected"),
+    [
+        ("max 100000\n", 8, 8),  # no quota: the affinity mask
+        ("150000 100000\n", 8, 2),  # 1.5 CPUs: ceil, two threads may run
+        ("100000 100000\n", 8, 1),
+        ("400000 100000\n", 2, 2),  # a quota above the mask: the mask
+        ("1000 100000\n", 4, 1),  # a hundredth of a CPU: still one
+        ("garbage\n", 4, 4),  # unreadable: the mask
+    ],
+)
+def test_usable_cores_caps_the_affinity_by_the_cgroup_quota(tmp_path, monkeypatch, cpu_max, affinity, expected):
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(affinity)), raising=False)
+    assert usable_cores(path) == expected
+    assert usable_cores(tmp_path / "missing") == affinity
 
 
 def test_usable_cores_follows_affinity(monkeypatch):

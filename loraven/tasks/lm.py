@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from loraven.errors import ConfigError
-from loraven.files import atomic_write_text
+from loraven.files import atomic_write_text, sha256_of
 from loraven.tasks.base import Task
 from loraven.tasks.splits import eval_split_of, lm_splits, split_fingerprint
 
@@ -170,7 +170,7 @@ def write_verified(path: Path, text: str) -> None:
     want = hashlib.sha256(text.encode()).hexdigest()
     if path.is_file():
         try:
-            have = hashlib.sha256(path.read_bytes()).hexdigest()
+            have = sha256_of(path)
         except OSError:
             have = None
         if have == want:

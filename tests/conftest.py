@@ -88,6 +88,14 @@ def sweep_args(tmp: Path) -> list[str]:
     return [f"hydra.sweep.dir={tmp}/multirun", f"hydra.run.dir={tmp}/outputs"]
 
 
+@pytest.fixture(autouse=True)
+def _hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process tests see the environment a user's plain shell has: CI exports ``HYDRA_FULL_ERROR=1`` (full traces
+    in its log), which turns the one-line exit-2 errors the tests check into raised exceptions."""
+    for name in ("HYDRA_FULL_ERROR", "LORAVEN_FAULT_INJECT"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Every test under tests/e2e is ``slow`` (subprocesses, real runs, sweeps, Slurm): ``-m "not slow"`` is the
     inner loop (the unit tests, minutes), the README's command runs everything (CI)."""

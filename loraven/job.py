@@ -142,7 +142,7 @@ def run_job(
         if owner is not None:
             log.warning("run %s skipped: %s", run_id, owner)
             return new_record(cfg, run_id, "skipped", f"running elsewhere: {owner}").to_dict()  # theirs to write
-    previous = _set_interrupt_handlers(_raise_interrupted)  # before loading: an interrupt is always one exception
+    previous = _set_interrupt_handlers(InterruptOnce())  # before loading: an interrupt is always one exception
     try:
         later = None if run.top.rerun else store.load(experiment, run_id, quiet=True)
         if later and later["status"] == "completed":  # finished by its owner while we waited for the claim
@@ -362,8 +362,29 @@ def remove_partial_files(run_dir: Path) -> None:
             continue
 
 
-def _raise_interrupted(signum, frame):
-    raise Interrupted(f"signal {signal.Signals(signum).name}", signum)
+class InterruptOnce:
+    """The job's SIGINT/SIGTERM handler: the first signal raises :class:`Interrupted`; a second one within
+    ``hold_s`` is only noted (``held``), so it cannot raise again while the first interruption unwinds and is recorded.
+
+    Why: a Ctrl-C reaches a joblib worker twice, as SIGINT from the terminal and as SIGTERM forwarded by its
+    launcher (a checkpointed run also re-delivers the SIGTERM it held). When the second raised after the first was
+    caught but before the record was written, the worker ended with no record at all (seen under load). A signal
+    later than ``hold_s`` raises again: the first interruption was swallowed by other code, or recording is stuck.
+    """
+
+    def __init__(self, hold_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.hold_s = float(hold_s)
+        self.clock = clock
+        self.raised_at: float | None = None
+        self.held: list[int] = []
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        now = self.clock()
+        if self.raised_at is not None and now - self.raised_at < self.hold_s:
+            self.held.append(int(signum))
+            return
+        self.raised_at = now
+        raise Interrupted(f"signal {signal.Signals(signum).name}", signum)
 
 
 def _set_interrupt_handlers(handler):

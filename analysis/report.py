@@ -45,21 +45,7 @@ def write_table(
 ) -> list[Path]:
     """CSV from the numeric frame (mean and std in separate columns, for machines); Markdown and LaTeX
     from the display frame (mean ± std, for people). Missing cells say "not measured"/"not reported"."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    if "csv" in formats:
-        written.append(out / f"{name}.csv")
-        fill_missing(numeric).to_csv(written[-1], index=False)
-    if "md" in formats:
-        written.append(out / f"{name}.md")
-        body = shown.to_markdown(index=False) if not shown.empty else "_no data: not measured_"
-        written[-1].write_text((f"{note}\n\n" if note else "") + body + "\n")
-    if "tex" in formats:
-        written.append(out / f"{name}.tex")
-        written[-1].write_text(
-            shown.to_latex(index=False, escape=True) if not shown.empty else "% no data: not measured\n"
-        )
-    return written
+    return _write(numeric, [("", shown)], out, name, formats, note)
 
 
 NOTES = {
@@ -134,17 +120,33 @@ def _write_sections(
     numeric: pd.DataFrame, sections: list[tuple[str, pd.DataFrame]], out: Path, name: str, formats: Sequence[str]
 ) -> list[Path]:
     """Like :func:`write_table` for a table in several groups: CSV in one piece, md/tex one heading per group."""
+    return _write(numeric, sections, out, name, formats, NOTES[name])
+
+
+def _write(
+    numeric: pd.DataFrame,
+    sections: list[tuple[str, pd.DataFrame]],
+    out: Path,
+    name: str,
+    formats: Sequence[str],
+    note: str,
+) -> list[Path]:
+    """The one table writer: each file written whole (temp file + rename), so a report is never half-written;
+    a section with a title gets a heading, an empty one is left out, no data at all says "not measured"."""
+    from loraven.files import atomic_write_text
+
     out.mkdir(parents=True, exist_ok=True)
+    present = [(title, shown) for title, shown in sections if not shown.empty]
     written = []
     if "csv" in formats:
         written.append(out / f"{name}.csv")
-        fill_missing(numeric).to_csv(written[-1], index=False)
+        atomic_write_text(written[-1], fill_missing(numeric).to_csv(index=False))
     if "md" in formats:
         written.append(out / f"{name}.md")
-        body = "\n\n".join(f"## {title}\n\n{shown.to_markdown(index=False)}" for title, shown in sections)
-        written[-1].write_text(NOTES[name] + "\n\n" + (body or "_no data: not measured_") + "\n")
+        body = "\n\n".join((f"## {t}\n\n" if t else "") + shown.to_markdown(index=False) for t, shown in present)
+        atomic_write_text(written[-1], (f"{note}\n\n" if note else "") + (body or "_no data: not measured_") + "\n")
     if "tex" in formats:
         written.append(out / f"{name}.tex")
-        body = "\n".join(f"% {title}\n" + shown.to_latex(index=False, escape=True) for title, shown in sections)
-        written[-1].write_text(body or "% no data: not measured\n")
+        body = "\n".join((f"% {t}\n" if t else "") + shown.to_latex(index=False, escape=True) for t, shown in present)
+        atomic_write_text(written[-1], body or "% no data: not measured\n")
     return written

@@ -34,6 +34,7 @@ from loraven.record import ModelInfo, Record, TimeInfo
 from loraven.run_config import RunConfig, validate_run_config
 from loraven.signals import deferred as deferred_signals
 from loraven.signals import name as signal_name
+from loraven.signals import redeliver_to_job
 from loraven.tasks import TASKS, build_task
 from loraven.testhooks import event
 from loraven.track import (
@@ -222,6 +223,7 @@ def _run_claimed(
     tracker: Tracker = Tracker()
     exit_code = 1
     try:
+        redeliver_to_job()  # a signal that reached a launcher worker while this job was starting: recorded here
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
             event("config_write")

@@ -13,8 +13,10 @@ in the main thread at the next bytecode anyway, in the middle of the write.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 HELD = (signal.SIGINT, signal.SIGTERM)
@@ -42,6 +44,24 @@ def deferred(pending: list[int] | None = None) -> Iterator[list[int]]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+_BEFORE_JOB: list[int] = []  # held by a launcher worker before its job's own handlers were in (cli.lifecycle)
+
+
+def hold_for_job(signum: int) -> None:
+    """A signal that reached a launcher worker while its job was starting (validating, claiming): kept for the job,
+    which records itself as interrupted by it (:func:`redeliver_to_job`) instead of running to the end."""
+    _BEFORE_JOB.append(int(signum))
+
+
+def redeliver_to_job() -> None:
+    """Send this process the signals held for its job, now that the job's handler is in and its record exists."""
+    held = list(_BEFORE_JOB)
+    _BEFORE_JOB.clear()
+    for signum in held[:1]:  # the first one: the job's handler raises once and holds the rest anyway
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)  # CPython runs the handler at the next bytecode of the main thread: let it land here
 
 
 def name(signum: int) -> str:

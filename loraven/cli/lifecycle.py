@@ -41,8 +41,9 @@ _WORKER: dict[str, Any] = {"busy": False, "pending": None}
 
 def install_worker_handlers() -> None:
     """A launcher worker's own SIGINT/SIGTERM handling outside :func:`loraven.job.run_job` (which installs its own):
-    while the worker is busy with a job (before the job's handlers are in, and while its pointer is written after
-    them) a signal is held and acted on once the job's record and pointer are written; an idle worker ends at once.
+    while the worker is busy with a job, a signal is held: one that came before the job's own handler was in is
+    re-sent to the job as soon as its record exists (it records itself as interrupted), one that came while the
+    job's pointer is written after it ends the worker once that is written; an idle worker ends at once.
     Without this, loky's default SIGTERM killed a worker between writing its record and writing its pointer, and
     the launcher's last line undercounted what was recorded."""
     import signal
@@ -53,7 +54,10 @@ def install_worker_handlers() -> None:
 
 def _worker_signal(signum: int, frame: Any) -> None:
     if _WORKER["busy"]:
+        from loraven.signals import hold_for_job
+
         _WORKER["pending"] = signum
+        hold_for_job(signum)  # a job not yet under way gets it as soon as its own handler is in (job._run_claimed)
         return
     from loraven.job import Interrupted
 

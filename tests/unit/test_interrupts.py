@@ -93,3 +93,32 @@ def test_sigterm_while_a_sigint_is_being_recorded_still_leaves_the_record(tmp_pa
     written = json.loads(path.read_text())
     assert written["status"] == "failed" and written["reason"].startswith("interrupted (SIGINT)"), written["reason"]
     assert info.value.record["run_id"] == written["run_id"]
+
+
+def test_a_signal_that_reached_a_worker_before_its_job_started_is_recorded_by_the_job(tmp_path: Path) -> None:
+    """A Ctrl-C while a launcher worker validates or claims its job used to be held until the job had run to the
+    end (and the launcher killed it after its grace period: no record). Now the job records it at once."""
+    from loraven.cli import lifecycle
+
+    cfg = compose_cfg([*FAST_CLASSIC, f"results_dir={tmp_path}/r"])
+    ran: list[bool] = []
+
+    def body(run, record, run_dir, tracker, progress, main) -> None:
+        ran.append(True)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        lifecycle.install_worker_handlers()
+        lifecycle._WORKER["busy"] = True  # as app.run_from_hydra marks it before the job
+        os.kill(os.getpid(), signal.SIGINT)  # the job has not installed its handler yet: held
+        assert lifecycle._WORKER["pending"] == signal.SIGINT
+        with pytest.raises(Interrupted) as info:
+            run_job(cfg, progress=False, body=body)
+    finally:
+        lifecycle._WORKER.update(busy=False, pending=None)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert not ran  # interrupted before its body ran, not after
+    (path,) = list((tmp_path / "r").rglob("result.json"))
+    assert json.loads(path.read_text())["reason"].startswith("interrupted (SIGINT)")
+    assert info.value.signum == signal.SIGINT

@@ -122,3 +122,5 @@ def test_a_signal_that_reached_a_worker_before_its_job_started_is_recorded_by_th
     (path,) = list((tmp_path / "r").rglob("result.json"))
     assert json.loads(path.read_text())["reason"].startswith("interrupted (SIGINT)")
     assert info.value.signum == signal.SIGINT
+    again = run_job(cfg, progress=False, body=body)  # the signal was used up: the next job runs to the end
+    assert ran == [True] and again["status"] == "completed"

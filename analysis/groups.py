@@ -55,8 +55,11 @@ def _ignored(key: str) -> bool:
 
 
 def flat_settings(config: Mapping[str, Any]) -> dict[str, str]:
-    """The run's settings as dotted keys → JSON text, without labels, paths and the seed."""
-    return {k: v for k, v in _flatten(config or {}).items() if not _ignored(k)}
+    """The run's settings as dotted keys → JSON text: what its run id hashes (``loraven.track.semantic_config``:
+    not the thread count, checkpoints, labels or paths), without the seed."""
+    from loraven.track import semantic_config
+
+    return {k: v for k, v in _flatten(semantic_config(config or {})).items() if not _ignored(k)}
 
 
 def differing_settings(runs: pd.DataFrame) -> list[str]:

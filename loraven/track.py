@@ -143,7 +143,10 @@ OFF_WHEN_EMPTY = {"task": ("retention", ("retention", "retention_limit"))}  # (s
 NON_SEMANTIC_TRAINER_PREFIX = "checkpoint_"  # trainer.checkpoint_*: where a run may resume from, not what it computes
 
 
-def run_id_for(cfg: Mapping[str, Any]) -> str:
+def semantic_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run computes: the config sections its id hashes, without options that only say how it runs (thread
+    count, checkpoints, where results go). analysis tells configurations apart by these same keys, so records
+    written before and after such an option existed still compare as one configuration."""
     semantic = {k: cfg.get(k) for k in SEMANTIC_KEYS if k in cfg}
     for section, (switch, keys) in OFF_WHEN_EMPTY.items():  # an option left off keeps the ids (and base-score
         body = semantic.get(section)  # cache keys) it had before the option existed
@@ -153,7 +156,11 @@ def run_id_for(cfg: Mapping[str, Any]) -> str:
     if isinstance(semantic.get("trainer"), Mapping):  # a run's id does not change when checkpointing is switched
         trainer = semantic["trainer"]
         semantic["trainer"] = {k: v for k, v in trainer.items() if not str(k).startswith(NON_SEMANTIC_TRAINER_PREFIX)}
-    blob = json.dumps(semantic, sort_keys=True, default=str)
+    return semantic
+
+
+def run_id_for(cfg: Mapping[str, Any]) -> str:
+    blob = json.dumps(semantic_config(cfg), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

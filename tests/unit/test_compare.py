@@ -97,6 +97,20 @@ def test_two_learning_rates_of_one_method_are_two_rows_never_averaged(tmp_path: 
     assert "lr" in display_group(comp).columns
 
 
+def test_options_outside_the_run_id_never_split_a_configuration(tmp_path: Path) -> None:
+    """Seeds run before and after an option that only says how a run runs (threads, checkpoints) existed are one
+    configuration, exactly as their run ids say; a semantic key (steps) still splits."""
+    how = {"threads": "auto", "trainer": {"lr": 3e-4, "steps": 300, "checkpoint_every": 50}}
+    write_run(tmp_path, "x", "old0", adapter="lora", seed=0, accuracy=0.5, **COMMON)
+    write_run(tmp_path, "x", "new1", adapter="lora", seed=1, accuracy=0.6, config=how, **COMMON)
+    write_run(tmp_path, "x", "new2", adapter="lora", seed=2, accuracy=0.7, config=how, **COMMON)
+    (comp,) = compare(frame_of(tmp_path))
+    assert comp.settings == [] and len(comp.rows) == 1 and comp.rows.iloc[0]["value"] == pytest.approx(0.6)
+    write_run(tmp_path, "x", "long", adapter="lora", seed=0, accuracy=0.9, config={"trainer": {"steps": 900}}, **COMMON)
+    (comp,) = compare(frame_of(tmp_path))
+    assert comp.settings == ["trainer.steps"] and len(comp.rows) == 2
+
+
 # ----------------------------------------------------------------------------------------- intervals and verdicts
 
 

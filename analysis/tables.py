@@ -212,7 +212,8 @@ VERDICT_RULE = (
     f"the retention ≥ {paper.PAPER_ACCURACY_RETENTION_PCT:g} % vs dense (same experiment, model, task and energy "
     "method); not reproduced = a whole interval on the wrong side; inconclusive = an interval straddles; "
     f"insufficient evidence = fewer than {iv.MIN_SEEDS} seeds a side, accuracy at chance, fewer than "
-    f"{iv.MIN_TRAIN_STEPS} training steps, or energy below meter resolution. Intervals: "
+    f"{iv.MIN_TRAIN_STEPS} training steps, energy below meter resolution, or the two sides trained on different "
+    "thread counts or CPU load. Intervals: "
     "analysis.intervals (bootstrap ratio of means across seeds, fixed seed); "
     "regression retention = 100 − MSE increase %"
 )
@@ -262,6 +263,25 @@ def _evidence_reasons(group: pd.DataFrame, base: pd.DataFrame, energy: bool) -> 
             reasons.append("energy below meter resolution")
         if (group["energy_evidence"] == "not measured").any():
             reasons.append("energy not measured")
+        reasons += condition_reasons(group, base)
+    return reasons
+
+
+CPU_SHARE_TOLERANCE = 1.25  # median CPU shares further apart than this: the two sides ran under different load
+
+
+def condition_reasons(group: pd.DataFrame, base: pd.DataFrame) -> list[str]:
+    """Times, and energies estimated from them, compare only runs that had the same CPU: one thread count, and a
+    similar share of their threads' time (``analysis.load.cpu_share``). Otherwise the difference is the machine's,
+    not the method's."""
+    reasons = []
+    both = pd.concat([group, base])
+    threads = sorted({int(t) for t in both["torch_threads"].dropna()})
+    if len(threads) > 1:
+        reasons.append(f"runs used different thread counts ({', '.join(map(str, threads))})")
+    mine, theirs = group["cpu_share"].median(), base["cpu_share"].median()
+    if mine > 0 and theirs > 0 and max(mine, theirs) / min(mine, theirs) > CPU_SHARE_TOLERANCE:
+        reasons.append(f"different CPU load (share of their threads' time {mine:.2f} vs {theirs:.2f})")
     return reasons
 
 

@@ -75,6 +75,8 @@ def write_run(
     trainable_params: int = 10,
     total_params: int = 100,
     config: dict[str, Any] | None = None,
+    threads: int | None = None,
+    train_cpu_s: float | None = None,
 ) -> Path:
     """One run directory in the store layout, result.json per the contract (+ optional side CSVs).
 
@@ -153,6 +155,10 @@ def write_run(
         },
         "memory": {"peak_mb": peak_mb, "scope": memory_scope, "device": "cpu-rss"},
     }
+    if threads is not None:
+        result["env"]["torch_threads"] = threads
+    if train_cpu_s is not None:
+        result["time"]["train_cpu_s"] = train_cpu_s
     if chance != "absent":
         result["metrics"]["chance"] = chance
     metrics = result["metrics"]

@@ -37,6 +37,80 @@ def test_tight_half_energy_is_reproduced(tmp_path: Path) -> None:
     assert row["evidence"] == "estimated"
 
 
+def test_energy_from_runs_on_different_threads_or_load_gets_no_verdict(tmp_path: Path) -> None:
+    """Half the energy because the method's runs had 2 threads on a quiet CPU and dense's 1 thread on a busy one
+    is the machine's doing: insufficient evidence, saying why; same threads and load keep the verdict."""
+    dense, half = [1.0, 1.01, 0.99, 1.0, 1.02], [0.5, 0.51, 0.49, 0.5, 0.5]
+    row = fixed_row(pair_store(tmp_path / "a", dense, half, threads=1, train_cpu_s=1.0))
+    assert row["verdict"] == "reproduced"  # train_s is 1.0 in the fake store: share 1.0 on both sides
+    for seed in range(5):  # the method's side again, on two threads
+        write_run(
+            tmp_path / "b",
+            "e",
+            f"s{seed}",
+            seed=seed,
+            accuracy=0.95,
+            kwh=half[seed],
+            task="digits",
+            chance=0.1,
+            stderr=0.01,
+            method="codecarbon-tdp-estimate",
+            threads=2,
+            train_cpu_s=2.0,
+        )
+        write_run(
+            tmp_path / "b",
+            "e",
+            f"d{seed}",
+            adapter="none",
+            seed=seed,
+            accuracy=0.95,
+            kwh=dense[seed],
+            task="digits",
+            chance=0.1,
+            stderr=0.01,
+            method="codecarbon-tdp-estimate",
+            threads=1,
+            train_cpu_s=1.0,
+        )
+    row = fixed_row(tmp_path / "b")
+    assert row["verdict"].startswith("insufficient evidence") and "different thread counts (1, 2)" in row["verdict"]
+    row = fixed_row(pair_store(tmp_path / "c", dense, half, threads=1))
+    assert row["verdict"] == "reproduced"  # no CPU time recorded: nothing to say about load
+    for seed in range(5):  # dense got half its thread's time (a busy machine), the method all of it
+        write_run(
+            tmp_path / "d",
+            "e",
+            f"d{seed}",
+            adapter="none",
+            seed=seed,
+            accuracy=0.95,
+            kwh=dense[seed],
+            task="digits",
+            chance=0.1,
+            stderr=0.01,
+            method="codecarbon-tdp-estimate",
+            threads=1,
+            train_cpu_s=0.5,
+        )
+        write_run(
+            tmp_path / "d",
+            "e",
+            f"s{seed}",
+            seed=seed,
+            accuracy=0.95,
+            kwh=half[seed],
+            task="digits",
+            chance=0.1,
+            stderr=0.01,
+            method="codecarbon-tdp-estimate",
+            threads=1,
+            train_cpu_s=0.9,
+        )
+    row = fixed_row(tmp_path / "d")
+    assert "different CPU load (share of their threads' time 0.90 vs 0.50)" in row["verdict"]
+
+
 def test_tight_ten_percent_is_not_reproduced(tmp_path: Path) -> None:
     row = fixed_row(pair_store(tmp_path, [1.0, 1.01, 0.99, 1.0, 1.02], [0.9, 0.91, 0.89, 0.9, 0.9]))
     assert row["verdict"] == "not reproduced" and row["reduction_pct_hi"] < 40

@@ -97,13 +97,18 @@ def _num(value: Any) -> float:
     return out
 
 
+def torch_threads(result: Mapping[str, Any]) -> float:
+    """The run's torch thread count (``env.torch_threads``; records before it: ``env.cpu_threads``); NaN if absent."""
+    return _num(_get(result, "env.torch_threads") or _get(result, "env.cpu_threads"))
+
+
 def cpu_share(result: Mapping[str, Any]) -> float:
     """How much of its threads' time a CPU run's training got: train CPU seconds ÷ (train wall seconds × threads).
     About 1 on a quiet machine, lower when other processes shared the cores (its times, and the energy estimated
     from them, then measure the load too). NaN for GPU runs and records without the numbers."""
     device = str(_get(result, "env.device") or "")
     cpu_s, wall_s = _num(_get(result, "time.train_cpu_s")), _num(_get(result, "time.train_s"))
-    threads = _num(_get(result, "env.torch_threads") or _get(result, "env.cpu_threads"))
+    threads = torch_threads(result)
     if not device.startswith("cpu") or not (cpu_s > 0 and wall_s > 0 and threads > 0):
         return math.nan
     return cpu_s / (wall_s * threads)
@@ -230,7 +235,7 @@ def run_row(r: Mapping[str, Any]) -> dict[str, Any]:
         "train_s": _num(_get(r, "time.train_s")),
         "eval_s": _num(_get(r, "time.eval_s")),
         "step_ms": _num(_get(r, "time.step_ms_median")),
-        "torch_threads": _num(_get(r, "env.torch_threads") or _get(r, "env.cpu_threads")),
+        "torch_threads": torch_threads(r),
         "cpu_share": cpu_share(r),
         "tokens_per_s": _num(_get(r, "time.tokens_per_s")),
         "peak_mb": _num(_get(r, "memory.peak_mb")),

@@ -16,13 +16,23 @@ from analysis.cli import main
 SEEDS = range(5)
 
 
-def pair_store(root: Path, dense_kwh: list[float], method_kwh: list[float], **kw) -> Path:
-    """Dense vs fixed low-rank, one run per seed, accuracy well above a recorded chance level."""
+def pair_store(
+    root: Path,
+    dense_kwh: list[float],
+    method_kwh: list[float],
+    dense_only: dict | None = None,
+    method_only: dict | None = None,
+    **kw,
+) -> Path:
+    """Dense vs fixed low-rank, one run per seed, accuracy well above a recorded chance level; ``kw`` for both
+    sides' runs, ``dense_only``/``method_only`` for one side's."""
     common = {"task": "digits", "chance": 0.1, "stderr": 0.01, "method": "codecarbon-tdp-estimate"} | kw
     for seed, kwh in enumerate(dense_kwh):
-        write_run(root, "e", f"d{seed}", adapter="none", seed=seed, accuracy=0.95, kwh=kwh, **common)
+        write_run(
+            root, "e", f"d{seed}", adapter="none", seed=seed, accuracy=0.95, kwh=kwh, **common | (dense_only or {})
+        )
     for seed, kwh in enumerate(method_kwh):
-        write_run(root, "e", f"s{seed}", seed=seed, accuracy=0.95, kwh=kwh, **common)
+        write_run(root, "e", f"s{seed}", seed=seed, accuracy=0.95, kwh=kwh, **common | (method_only or {}))
     return root
 
 
@@ -43,70 +53,14 @@ def test_energy_from_runs_on_different_threads_or_load_gets_no_verdict(tmp_path:
     dense, half = [1.0, 1.01, 0.99, 1.0, 1.02], [0.5, 0.51, 0.49, 0.5, 0.5]
     row = fixed_row(pair_store(tmp_path / "a", dense, half, threads=1, train_cpu_s=1.0))
     assert row["verdict"] == "reproduced"  # train_s is 1.0 in the fake store: share 1.0 on both sides
-    for seed in range(5):  # the method's side again, on two threads
-        write_run(
-            tmp_path / "b",
-            "e",
-            f"s{seed}",
-            seed=seed,
-            accuracy=0.95,
-            kwh=half[seed],
-            task="digits",
-            chance=0.1,
-            stderr=0.01,
-            method="codecarbon-tdp-estimate",
-            threads=2,
-            train_cpu_s=2.0,
-        )
-        write_run(
-            tmp_path / "b",
-            "e",
-            f"d{seed}",
-            adapter="none",
-            seed=seed,
-            accuracy=0.95,
-            kwh=dense[seed],
-            task="digits",
-            chance=0.1,
-            stderr=0.01,
-            method="codecarbon-tdp-estimate",
-            threads=1,
-            train_cpu_s=1.0,
-        )
+    two_threads = {"threads": 2, "train_cpu_s": 2.0}  # the method's side again, on two threads
+    pair_store(tmp_path / "b", dense, half, dense_only={"threads": 1, "train_cpu_s": 1.0}, method_only=two_threads)
     row = fixed_row(tmp_path / "b")
     assert row["verdict"].startswith("insufficient evidence") and "different thread counts (1, 2)" in row["verdict"]
     row = fixed_row(pair_store(tmp_path / "c", dense, half, threads=1))
     assert row["verdict"] == "reproduced"  # no CPU time recorded: nothing to say about load
-    for seed in range(5):  # dense got half its thread's time (a busy machine), the method all of it
-        write_run(
-            tmp_path / "d",
-            "e",
-            f"d{seed}",
-            adapter="none",
-            seed=seed,
-            accuracy=0.95,
-            kwh=dense[seed],
-            task="digits",
-            chance=0.1,
-            stderr=0.01,
-            method="codecarbon-tdp-estimate",
-            threads=1,
-            train_cpu_s=0.5,
-        )
-        write_run(
-            tmp_path / "d",
-            "e",
-            f"s{seed}",
-            seed=seed,
-            accuracy=0.95,
-            kwh=half[seed],
-            task="digits",
-            chance=0.1,
-            stderr=0.01,
-            method="codecarbon-tdp-estimate",
-            threads=1,
-            train_cpu_s=0.9,
-        )
+    busy, quiet = {"train_cpu_s": 0.5}, {"train_cpu_s": 0.9}  # dense got half its thread's time, the method all
+    pair_store(tmp_path / "d", dense, half, dense_only=busy, method_only=quiet, threads=1)
     row = fixed_row(tmp_path / "d")
     assert "different CPU load (share of their threads' time 0.90 vs 0.50)" in row["verdict"]
 
